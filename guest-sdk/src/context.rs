@@ -1,0 +1,198 @@
+use crate::__private::bindings::mysimbdp::pipeline::types::{
+    BatchReport, DeadRecord, Error as WitError, Message, Rejection, StreamReport,
+};
+use crate::__private::bindings::mysimbdp::pipeline::{config, dead_letter, metrics, staging};
+use crate::{Error, InputFile, Line, Row, tally};
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Dead records are sent in lists of this size.
+const DEAD_LETTER_BATCH: usize = 256;
+
+/// What both kinds of context share: parameters, counters and dead letters.
+struct Common {
+    tenant: String,
+    pipeline: String,
+    counters: BTreeMap<String, u64>,
+    dead: Vec<DeadRecord>,
+}
+
+impl Common {
+    fn new() -> Self {
+        Common { tenant: config::tenant(), pipeline: config::pipeline(), counters: BTreeMap::new(), dead: Vec::new() }
+    }
+
+    fn param_or<T: FromStr>(&self, key: &str, default: T) -> Result<T, Error>
+    where
+        T::Err: Display,
+    {
+        match config::get(key) {
+            None => Ok(default),
+            Some(text) => text.trim().parse().map_err(|e| {
+                Error::InvalidInput(format!(
+                    "parameter `{key}` of pipeline `{}` is `{text}`: {e}; fix it in the tenant's profile",
+                    self.pipeline
+                ))
+            }),
+        }
+    }
+
+    fn dead_letter(&mut self, origin: String, payload: &[u8], reason: String) -> Result<(), Error> {
+        tally::with(|t| t.records_rejected += 1);
+        self.dead.push(DeadRecord { origin, payload: payload.to_vec(), reason });
+        if self.dead.len() >= DEAD_LETTER_BATCH {
+            self.flush_dead_letters()?;
+        }
+        Ok(())
+    }
+
+    fn flush_dead_letters(&mut self) -> Result<(), Error> {
+        if !self.dead.is_empty() {
+            dead_letter::send(&self.dead)?;
+            self.dead.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered; called by the runner after the tenant's function.
+    fn finish(&mut self) -> Result<(), Error> {
+        self.flush_dead_letters()?;
+        for (name, value) in std::mem::take(&mut self.counters) {
+            metrics::counter_add(&name, value);
+        }
+        Ok(())
+    }
+}
+
+macro_rules! common_methods {
+    () => {
+        /// The tenant running this pipeline.
+        pub fn tenant(&self) -> &str {
+            &self.common.tenant
+        }
+
+        /// The pipeline's name in the tenant's profile.
+        pub fn pipeline(&self) -> &str {
+            &self.common.pipeline
+        }
+
+        /// A parameter from the pipeline's section of the tenant's profile.
+        pub fn param(&self, key: &str) -> Option<String> {
+            config::get(key)
+        }
+
+        /// A parameter parsed as `T`, or `default` when the profile does not set it.
+        pub fn param_or<T: FromStr>(&self, key: &str, default: T) -> Result<T, Error>
+        where
+            T::Err: Display,
+        {
+            self.common.param_or(key, default)
+        }
+
+        /// Adds to the pipeline's own counter `name` (exported by the host as
+        /// `mysimbdp_guest_<name>_total`). Sent once at the end of the invocation.
+        pub fn count(&mut self, name: &str, value: u64) {
+            *self.common.counters.entry(name.to_string()).or_default() += value;
+        }
+    };
+}
+
+/// What a batch pipeline knows about its run besides the file.
+pub struct BatchContext {
+    common: Common,
+    file_name: String,
+    id_prefix: String,
+}
+
+impl BatchContext {
+    common_methods!();
+
+    /// The default document id of row (or line) `number`: built from the
+    /// tenant, the file's checksum and the number, so ingesting the same file
+    /// again overwrites instead of duplicating.
+    pub fn row_id(&self, number: u64) -> String {
+        format!("{}{number}", self.id_prefix)
+    }
+
+    /// Sends a CSV row to the dead-letter topic with `reason`; counted as rejected.
+    pub fn reject_row(&mut self, row: &Row<'_>, reason: impl Into<String>) -> Result<(), Error> {
+        let origin = format!("{}:row {}", self.file_name, row.number());
+        self.common.dead_letter(origin, row.raw(), reason.into())
+    }
+
+    /// Sends a line to the dead-letter topic with `reason`; counted as rejected.
+    pub fn reject_line(&mut self, line: &Line<'_>, reason: impl Into<String>) -> Result<(), Error> {
+        let origin = format!("{}:line {}", self.file_name, line.number());
+        self.common.dead_letter(origin, line.raw(), reason.into())
+    }
+}
+
+/// What a stream pipeline knows about its run besides the messages.
+pub struct StreamContext {
+    common: Common,
+    rejected: Vec<Rejection>,
+}
+
+impl StreamContext {
+    common_methods!();
+
+    /// The default document id of a message: its topic, partition and offset,
+    /// so a message delivered twice is written once.
+    pub fn message_id(&self, message: &Message) -> String {
+        format!("{}-{}-{}", message.topic, message.partition, message.offset)
+    }
+
+    /// Rejects message `index` of the batch; the host sends the original
+    /// message to the dead-letter topic with `reason` in its headers.
+    pub fn reject(&mut self, index: usize, reason: impl Into<String>) {
+        tally::with(|t| t.records_rejected += 1);
+        self.rejected.push(Rejection { index: index as u32, reason: reason.into() });
+    }
+}
+
+/// Runs the tenant's batch function and builds the report. Used by `#[batch_pipeline]`.
+pub fn run_batch(
+    handle: &staging::InputFile,
+    pipeline: impl FnOnce(&InputFile<'_>, &mut BatchContext) -> Result<(), Error>,
+) -> Result<BatchReport, WitError> {
+    tally::take();
+    let file = InputFile::new(handle);
+    let mut ctx = BatchContext {
+        common: Common::new(),
+        file_name: file.name().to_string(),
+        id_prefix: String::new(),
+    };
+    ctx.id_prefix = format!("{}:{}:", ctx.common.tenant, &file.checksum()[..16.min(file.checksum().len())]);
+    let outcome = pipeline(&file, &mut ctx);
+    let finished = ctx.common.finish();
+    let tally = tally::take();
+    outcome?;
+    finished?;
+    if let Some(error) = tally.lost_write {
+        return Err(error.into());
+    }
+    Ok(BatchReport {
+        records_in: tally.records_in,
+        records_out: tally.records_out,
+        records_rejected: tally.records_rejected,
+    })
+}
+
+/// Runs the tenant's stream function and builds the report. Used by `#[stream_pipeline]`.
+pub fn run_stream(
+    batch: Vec<Message>,
+    pipeline: impl FnOnce(&[Message], &mut StreamContext) -> Result<(), Error>,
+) -> Result<StreamReport, WitError> {
+    tally::take();
+    let mut ctx = StreamContext { common: Common::new(), rejected: Vec::new() };
+    let outcome = pipeline(&batch, &mut ctx);
+    let finished = ctx.common.finish();
+    let tally = tally::take();
+    outcome?;
+    finished?;
+    if let Some(error) = tally.lost_write {
+        return Err(error.into());
+    }
+    Ok(StreamReport { records_in: batch.len() as u64, records_out: tally.records_out, rejected: ctx.rejected })
+}

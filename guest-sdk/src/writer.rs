@@ -1,0 +1,84 @@
+use crate::__private::bindings::mysimbdp::pipeline::{coredms, types::Document};
+use crate::{Error, tally};
+
+const DEFAULT_BATCH_DOCS: usize = 1000;
+const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// Writes documents to one of the tenant's collections, one host call per
+/// batch. Documents the store refuses are dead-lettered by the host and counted
+/// as rejected. Call [`DocumentWriter::finish`] at the end; a writer dropped
+/// with buffered documents still writes them and fails the ingestion if that
+/// write fails.
+pub struct DocumentWriter {
+    collection: String,
+    docs: Vec<Document>,
+    bytes: usize,
+    max_docs: usize,
+    max_bytes: usize,
+}
+
+impl DocumentWriter {
+    /// A writer to `collection`, stored by the host as `<tenant>-<collection>`.
+    pub fn new(collection: impl Into<String>) -> Self {
+        DocumentWriter {
+            collection: collection.into(),
+            docs: Vec::with_capacity(DEFAULT_BATCH_DOCS),
+            bytes: 0,
+            max_docs: DEFAULT_BATCH_DOCS,
+            max_bytes: DEFAULT_BATCH_BYTES,
+        }
+    }
+
+    /// Documents per host call (default 1000).
+    pub fn batch_docs(mut self, docs: usize) -> Self {
+        self.max_docs = docs.max(1);
+        self
+    }
+
+    /// Adds a document (a JSON object as text) under `id`; writing the same id
+    /// again overwrites it.
+    pub fn push(&mut self, id: impl Into<String>, json: impl Into<String>) -> Result<(), Error> {
+        let json = json.into();
+        self.bytes += json.len();
+        self.docs.push(Document { id: Some(id.into()), json });
+        if self.docs.len() >= self.max_docs || self.bytes >= self.max_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Adds a document built with `serde_json`.
+    pub fn push_value(&mut self, id: impl Into<String>, value: &serde_json::Value) -> Result<(), Error> {
+        self.push(id, value.to_string())
+    }
+
+    /// Writes the buffered documents now.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.docs.is_empty() {
+            return Ok(());
+        }
+        let report = coredms::bulk_index(&self.collection, &self.docs)?;
+        self.docs.clear();
+        self.bytes = 0;
+        tally::with(|t| {
+            t.records_out += u64::from(report.indexed);
+            t.records_rejected += report.failed.len() as u64;
+        });
+        Ok(())
+    }
+
+    /// Writes what is left and ends the writer.
+    pub fn finish(mut self) -> Result<(), Error> {
+        self.flush()
+    }
+}
+
+impl Drop for DocumentWriter {
+    fn drop(&mut self) {
+        if let Err(error) = self.flush() {
+            tally::with(|t| {
+                t.lost_write.get_or_insert(error);
+            });
+        }
+    }
+}

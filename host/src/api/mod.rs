@@ -1,0 +1,40 @@
+//! The host's HTTP side: the control API the CLI talks to, `/metrics` for
+//! Prometheus, and the operator page.
+
+pub mod client;
+mod server;
+
+pub use client::ApiClient;
+pub use server::{AppState, router};
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IngestRequest {
+    pub tenant: String,
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// An absolute path on the host's machine.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryRequest {
+    pub tenant: String,
+    pub collection: String,
+    #[serde(default)]
+    pub q: String,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    10
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

@@ -1,0 +1,94 @@
+//! Routes of the host's HTTP server.
+
+use super::{ApiError, IngestRequest, QueryRequest};
+use crate::backends::SearchResult;
+use crate::platform::Platform;
+use crate::telemetry::IngestionRecord;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub platform: Arc<Platform>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/tenants", get(tenants))
+        .route("/api/ingest", post(ingest))
+        .route("/api/query", get(query))
+        .route("/metrics", get(prometheus))
+        .with_state(state)
+}
+
+/// An error answered as `{"error": "..."}`.
+pub struct HttpError(StatusCode, String);
+
+impl From<anyhow::Error> for HttpError {
+    fn from(error: anyhow::Error) -> Self {
+        HttpError(StatusCode::BAD_REQUEST, format!("{error:#}"))
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct TenantSummary {
+    id: String,
+    description: String,
+    batch_pipelines: Vec<String>,
+    stream_pipeline: Option<String>,
+}
+
+async fn tenants(State(state): State<AppState>) -> Json<Vec<TenantSummary>> {
+    Json(
+        state
+            .platform
+            .registry
+            .tenants()
+            .map(|t| TenantSummary {
+                id: t.id.to_string(),
+                description: t.profile.description.clone(),
+                batch_pipelines: t.profile.batch.iter().map(|p| p.name.to_string()).collect(),
+                stream_pipeline: t.profile.stream.as_ref().map(|s| s.name.to_string()),
+            })
+            .collect(),
+    )
+}
+
+async fn ingest(State(state): State<AppState>, Json(request): Json<IngestRequest>) -> Result<Json<IngestionRecord>, HttpError> {
+    let record = crate::batch::ingest_path(&state.platform, &request.tenant, request.pipeline.as_deref(), &request.path, None).await?;
+    Ok(Json(record))
+}
+
+async fn query(State(state): State<AppState>, Query(request): Query<QueryRequest>) -> Result<Json<SearchResult>, HttpError> {
+    let result = state.platform.search(&request.tenant, &request.collection, &request.q, request.limit).await?;
+    Ok(Json(result))
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
+    }
+}

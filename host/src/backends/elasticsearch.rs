@@ -1,0 +1,315 @@
+//! The Elasticsearch/OpenSearch document store, through the official
+//! `elasticsearch` crate. Only APIs both products share are used (`_bulk`,
+//! `_search` with `query_string`, `_count`, `_refresh`, index create/delete,
+//! `_cat/indices`), so OpenSearch 2.x and Elasticsearch 7/8 both work.
+//!
+//! `_bulk` is checked item by item: 429 and 5xx items are retried with
+//! exponential backoff, 4xx items are reported back (the caller dead-letters
+//! them). The document id is always set, so a retry or a re-run overwrites
+//! instead of duplicating.
+
+use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
+use crate::config::ElasticsearchConfig;
+use async_trait::async_trait;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cat::CatIndicesParts;
+use elasticsearch::http::StatusCode;
+use elasticsearch::http::response::Response;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesRefreshParts};
+use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const BACKEND: &str = "elasticsearch";
+/// First wait before retrying; doubled each time.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct ElasticStore {
+    client: Elasticsearch,
+    url: String,
+    max_retries: u32,
+}
+
+fn sink_error(context: &str, error: impl std::fmt::Display) -> SinkError {
+    SinkError::new(BACKEND, format!("{context}: {error}"))
+}
+
+/// 429 and 5xx are worth another try; other statuses will not change.
+fn retryable(status: u16) -> bool {
+    status == 429 || status >= 500
+}
+
+impl ElasticStore {
+    pub fn connect(config: &ElasticsearchConfig) -> Result<Self, SinkError> {
+        let url = elasticsearch::http::Url::parse(&config.url).map_err(|e| sink_error(&format!("url `{}`", config.url), e))?;
+        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .timeout(Duration::from_millis(config.request_timeout_ms));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            transport = transport.auth(Credentials::Basic(user.clone(), password.clone()));
+        }
+        let transport = transport.build().map_err(|e| sink_error("client", e))?;
+        Ok(ElasticStore { client: Elasticsearch::new(transport), url: config.url.clone(), max_retries: config.max_retries })
+    }
+
+    fn unreachable(&self, context: &str, error: impl std::fmt::Display) -> SinkError {
+        sink_error(&format!("{context} at {}", self.url), error)
+    }
+
+    /// Reads a response body, turning an error status into a `SinkError`.
+    async fn json(&self, context: &str, response: Response) -> Result<Value, SinkError> {
+        let status = response.status_code();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let reason = body.pointer("/error/reason").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| body.to_string());
+            return Err(sink_error(context, format!("HTTP {status}: {reason}")));
+        }
+        Ok(body)
+    }
+
+    /// One `_bulk` request for the documents at `positions`; returns the
+    /// outcome of each position.
+    async fn bulk_once(&self, index: &str, docs: &[Doc], positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
+        let mut lines: Vec<String> = Vec::with_capacity(positions.len() * 2);
+        for &i in positions {
+            lines.push(json!({ "index": { "_id": docs[i].id } }).to_string());
+            lines.push(docs[i].source.clone());
+        }
+        let response = self
+            .client
+            .bulk(BulkParts::Index(index))
+            .filter_path(&["errors", "items.*.status", "items.*.error.type", "items.*.error.reason"])
+            .body(lines)
+            .send()
+            .await
+            .map_err(|e| self.unreachable("bulk", e))?;
+        let status = response.status_code();
+        if retryable(status.as_u16()) {
+            return Err(sink_error("bulk", format!("HTTP {status}")));
+        }
+        let body = self.json(&format!("bulk into {index}"), response).await?;
+        let items = body.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        if items.len() != positions.len() {
+            return Err(sink_error("bulk", format!("{} items answered for {} sent", items.len(), positions.len())));
+        }
+        Ok(positions
+            .iter()
+            .zip(items)
+            .map(|(&i, item)| {
+                let result = item.get("index").cloned().unwrap_or(Value::Null);
+                let status = result.get("status").and_then(Value::as_u64).unwrap_or(500) as u16;
+                let error = result.get("error").map(|e| {
+                    let kind = e.get("type").and_then(Value::as_str).unwrap_or("error");
+                    let reason = e.get("reason").and_then(Value::as_str).unwrap_or("");
+                    format!("{kind}: {reason}")
+                });
+                (i, status, error)
+            })
+            .collect())
+    }
+}
+
+/// Makes a document one line, as `_bulk` needs; `None` if it is not JSON.
+fn one_line(doc: &Doc) -> Option<Doc> {
+    if !doc.source.contains('\n') {
+        return Some(doc.clone());
+    }
+    let value: Value = serde_json::from_str(&doc.source).ok()?;
+    Some(Doc { id: doc.id.clone(), source: value.to_string() })
+}
+
+#[async_trait]
+impl DocumentStore for ElasticStore {
+    fn kind(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    async fn ensure_index(&self, index: &str, mappings: Option<&Value>) -> Result<(), SinkError> {
+        let exists = self
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| self.unreachable("index exists", e))?;
+        if exists.status_code() == StatusCode::OK {
+            return Ok(());
+        }
+        let mut body = json!({});
+        if let Some(mappings) = mappings {
+            body["mappings"] = mappings.clone();
+        }
+        let response = self
+            .client
+            .indices()
+            .create(IndicesCreateParts::Index(index))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable("create index", e))?;
+        let status = response.status_code();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let already = answer.pointer("/error/type").and_then(Value::as_str) == Some("resource_already_exists_exception");
+        if status.is_success() || already {
+            Ok(())
+        } else {
+            Err(sink_error(&format!("create index {index}"), format!("HTTP {status}: {answer}")))
+        }
+    }
+
+    async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+        let mut outcome = BulkOutcome::default();
+        let mut prepared = Vec::with_capacity(docs.len());
+        let mut pending = Vec::with_capacity(docs.len());
+        for (i, doc) in docs.iter().enumerate() {
+            match one_line(doc) {
+                Some(doc) => {
+                    prepared.push(doc);
+                    pending.push(i);
+                }
+                None => {
+                    prepared.push(doc.clone());
+                    outcome.failed.push(ItemFailure { index: i, status: 400, reason: "the document is not valid JSON".into() });
+                }
+            }
+        }
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let last = attempt > self.max_retries;
+            let answers = match self.bulk_once(index, &prepared, &pending).await {
+                Ok(answers) => answers,
+                Err(error) if last => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%index, attempt, %error, "Bulk request failed; retrying.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            let mut retry = Vec::new();
+            for (i, status, error) in answers {
+                match (status, error) {
+                    (200..=299, _) => outcome.indexed += 1,
+                    (status, error) if retryable(status) && !last => {
+                        tracing::debug!(%index, status, error = error.as_deref().unwrap_or(""), "Bulk item will be retried.");
+                        retry.push(i);
+                    }
+                    (status, error) => outcome.failed.push(ItemFailure {
+                        index: i,
+                        status,
+                        reason: error.unwrap_or_else(|| format!("HTTP {status}")),
+                    }),
+                }
+            }
+            if !retry.is_empty() {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            pending = retry;
+        }
+        outcome.failed.sort_by_key(|f| f.index);
+        Ok(outcome)
+    }
+
+    /// A `_bulk` answer already means durable (translog); a refresh makes it searchable.
+    async fn flush(&self, index: &str, searchable: bool) -> Result<(), SinkError> {
+        if !searchable {
+            return Ok(());
+        }
+        let response = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| self.unreachable("refresh", e))?;
+        if response.status_code() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        self.json(&format!("refresh {index}"), response).await.map(drop)
+    }
+
+    async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
+        let query = if query.trim().is_empty() {
+            json!({ "match_all": {} })
+        } else {
+            json!({ "query_string": { "query": query } })
+        };
+        let response = self
+            .client
+            .search(SearchParts::Index(&[index]))
+            .body(json!({ "query": query, "size": limit, "track_total_hits": true }))
+            .send()
+            .await
+            .map_err(|e| self.unreachable("search", e))?;
+        if response.status_code() == StatusCode::NOT_FOUND {
+            return Ok(SearchResult { total: 0, hits: Vec::new() });
+        }
+        let body = self.json(&format!("search {index}"), response).await?;
+        let total = body.pointer("/hits/total/value").and_then(Value::as_u64).unwrap_or(0);
+        let hits = body
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .map(|hits| {
+                hits.iter()
+                    .map(|hit| Hit {
+                        id: hit.get("_id").and_then(Value::as_str).unwrap_or_default().to_string(),
+                        score: hit.get("_score").and_then(Value::as_f64).unwrap_or(0.0) as f32,
+                        source: hit.get("_source").cloned().unwrap_or(Value::Null),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(SearchResult { total, hits })
+    }
+
+    async fn count(&self, index: &str) -> Result<u64, SinkError> {
+        let response = self
+            .client
+            .count(CountParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| self.unreachable("count", e))?;
+        if response.status_code() == StatusCode::NOT_FOUND {
+            return Ok(0);
+        }
+        let body = self.json(&format!("count {index}"), response).await?;
+        Ok(body.get("count").and_then(Value::as_u64).unwrap_or(0))
+    }
+
+    async fn indices(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let pattern = format!("{prefix}*");
+        let response = self
+            .client
+            .cat()
+            .indices(CatIndicesParts::Index(&[&pattern]))
+            .format("json")
+            .send()
+            .await
+            .map_err(|e| self.unreachable("list indices", e))?;
+        let body = self.json("list indices", response).await?;
+        let mut names: Vec<String> = body
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|r| r.get("index").and_then(Value::as_str).map(str::to_string)).collect())
+            .unwrap_or_default();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete_index(&self, index: &str) -> Result<(), SinkError> {
+        let response = self
+            .client
+            .indices()
+            .delete(IndicesDeleteParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| self.unreachable("delete index", e))?;
+        if response.status_code() == StatusCode::NOT_FOUND {
+            return Ok(());
+        }
+        self.json(&format!("delete {index}"), response).await.map(drop)
+    }
+}

@@ -1,0 +1,407 @@
+//! The embedded message log: Kafka's model on local files, for one host.
+//!
+//! `<root>/topics/<topic>/<partition>.log` holds one JSON line per message;
+//! its line number is the offset. Consumer groups keep their committed offsets
+//! in `<root>/groups/<group>.json`. Members of a group split the partitions
+//! (partition `p` goes to member `p % members`); when a member joins or leaves
+//! the others resume from the committed offsets, as after a Kafka rebalance.
+
+use super::{Consumer, Header, InRecord, MessageBus, OutRecord, SinkError};
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const BACKEND: &str = "embedded log";
+
+fn sink_error(context: &str, error: impl std::fmt::Display) -> SinkError {
+    SinkError::new(BACKEND, format!("{context}: {error}"))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    #[serde(rename = "t", default)]
+    timestamp_ms: Option<i64>,
+    #[serde(rename = "k", default)]
+    key: Option<String>,
+    #[serde(rename = "v")]
+    value: String,
+    #[serde(rename = "h", default)]
+    headers: Vec<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicMeta {
+    partitions: i32,
+}
+
+struct Partition {
+    file: File,
+    /// Offset of the next message appended.
+    end: i64,
+}
+
+struct Topic {
+    partitions: Vec<Partition>,
+    round_robin: usize,
+}
+
+#[derive(Default)]
+struct Group {
+    members: Vec<u64>,
+    /// Bumped when members change, so consumers know to re-seek.
+    generation: u64,
+    committed: BTreeMap<String, BTreeMap<i32, i64>>,
+}
+
+struct State {
+    topics: HashMap<String, Topic>,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+pub struct EmbeddedLog {
+    root: PathBuf,
+    state: Mutex<State>,
+    appended: Notify,
+}
+
+impl EmbeddedLog {
+    pub fn open(root: &Path) -> Result<Arc<Self>, SinkError> {
+        std::fs::create_dir_all(root.join("topics")).map_err(|e| sink_error("create", e))?;
+        std::fs::create_dir_all(root.join("groups")).map_err(|e| sink_error("create", e))?;
+        Ok(Arc::new(EmbeddedLog {
+            root: root.to_path_buf(),
+            state: Mutex::new(State { topics: HashMap::new(), groups: HashMap::new(), next_member: 1 }),
+            appended: Notify::new(),
+        }))
+    }
+
+    fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.root.join("topics").join(topic)
+    }
+
+    fn partition_file(&self, topic: &str, partition: i32) -> PathBuf {
+        self.topic_dir(topic).join(format!("{partition}.log"))
+    }
+
+    /// Opens (or creates with `create_partitions`) the topic in `state`.
+    fn load_topic<'s>(&self, state: &'s mut State, topic: &str, create_partitions: Option<i32>) -> Result<Option<&'s mut Topic>, SinkError> {
+        if !state.topics.contains_key(topic) {
+            let dir = self.topic_dir(topic);
+            let meta_file = dir.join("meta.json");
+            let partitions = if meta_file.exists() {
+                let text = std::fs::read_to_string(&meta_file).map_err(|e| sink_error(topic, e))?;
+                serde_json::from_str::<TopicMeta>(&text).map_err(|e| sink_error(topic, e))?.partitions
+            } else if let Some(partitions) = create_partitions {
+                std::fs::create_dir_all(&dir).map_err(|e| sink_error(topic, e))?;
+                let meta = serde_json::to_string(&TopicMeta { partitions }).expect("serializable");
+                std::fs::write(&meta_file, meta).map_err(|e| sink_error(topic, e))?;
+                partitions
+            } else {
+                return Ok(None);
+            };
+            let mut loaded = Vec::new();
+            for p in 0..partitions {
+                let path = self.partition_file(topic, p);
+                let file = OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| sink_error(&path.display().to_string(), e))?;
+                let end = BufReader::new(File::open(&path).map_err(|e| sink_error(topic, e))?).lines().count() as i64;
+                loaded.push(Partition { file, end });
+            }
+            state.topics.insert(topic.to_string(), Topic { partitions: loaded, round_robin: 0 });
+        }
+        Ok(state.topics.get_mut(topic))
+    }
+
+    fn group_file(&self, group: &str) -> PathBuf {
+        self.root.join("groups").join(format!("{group}.json"))
+    }
+
+    fn load_group<'s>(&self, state: &'s mut State, group: &str) -> &'s mut Group {
+        let file = self.group_file(group);
+        state.groups.entry(group.to_string()).or_insert_with(|| {
+            let committed = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or_default();
+            Group { committed, ..Group::default() }
+        })
+    }
+
+    fn save_group(&self, group_name: &str, group: &Group) -> Result<(), SinkError> {
+        let file = self.group_file(group_name);
+        let temporary = file.with_extension("json.tmp");
+        std::fs::write(&temporary, serde_json::to_vec(&group.committed).expect("serializable"))
+            .and_then(|_| std::fs::rename(&temporary, &file))
+            .map_err(|e| sink_error(&format!("commit offsets of {group_name}"), e))
+    }
+}
+
+fn partition_for(key: Option<&[u8]>, partitions: usize, round_robin: &mut usize) -> usize {
+    match key {
+        // FNV-1a: stable across runs, unlike std's hasher.
+        Some(key) => {
+            let mut hash: u64 = 0xcbf29ce484222325;
+            for byte in key {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3);
+            }
+            (hash % partitions as u64) as usize
+        }
+        None => {
+            *round_robin = (*round_robin + 1) % partitions;
+            *round_robin
+        }
+    }
+}
+
+fn decode(text: &str) -> Vec<u8> {
+    B64.decode(text).unwrap_or_default()
+}
+
+fn parse_line(topic: &str, partition: i32, offset: i64, text: &str) -> Result<InRecord, SinkError> {
+    let line: Line = serde_json::from_str(text).map_err(|e| sink_error(&format!("{topic}/{partition}@{offset}"), e))?;
+    Ok(InRecord {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        key: line.key.as_deref().map(decode),
+        value: decode(&line.value),
+        timestamp_ms: line.timestamp_ms,
+        headers: line.headers.iter().map(|(k, v)| (k.clone(), decode(v))).collect::<Vec<Header>>(),
+    })
+}
+
+#[async_trait]
+impl MessageBus for Arc<EmbeddedLog> {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), SinkError> {
+        let mut state = self.state.lock().expect("log poisoned");
+        self.load_topic(&mut state, topic, Some(partitions.max(1))).map(drop)
+    }
+
+    async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), SinkError> {
+        {
+            let mut state = self.state.lock().expect("log poisoned");
+            let loaded = self.load_topic(&mut state, topic, Some(1))?.expect("created");
+            let now = chrono::Utc::now().timestamp_millis();
+            let count = loaded.partitions.len();
+            let mut touched = vec![false; count];
+            for record in records {
+                let p = partition_for(record.key.as_deref(), count, &mut loaded.round_robin);
+                let line = Line {
+                    timestamp_ms: Some(now),
+                    key: record.key.as_deref().map(|k| B64.encode(k)),
+                    value: B64.encode(&record.value),
+                    headers: record.headers.iter().map(|(k, v)| (k.clone(), B64.encode(v))).collect(),
+                };
+                let mut text = serde_json::to_string(&line).expect("serializable");
+                text.push('\n');
+                let partition = &mut loaded.partitions[p];
+                partition.file.write_all(text.as_bytes()).map_err(|e| sink_error(topic, e))?;
+                partition.end += 1;
+                touched[p] = true;
+            }
+            // Acknowledged means on disk: a dead letter must survive a crash.
+            for (p, touched) in touched.into_iter().enumerate() {
+                if touched {
+                    loaded.partitions[p].file.sync_data().map_err(|e| sink_error(topic, e))?;
+                }
+            }
+        }
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
+    async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>, SinkError> {
+        let mut state = self.state.lock().expect("log poisoned");
+        for topic in topics {
+            self.load_topic(&mut state, topic, Some(1))?;
+        }
+        let member = state.next_member;
+        state.next_member += 1;
+        let entry = self.load_group(&mut state, group);
+        entry.members.push(member);
+        entry.generation += 1;
+        Ok(Box::new(EmbeddedConsumer {
+            log: self.clone(),
+            group: group.to_string(),
+            topics: topics.to_vec(),
+            member,
+            generation: 0,
+            cursors: HashMap::new(),
+        }))
+    }
+
+    async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
+        let mut state = self.state.lock().expect("log poisoned");
+        let mut ends = Vec::new();
+        for topic in topics {
+            if let Some(loaded) = self.load_topic(&mut state, topic, None)? {
+                for (p, partition) in loaded.partitions.iter().enumerate() {
+                    ends.push((topic.clone(), p as i32, partition.end));
+                }
+            }
+        }
+        let entry = self.load_group(&mut state, group);
+        Ok(ends
+            .into_iter()
+            .map(|(topic, p, end)| {
+                let committed = entry.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
+                (end - committed).max(0) as u64
+            })
+            .sum())
+    }
+
+    async fn read_all(&self, topic: &str, max: usize, _wait: Duration) -> Result<Vec<InRecord>, SinkError> {
+        let partitions = {
+            let mut state = self.state.lock().expect("log poisoned");
+            match self.load_topic(&mut state, topic, None)? {
+                Some(loaded) => loaded.partitions.len() as i32,
+                None => return Ok(Vec::new()),
+            }
+        };
+        let mut records = Vec::new();
+        for p in 0..partitions {
+            let file = File::open(self.partition_file(topic, p)).map_err(|e| sink_error(topic, e))?;
+            for (offset, line) in BufReader::new(file).lines().enumerate() {
+                if records.len() >= max {
+                    return Ok(records);
+                }
+                let line = line.map_err(|e| sink_error(topic, e))?;
+                records.push(parse_line(topic, p, offset as i64, &line)?);
+            }
+        }
+        Ok(records)
+    }
+}
+
+/// Where a consumer is in one partition.
+struct Cursor {
+    reader: BufReader<File>,
+    /// Offset of the next line `reader` returns.
+    next: i64,
+}
+
+struct EmbeddedConsumer {
+    log: Arc<EmbeddedLog>,
+    group: String,
+    topics: Vec<String>,
+    member: u64,
+    /// The group generation `cursors` were built for.
+    generation: u64,
+    cursors: HashMap<(String, i32), Cursor>,
+}
+
+impl EmbeddedConsumer {
+    /// Rebuilds the cursors when the group's members changed.
+    fn rebalance(&mut self) -> Result<(), SinkError> {
+        let mut state = self.log.state.lock().expect("log poisoned");
+        let mut partitions = Vec::new();
+        for topic in &self.topics {
+            if let Some(loaded) = self.log.load_topic(&mut state, topic, None)? {
+                partitions.push((topic.clone(), loaded.partitions.len() as i32));
+            }
+        }
+        let group = self.log.load_group(&mut state, &self.group);
+        if group.generation == self.generation {
+            return Ok(());
+        }
+        self.generation = group.generation;
+        let members = group.members.len().max(1);
+        let position = group.members.iter().position(|m| *m == self.member).unwrap_or(0);
+        self.cursors.clear();
+        let mut slot = 0;
+        for (topic, count) in partitions {
+            for p in 0..count {
+                if slot % members == position {
+                    let committed = group.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
+                    let file = File::open(self.log.partition_file(&topic, p)).map_err(|e| sink_error(&topic, e))?;
+                    let mut reader = BufReader::new(file);
+                    let mut line = String::new();
+                    for _ in 0..committed {
+                        line.clear();
+                        if reader.read_line(&mut line).map_err(|e| sink_error(&topic, e))? == 0 {
+                            break;
+                        }
+                    }
+                    self.cursors.insert((topic.clone(), p), Cursor { reader, next: committed });
+                }
+                slot += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn read_available(&mut self, max: usize) -> Result<Vec<InRecord>, SinkError> {
+        self.rebalance()?;
+        let mut records = Vec::new();
+        let mut line = String::new();
+        for ((topic, p), cursor) in self.cursors.iter_mut() {
+            while records.len() < max {
+                let position = cursor.reader.stream_position().map_err(|e| sink_error(topic, e))?;
+                line.clear();
+                let read = cursor.reader.read_line(&mut line).map_err(|e| sink_error(topic, e))?;
+                if read == 0 || !line.ends_with('\n') {
+                    // A line still being appended: read it again next time.
+                    cursor.reader.seek(SeekFrom::Start(position)).map_err(|e| sink_error(topic, e))?;
+                    break;
+                }
+                records.push(parse_line(topic, *p, cursor.next, line.trim_end())?);
+                cursor.next += 1;
+            }
+        }
+        Ok(records)
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<InRecord>, SinkError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let log = self.log.clone();
+            let appended = log.appended.notified();
+            let records = self.read_available(max)?;
+            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
+                return Ok(records);
+            }
+            // Another process may append too, so do not wait on the notice alone.
+            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
+            let _ = tokio::time::timeout_at(nap, appended).await;
+        }
+    }
+
+    async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError> {
+        let mut state = self.log.state.lock().expect("log poisoned");
+        let group = self.log.load_group(&mut state, &self.group);
+        for (topic, partition, offset) in processed {
+            let slot = group.committed.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
+            *slot = (*slot).max(offset + 1);
+        }
+        let snapshot = Group { committed: group.committed.clone(), ..Group::default() };
+        drop(state);
+        self.log.save_group(&self.group, &snapshot)
+    }
+
+    async fn close(self: Box<Self>) {
+        let mut state = self.log.state.lock().expect("log poisoned");
+        let group = self.log.load_group(&mut state, &self.group);
+        group.members.retain(|m| *m != self.member);
+        group.generation += 1;
+    }
+}

@@ -1,0 +1,233 @@
+//! The embedded document store: one tantivy index per tenant collection under
+//! `<data_dir>/coredms/<index>`. Documents are kept as their JSON text and
+//! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
+//! queries work as with Elasticsearch's query string.
+
+use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tantivy::collector::TopDocs;
+use tantivy::query::{AllQuery, Query, QueryParser};
+use tantivy::schema::{Field, OwnedValue, STORED, STRING, Schema, TEXT, Value};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+const BACKEND: &str = "embedded store";
+/// Indexing memory of one writer; tantivy needs at least 15 MB per thread.
+const WRITER_BYTES: usize = 64 * 1024 * 1024;
+
+pub struct EmbeddedStore {
+    root: PathBuf,
+    indices: Mutex<HashMap<String, Arc<Collection>>>,
+}
+
+struct Collection {
+    index: Index,
+    reader: IndexReader,
+    /// Opened on first write, so reading processes never take the writer lock.
+    writer: Mutex<Option<IndexWriter>>,
+    dirty: AtomicBool,
+    id: Field,
+    source: Field,
+    body: Field,
+}
+
+fn schema() -> (Schema, Field, Field, Field) {
+    let mut builder = Schema::builder();
+    let id = builder.add_text_field("_id", STRING | STORED);
+    let source = builder.add_text_field("_source", STORED);
+    let body = builder.add_json_field("doc", TEXT);
+    (builder.build(), id, source, body)
+}
+
+fn sink_error(context: &str, error: impl std::fmt::Display) -> SinkError {
+    SinkError::new(BACKEND, format!("{context}: {error}"))
+}
+
+impl EmbeddedStore {
+    pub fn open(root: &Path) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(root).map_err(|e| sink_error(&format!("cannot create {}", root.display()), e))?;
+        Ok(EmbeddedStore { root: root.to_path_buf(), indices: Mutex::new(HashMap::new()) })
+    }
+
+    fn collection(&self, index: &str, create: bool) -> Result<Option<Arc<Collection>>, SinkError> {
+        let mut indices = self.indices.lock().expect("index map poisoned");
+        if let Some(collection) = indices.get(index) {
+            return Ok(Some(collection.clone()));
+        }
+        let dir = self.root.join(index);
+        if !dir.exists() && !create {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| sink_error(&format!("cannot create {}", dir.display()), e))?;
+        let (schema, id, source, body) = schema();
+        let directory = tantivy::directory::MmapDirectory::open(&dir).map_err(|e| sink_error(index, e))?;
+        let tantivy_index = Index::open_or_create(directory, schema).map_err(|e| sink_error(index, e))?;
+        let reader = tantivy_index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| sink_error(index, e))?;
+        let collection = Arc::new(Collection {
+            index: tantivy_index,
+            reader,
+            writer: Mutex::new(None),
+            dirty: AtomicBool::new(false),
+            id,
+            source,
+            body,
+        });
+        indices.insert(index.to_string(), collection.clone());
+        Ok(Some(collection))
+    }
+}
+
+impl Collection {
+    fn with_writer<R>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<R, SinkError>) -> Result<R, SinkError> {
+        let mut slot = self.writer.lock().expect("writer poisoned");
+        if slot.is_none() {
+            let writer = self.index.writer(WRITER_BYTES).map_err(|e| {
+                sink_error("cannot open the index for writing (is another mysimbdp process writing to it?)", e)
+            })?;
+            *slot = Some(writer);
+        }
+        f(slot.as_mut().expect("writer just opened"))
+    }
+
+    fn index_docs(&self, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+        let mut outcome = BulkOutcome::default();
+        self.with_writer(|writer| {
+            for (i, doc) in docs.iter().enumerate() {
+                let value: serde_json::Value = match serde_json::from_str(&doc.source) {
+                    Ok(value @ serde_json::Value::Object(_)) => value,
+                    Ok(_) => {
+                        outcome.failed.push(ItemFailure { index: i, status: 400, reason: "the document is not a JSON object".into() });
+                        continue;
+                    }
+                    Err(e) => {
+                        outcome.failed.push(ItemFailure { index: i, status: 400, reason: format!("the document is not valid JSON: {e}") });
+                        continue;
+                    }
+                };
+                let mut document = TantivyDocument::default();
+                document.add_text(self.id, &doc.id);
+                document.add_text(self.source, &doc.source);
+                document.add_field_value(self.body, &OwnedValue::from(value));
+                writer.delete_term(Term::from_field_text(self.id, &doc.id));
+                writer.add_document(document).map_err(|e| sink_error("add document", e))?;
+                outcome.indexed += 1;
+            }
+            Ok(())
+        })?;
+        self.dirty.store(true, Ordering::Release);
+        Ok(outcome)
+    }
+
+    fn commit(&self) -> Result<(), SinkError> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            self.with_writer(|writer| writer.commit().map(drop).map_err(|e| sink_error("commit", e)))?;
+        }
+        self.reader.reload().map_err(|e| sink_error("reload", e))
+    }
+
+    fn search(&self, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
+        self.reader.reload().map_err(|e| sink_error("reload", e))?;
+        let searcher = self.reader.searcher();
+        let query: Box<dyn Query> = if query.trim().is_empty() {
+            Box::new(AllQuery)
+        } else {
+            let mut parser = QueryParser::for_index(&self.index, vec![self.body]);
+            parser.set_conjunction_by_default();
+            parser.parse_query(query).map_err(|e| sink_error(&format!("query `{query}`"), e))?
+        };
+        let total = query.count(&searcher).map_err(|e| sink_error("count", e))? as u64;
+        let mut hits = Vec::new();
+        if limit > 0 {
+            let top = searcher
+                .search(&query, &TopDocs::with_limit(limit).order_by_score())
+                .map_err(|e| sink_error("search", e))?;
+            for (score, address) in top {
+                let document: TantivyDocument = searcher.doc(address).map_err(|e| sink_error("read", e))?;
+                let id = document.get_first(self.id).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                let source = document.get_first(self.source).and_then(|v| v.as_str()).unwrap_or("{}");
+                let source = serde_json::from_str(source).unwrap_or(serde_json::Value::Null);
+                hits.push(Hit { id, score, source });
+            }
+        }
+        Ok(SearchResult { total, hits })
+    }
+}
+
+/// tantivy is synchronous: run it off the async workers.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, SinkError> + Send + 'static) -> Result<R, SinkError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| sink_error("worker", e))?
+}
+
+#[async_trait]
+impl DocumentStore for EmbeddedStore {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ensure_index(&self, index: &str, _mappings: Option<&serde_json::Value>) -> Result<(), SinkError> {
+        self.collection(index, true).map(drop)
+    }
+
+    async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+        let collection = self.collection(index, true)?.expect("created");
+        let docs = docs.to_vec();
+        blocking(move || collection.index_docs(&docs)).await
+    }
+
+    /// A tantivy commit makes documents durable and searchable at once.
+    async fn flush(&self, index: &str, _searchable: bool) -> Result<(), SinkError> {
+        match self.collection(index, false)? {
+            Some(collection) => blocking(move || collection.commit()).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
+        match self.collection(index, false)? {
+            Some(collection) => {
+                let query = query.to_string();
+                blocking(move || collection.search(&query, limit)).await
+            }
+            None => Ok(SearchResult { total: 0, hits: Vec::new() }),
+        }
+    }
+
+    async fn count(&self, index: &str) -> Result<u64, SinkError> {
+        match self.collection(index, false)? {
+            Some(collection) => {
+                collection.reader.reload().map_err(|e| sink_error("reload", e))?;
+                Ok(collection.reader.searcher().num_docs())
+            }
+            None => Ok(0),
+        }
+    }
+
+    async fn indices(&self, prefix: &str) -> Result<Vec<String>, SinkError> {
+        let mut names = Vec::new();
+        let entries = std::fs::read_dir(&self.root).map_err(|e| sink_error("list indices", e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with(prefix) && entry.path().is_dir() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    async fn delete_index(&self, index: &str) -> Result<(), SinkError> {
+        self.indices.lock().expect("index map poisoned").remove(index);
+        let dir = self.root.join(index);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| sink_error("delete index", e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! `coredms`: bulk writes into the tenant's own indices.
+
+use super::HostState;
+use crate::backends::Doc;
+use crate::deadletter::header;
+use crate::runtime::bindings::batch::mysimbdp::pipeline::coredms;
+use crate::runtime::bindings::{BulkReport, Document, GuestError, ItemFailure};
+use sha2::{Digest, Sha256};
+
+/// Documents one call may write.
+pub const MAX_DOCS_PER_CALL: usize = 10_000;
+
+/// The id of a document the guest gave none: its content, so a re-run
+/// overwrites instead of duplicating.
+fn content_id(json: &str) -> String {
+    hex::encode(&Sha256::digest(json.as_bytes())[..16])
+}
+
+impl coredms::Host for HostState {
+    async fn bulk_index(&mut self, collection: String, docs: Vec<Document>) -> wasmtime::Result<Result<BulkReport, GuestError>> {
+        let index = match self.scope.index_name(&collection) {
+            Ok(index) => index,
+            Err(reason) => return Ok(Err(self.deny("bulk-index", reason))),
+        };
+        if docs.len() > MAX_DOCS_PER_CALL {
+            return Ok(Err(GuestError::QuotaExceeded(format!(
+                "{} documents in one bulk-index; send at most {MAX_DOCS_PER_CALL} per call",
+                docs.len()
+            ))));
+        }
+        let docs: Vec<Doc> = docs
+            .into_iter()
+            .map(|d| Doc { id: d.id.unwrap_or_else(|| content_id(&d.json)), source: d.json })
+            .collect();
+        let services = self.scope.services.clone();
+        let mappings = self.scope.tenant.profile.collections.iter().find(|(name, _)| name.as_str() == collection);
+        let mappings = mappings.and_then(|(_, spec)| spec.mappings.as_ref());
+        let written = async {
+            services.ensure_index(&index, mappings).await?;
+            services.coredms.bulk_index(&index, &docs).await
+        }
+        .await;
+        let outcome = match written {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.effects.sink_error.get_or_insert(error.to_string());
+                return Ok(Err(GuestError::Unavailable(error.to_string())));
+            }
+        };
+        self.effects.indices.insert(index.clone());
+        self.effects.docs_indexed += outcome.indexed as u64;
+        self.effects.docs_failed += outcome.failed.len() as u64;
+        let letters = outcome
+            .failed
+            .iter()
+            .map(|failure| {
+                let doc = &docs[failure.index];
+                let kind = if failure.status < 500 && failure.status != 429 { "document-refused" } else { "store-retries-exhausted" };
+                let mut letter = self
+                    .letter(doc.source.clone().into_bytes(), kind, &failure.reason)
+                    .header(header::ORIGIN, format!("{index}/{}", doc.id));
+                letter.key = Some(doc.id.clone().into_bytes());
+                letter
+            })
+            .collect();
+        if let Err(error) = self.send_dead_letters(letters).await {
+            return Ok(Err(error));
+        }
+        Ok(Ok(BulkReport {
+            indexed: outcome.indexed as u32,
+            failed: outcome
+                .failed
+                .into_iter()
+                .map(|f| ItemFailure {
+                    index: f.index as u32,
+                    id: Some(docs[f.index].id.clone()),
+                    status: f.status,
+                    reason: f.reason,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,140 @@
+//! `log`, and the guest's stdout/stderr: both land in the tenant's log,
+//! tagged with the pipeline and its version.
+
+use super::HostState;
+use crate::runtime::bindings::Level;
+use crate::runtime::bindings::batch::mysimbdp::pipeline::log;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Lines one invocation may log; the rest are counted, not written.
+const MAX_LOG_LINES: u32 = 10_000;
+/// Longest message kept; longer ones are cut.
+const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+/// Bytes of stdout or stderr kept per invocation.
+const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+impl log::Host for HostState {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if self.effects.log_lines >= MAX_LOG_LINES {
+            self.effects.log_lines_dropped += 1;
+            return Ok(());
+        }
+        self.effects.log_lines += 1;
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.write_guest_line(level, "guest", truncate(&message, MAX_MESSAGE_BYTES));
+        Ok(())
+    }
+}
+
+impl HostState {
+    fn write_guest_line(&self, level: &str, source: &str, message: &str) {
+        self.scope.log.write(&serde_json::json!({
+            "type": "guest-log",
+            "level": level,
+            "source": source,
+            "tenant": self.scope.tenant.id,
+            "pipeline": self.scope.pipeline,
+            "version": self.scope.version,
+            "message": message,
+        }));
+    }
+
+    /// Moves what the guest printed into the tenant's log; returns stderr,
+    /// which holds the message of a panic.
+    pub(crate) fn flush_output(&mut self) -> String {
+        for (source, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let (text, truncated) = capture.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                self.write_guest_line("info", source, truncate(line, MAX_MESSAGE_BYTES));
+            }
+            if truncated {
+                self.write_guest_line("warn", source, &format!("output beyond {MAX_OUTPUT_BYTES} bytes was not kept"));
+            }
+        }
+        if self.effects.log_lines_dropped > 0 {
+            let dropped = self.effects.log_lines_dropped;
+            self.write_guest_line("warn", "host", &format!("{dropped} log lines beyond {MAX_LOG_LINES} were not kept"));
+        }
+        self.stderr.last_text()
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A capped in-memory stdout/stderr for the guest.
+#[derive(Clone, Default)]
+pub struct OutputCapture {
+    inner: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    truncated: bool,
+    /// Kept after `take`, for failure messages.
+    last: String,
+}
+
+impl OutputCapture {
+    fn take(&self) -> (String, bool) {
+        let mut inner = self.inner.lock().expect("capture poisoned");
+        let text = String::from_utf8_lossy(&std::mem::take(&mut inner.bytes)).into_owned();
+        inner.last = text.clone();
+        (text, std::mem::take(&mut inner.truncated))
+    }
+
+    fn last_text(&self) -> String {
+        self.inner.lock().expect("capture poisoned").last.clone()
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for OutputCapture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for OutputCapture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for OutputCapture {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut inner = self.inner.lock().expect("capture poisoned");
+        let room = MAX_OUTPUT_BYTES.saturating_sub(inner.bytes.len());
+        if buf.len() > room {
+            inner.truncated = true;
+        }
+        inner.bytes.extend_from_slice(&buf[..buf.len().min(room)]);
+        // Report everything as written: a chatty guest must not trap on a full buffer.
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,185 @@
+//! The host side of every WIT import. Each invocation gets a fresh
+//! [`HostState`]; its [`Scope`] says which tenant and pipeline the guest
+//! acts for, and every name the guest passes is checked and prefixed here.
+
+pub mod coredms;
+pub mod dead_letter;
+pub mod log;
+pub mod messaging;
+pub mod metrics;
+pub mod params;
+pub mod staging;
+
+use crate::backends::{DocumentStore, MessageBus};
+use crate::config::{Name, Tenant, TenantId};
+use crate::config::{RESERVED_COLLECTIONS, RESERVED_TOPICS};
+use crate::pipelines::PipelineKind;
+use crate::runtime::MemoryLimiter;
+use crate::telemetry::logs::{LogFiles, LogSink};
+use log::OutputCapture;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// The shared services every pipeline reaches through its imports.
+pub struct Services {
+    pub coredms: Arc<dyn DocumentStore>,
+    pub messaging: Arc<dyn MessageBus>,
+    pub logs: LogFiles,
+    /// Indices and topics already created, so each is checked once per process.
+    ensured: Mutex<HashSet<String>>,
+}
+
+impl Services {
+    pub fn new(coredms: Arc<dyn DocumentStore>, messaging: Arc<dyn MessageBus>) -> Self {
+        Services { coredms, messaging, logs: LogFiles::default(), ensured: Mutex::new(HashSet::new()) }
+    }
+
+    /// Creates the index once per process, with the profile's mappings.
+    pub async fn ensure_index(&self, index: &str, mappings: Option<&serde_json::Value>) -> Result<(), crate::backends::SinkError> {
+        let key = format!("index:{index}");
+        if self.ensured.lock().expect("poisoned").contains(&key) {
+            return Ok(());
+        }
+        self.coredms.ensure_index(index, mappings).await?;
+        self.ensured.lock().expect("poisoned").insert(key);
+        Ok(())
+    }
+
+    /// Creates the topic once per process.
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), crate::backends::SinkError> {
+        let key = format!("topic:{topic}");
+        if self.ensured.lock().expect("poisoned").contains(&key) {
+            return Ok(());
+        }
+        self.messaging.ensure_topic(topic, partitions).await?;
+        self.ensured.lock().expect("poisoned").insert(key);
+        Ok(())
+    }
+}
+
+/// Who a guest acts for. Shared by the invocations of one pipeline version.
+pub struct Scope {
+    pub tenant: Arc<Tenant>,
+    pub kind: PipelineKind,
+    pub pipeline: Name,
+    pub version: u32,
+    pub parameters: BTreeMap<String, String>,
+    pub services: Arc<Services>,
+    /// The tenant's batch or stream log.
+    pub log: LogSink,
+}
+
+impl Scope {
+    pub fn tenant_id(&self) -> &TenantId {
+        &self.tenant.id
+    }
+
+    /// `<tenant>-<collection>`, or why the guest may not use `collection`.
+    pub fn index_name(&self, collection: &str) -> Result<String, String> {
+        let name = Name::parse(collection).map_err(|e| format!("collection {e}"))?;
+        if RESERVED_COLLECTIONS.contains(&name.as_str()) {
+            return Err(format!("collection `{name}` is reserved for the host"));
+        }
+        Ok(format!("{}-{}", self.tenant.id, name))
+    }
+
+    /// `<tenant>.<topic>`, or why the guest may not use `topic`.
+    pub fn topic_name(&self, topic: &str) -> Result<String, String> {
+        let name = Name::parse(topic).map_err(|e| format!("topic {e}"))?;
+        if RESERVED_TOPICS.contains(&name.as_str()) {
+            return Err(format!("topic `{name}` is reserved for the host; use the dead-letter import"));
+        }
+        Ok(format!("{}.{}", self.tenant.id, name))
+    }
+}
+
+/// What one invocation did, measured by the host.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub docs_indexed: u64,
+    pub docs_failed: u64,
+    pub dead_lettered: u64,
+    pub published: u64,
+    pub bytes_read: u64,
+    /// The first failure of a sink, which makes the invocation a sink error.
+    pub sink_error: Option<String>,
+    /// Calls refused because they left the tenant's namespace.
+    pub denied: Vec<String>,
+    /// Indices written, to be flushed before the invocation counts as done.
+    pub indices: BTreeSet<String>,
+    /// The guest's own counters.
+    pub counters: BTreeMap<String, u64>,
+    pub log_lines: u32,
+    pub log_lines_dropped: u32,
+}
+
+/// The data of one invocation's `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) scope: Arc<Scope>,
+    pub(crate) effects: Effects,
+    pub(crate) stdout: OutputCapture,
+    pub(crate) stderr: OutputCapture,
+}
+
+impl HostState {
+    /// A sandbox with no files, no environment, no network: only our imports.
+    pub fn new(scope: Arc<Scope>, memory_bytes: u64) -> Self {
+        let stdout = OutputCapture::default();
+        let stderr = OutputCapture::default();
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(memory_bytes),
+            scope,
+            effects: Effects::default(),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Records and logs a refused call; returns the error for the guest.
+    pub(crate) fn deny(&mut self, what: &str, reason: String) -> crate::runtime::bindings::GuestError {
+        let message = format!("{what} denied: {reason}");
+        self.scope.log.write(&serde_json::json!({
+            "type": "event",
+            "level": "warn",
+            "tenant": self.scope.tenant.id,
+            "pipeline": self.scope.pipeline,
+            "version": self.scope.version,
+            "message": message,
+        }));
+        ::metrics::counter!(
+            "mysimbdp_denied_calls_total",
+            "tenant" => self.scope.tenant.id.to_string(),
+            "pipeline" => self.scope.pipeline.to_string(),
+            "kind" => self.scope.kind.as_str()
+        )
+        .increment(1);
+        self.effects.denied.push(message.clone());
+        crate::runtime::bindings::GuestError::Denied(message)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl crate::runtime::bindings::batch::mysimbdp::pipeline::types::Host for HostState {}

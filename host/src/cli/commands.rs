@@ -1,0 +1,201 @@
+//! The one-shot commands.
+
+use super::output::{Output, bytes_bar, spinner};
+use super::{IngestArgs, QueryArgs};
+use crate::api::{ApiClient, IngestRequest};
+use crate::backends::SearchResult;
+use crate::batch::constraints::human_bytes;
+use crate::config::{PlatformConfig, Registry, Schedule};
+use crate::pipelines::{self, PipelineKind};
+use crate::platform::Platform;
+use crate::runtime::Runtime;
+use crate::telemetry::{IngestionRecord, Outcome};
+use anyhow::Context;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub async fn ingest(config: &PlatformConfig, out: &Output, args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let path = args.file.canonicalize().with_context(|| format!("cannot find {}", args.file.display()))?;
+    let record: IngestionRecord = if let Some(client) = ApiClient::connect(config.api.listen).await {
+        let bar = spinner(format!("Ingesting {} through the host at {}", path.display(), client.base()));
+        let request = IngestRequest { tenant: args.tenant, pipeline: args.pipeline, path };
+        let record = client.post("/api/ingest", &request).await;
+        bar.finish_and_clear();
+        record?
+    } else {
+        let platform = Platform::open(config.clone()).await?;
+        let size = std::fs::metadata(&path)?.len();
+        let progress = Arc::new(AtomicU64::new(0));
+        let bar = bytes_bar(size, format!("{} ->", path.file_name().unwrap_or_default().to_string_lossy()));
+        let watched = progress.clone();
+        let ticker_bar = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticker_bar.set_position(watched.load(Ordering::Relaxed));
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+        let record = crate::batch::ingest_path(&platform, &args.tenant, args.pipeline.as_deref(), &path, Some(progress)).await;
+        ticker.abort();
+        bar.finish_and_clear();
+        record?
+    };
+    out.ingestion(&record);
+    Ok(if record.outcome == Outcome::Ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn upload(
+    config: &PlatformConfig,
+    out: &Output,
+    tenant: &str,
+    kind: PipelineKind,
+    name: Option<&str>,
+    file: &Path,
+) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let tenant = registry.require(tenant)?;
+    let name = pipelines::resolve_name(tenant, kind, name)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bar = spinner(format!("Checking {} against {}", file.display(), kind.world()));
+    let checked = {
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || Runtime::new(None).check(kind, &bytes)).await?
+    };
+    bar.finish_and_clear();
+    checked.with_context(|| format!("{} was not accepted as the {kind} pipeline `{name}` of tenant `{}`", file.display(), tenant.id))?;
+    let version = pipelines::store(tenant, kind, &name, &bytes)?;
+    if out.json {
+        out.json(&version);
+    } else {
+        println!(
+            "Uploaded {}/{kind}/{} v{} ({}, sha256 {}). It is now the active version.",
+            tenant.id,
+            name,
+            version.version,
+            human_bytes(version.bytes),
+            &version.sha256[..16]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list_pipelines(config: &PlatformConfig, out: &Output, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let tenants = match tenant {
+        Some(id) => vec![registry.require(id)?.clone()],
+        None => registry.tenants().cloned().collect(),
+    };
+    let mut versions = Vec::new();
+    for tenant in &tenants {
+        for kind in [PipelineKind::Batch, PipelineKind::Stream] {
+            for name in pipelines::declared(tenant, kind) {
+                versions.extend(pipelines::versions(tenant, kind, &name)?);
+            }
+        }
+    }
+    if out.json {
+        out.json(&versions);
+    } else {
+        let rows: Vec<Vec<String>> = versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.tenant.clone(),
+                    v.kind.to_string(),
+                    v.name.clone(),
+                    format!("v{}", v.version),
+                    human_bytes(v.bytes),
+                    v.sha256[..12].to_string(),
+                    v.uploaded_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                ]
+            })
+            .collect();
+        out.table(&["tenant", "kind", "pipeline", "version", "size", "sha256", "uploaded (UTC)"], &rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn schedule_text(schedule: &Schedule) -> String {
+    match schedule {
+        Schedule::OnArrival => "on-arrival".into(),
+        Schedule::Cron(cron) => format!("cron {}", cron.source()),
+    }
+}
+
+pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    if out.json {
+        let ids: Vec<_> = registry.tenants().map(|t| serde_json::json!({"id": t.id, "profile": t.profile})).collect();
+        out.json(&ids);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = registry
+        .tenants()
+        .map(|t| {
+            let p = &t.profile;
+            vec![
+                t.id.to_string(),
+                p.agreement.priority.to_string(),
+                schedule_text(&p.agreement.schedule),
+                p.agreement.max_concurrent_ingestions.to_string(),
+                p.constraints.allowed_types.join(","),
+                p.batch.iter().map(|b| b.name.to_string()).collect::<Vec<_>>().join(","),
+                p.stream.as_ref().map_or("-".into(), |s| s.name.to_string()),
+                p.description.clone(),
+            ]
+        })
+        .collect();
+    out.table(&["tenant", "priority", "schedule", "concurrency", "types", "batch", "stream", "description"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show_tenant(config: &PlatformConfig, out: &Output, tenant: &str) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let tenant = registry.require(tenant)?;
+    if out.json {
+        out.json(&serde_json::json!({"id": tenant.id, "profile": tenant.profile, "root": tenant.paths.root}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("tenant {}  ({})", tenant.id, tenant.profile_file.display());
+    println!("  directories under {}: staging, quarantine, archive, failed, logs, pipelines", tenant.paths.root.display());
+    for kind in [PipelineKind::Batch, PipelineKind::Stream] {
+        for name in pipelines::declared(tenant, kind) {
+            let versions = pipelines::versions(tenant, kind, &name)?;
+            match versions.last() {
+                Some(v) => println!("  {kind} pipeline {name}: v{} active ({} versions)", v.version, versions.len()),
+                None => println!("  {kind} pipeline {name}: not uploaded yet"),
+            }
+        }
+    }
+    println!("profile:");
+    for line in serde_norway::to_string(&tenant.profile)?.lines() {
+        println!("  {line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let result: SearchResult = match ApiClient::connect(config.api.listen).await {
+        Some(client) => {
+            let query = [
+                ("tenant", args.tenant.clone()),
+                ("collection", args.collection.clone()),
+                ("q", args.query.clone()),
+                ("limit", args.limit.to_string()),
+            ];
+            client.get("/api/query", &query).await?
+        }
+        None => Platform::open(config.clone()).await?.search(&args.tenant, &args.collection, &args.query, args.limit).await?,
+    };
+    if out.json {
+        out.json(&result);
+    } else {
+        println!("{} documents match in {}-{}", result.total, args.tenant, args.collection);
+        for hit in &result.hits {
+            println!("{}  {}", hit.id, hit.source);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,167 @@
+//! The `mysimbdp` command line. Commands talk to a running host through its
+//! control API when one answers at the configured address; otherwise they
+//! work directly on the platform's files (and refuse what needs a host).
+
+mod commands;
+mod host;
+mod output;
+
+use crate::pipelines::PipelineKind;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const ABOUT: &str = "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.";
+
+const LONG_ABOUT: &str = "\
+mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.
+
+The platform provider runs `mysimbdp host run`. Tenants are registered in tenants/tenants.yaml, each with a
+service profile (file constraints, schedule, concurrency, sandbox limits). A tenant builds its pipelines with the
+guest SDK for wasm32-wasip2 and uploads them with `mysimbdp pipeline upload`.
+
+Without --config everything is embedded (a tantivy document store and a file-based message log under ./var), so
+one machine with nothing installed is enough. A config naming Kafka brokers and an Elasticsearch/OpenSearch URL
+runs the same pipelines against those clusters.";
+
+#[derive(Parser)]
+#[command(name = "mysimbdp", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
+pub struct Cli {
+    /// Platform configuration (YAML). Without it: embedded backends, data in ./var,
+    /// tenants from ./tenants/tenants.yaml.
+    #[arg(long, global = true, env = "MYSIMBDP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: ingestion managers, control API, /metrics and the operator page.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+    /// Ingest one file through a tenant's batch pipeline and print what happened.
+    Ingest(IngestArgs),
+    /// Upload and list tenants' pipeline components.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Show the registered tenants and their profiles.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Search a tenant's collection.
+    Query(QueryArgs),
+}
+
+#[derive(Subcommand)]
+enum HostCommand {
+    /// Run the host in the foreground until Ctrl-C.
+    Run,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// The tenant whose pipeline ingests the file.
+    #[arg(long, short)]
+    tenant: String,
+    /// The batch pipeline to use; by default the first whose `files` pattern matches.
+    #[arg(long, short)]
+    pipeline: Option<String>,
+    /// The file to ingest.
+    file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Check that a component implements the world of its kind, then store it
+    /// as the pipeline's next version (the newest version is the active one).
+    Upload {
+        #[arg(long, short)]
+        tenant: String,
+        #[arg(long, short, value_enum)]
+        kind: PipelineKind,
+        /// The pipeline's name in the tenant's profile; optional when it declares only one.
+        #[arg(long, short)]
+        name: Option<String>,
+        /// The component, built for wasm32-wasip2 with the guest SDK.
+        file: PathBuf,
+    },
+    /// List uploaded versions.
+    List {
+        #[arg(long, short)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// One line per tenant.
+    List,
+    /// A tenant's profile, paths and pipelines.
+    Show { tenant: String },
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[arg(long, short)]
+    tenant: String,
+    /// The collection (index `<tenant>-<collection>`).
+    #[arg(long, short)]
+    collection: String,
+    /// Query string, e.g. `customer.country:fi AND size:large`; empty matches all.
+    #[arg(default_value = "")]
+    query: String,
+    /// Documents to print.
+    #[arg(long, short, default_value_t = 10)]
+    limit: usize,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG").unwrap_or_else(|_| "info,tantivy=warn,wasmtime=warn,cranelift=warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = crate::config::PlatformConfig::load(cli.config.as_deref())?;
+    let out = output::Output { json: cli.json };
+    match cli.command {
+        Command::Host { command: HostCommand::Run } => host::run(config).await,
+        Command::Ingest(args) => commands::ingest(&config, &out, args).await,
+        Command::Pipeline { command } => match command {
+            PipelineCommand::Upload { tenant, kind, name, file } => {
+                commands::upload(&config, &out, &tenant, kind, name.as_deref(), &file).await
+            }
+            PipelineCommand::List { tenant } => commands::list_pipelines(&config, &out, tenant.as_deref()),
+        },
+        Command::Tenant { command } => match command {
+            TenantCommand::List => commands::list_tenants(&config, &out),
+            TenantCommand::Show { tenant } => commands::show_tenant(&config, &out, &tenant),
+        },
+        Command::Query(args) => commands::query(&config, &out, args).await,
+    }
+}

@@ -1,0 +1,190 @@
+//! The platform configuration (`--config FILE`): where the shared services
+//! are. Without a file, everything is embedded and kept under `var/`.
+
+use super::ConfigError;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// The tenant registry.
+    #[serde(default = "default_registry")]
+    pub tenants: PathBuf,
+    /// Where the host keeps its own state (embedded store and log, compiled pipelines, manifests).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub coredms: CoredmsConfig,
+    #[serde(default)]
+    pub messaging: MessagingConfig,
+    #[serde(default)]
+    pub batch: BatchManagerConfig,
+    #[serde(default)]
+    pub stream: StreamManagerConfig,
+}
+
+fn default_registry() -> PathBuf {
+    PathBuf::from("tenants/tenants.yaml")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Control API, `/metrics` and the operator page.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)) }
+    }
+}
+
+/// The document store behind the `coredms` import.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CoredmsConfig {
+    /// tantivy indices under `<data_dir>/coredms`.
+    #[default]
+    Embedded,
+    Elasticsearch(ElasticsearchConfig),
+    /// Accepts and discards documents: for benchmarks of the pipeline itself.
+    Null,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// e.g. `http://127.0.0.1:9200`
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Retries of 429/5xx bulk items before they are reported as failed.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Timeout of one request.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_retries() -> u32 {
+    5
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+
+/// The message broker behind the `messaging` import and the stream path.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum MessagingConfig {
+    /// Append-only logs under `<data_dir>/messaging`.
+    #[default]
+    Embedded,
+    Kafka(KafkaConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, e.g. `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Replication factor of topics the host creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+}
+
+fn default_replication() -> i32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchManagerConfig {
+    /// Ingestions the host runs at once, over all tenants.
+    pub max_parallel_ingestions: usize,
+    /// How often staging directories are rescanned besides file events.
+    pub scan_interval_ms: u64,
+    /// A staged file must be this old (unchanged) before it is picked up, so
+    /// files still being written by plain copies are left alone.
+    pub min_file_age_ms: u64,
+}
+
+impl Default for BatchManagerConfig {
+    fn default() -> Self {
+        BatchManagerConfig {
+            max_parallel_ingestions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            scan_interval_ms: 2_000,
+            min_file_age_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamManagerConfig {
+    /// How often the monitor compares measurements with thresholds.
+    pub monitor_interval_ms: u64,
+}
+
+impl Default for StreamManagerConfig {
+    fn default() -> Self {
+        StreamManagerConfig { monitor_interval_ms: 5_000 }
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        PlatformConfig {
+            tenants: default_registry(),
+            data_dir: default_data_dir(),
+            api: ApiConfig::default(),
+            coredms: CoredmsConfig::default(),
+            messaging: MessagingConfig::default(),
+            batch: BatchManagerConfig::default(),
+            stream: StreamManagerConfig::default(),
+        }
+    }
+}
+
+impl PlatformConfig {
+    /// Loads `file`, or the embedded defaults when there is none. Relative
+    /// paths are resolved against the file's directory (or the current one).
+    pub fn load(file: Option<&Path>) -> Result<PlatformConfig, ConfigError> {
+        let (mut config, base) = match file {
+            Some(file) => {
+                let config: PlatformConfig = super::load_yaml(file)?;
+                (config, file.parent().map(Path::to_path_buf).unwrap_or_default())
+            }
+            None => (PlatformConfig::default(), PathBuf::new()),
+        };
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        config.tenants = base.join(&config.tenants);
+        config.data_dir = base.join(&config.data_dir);
+        if let Some(file) = file {
+            config.validate(file)?;
+        }
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if self.batch.max_parallel_ingestions == 0 {
+            return Err(ConfigError::new(file, "batch.max_parallel_ingestions", "must be at least 1"));
+        }
+        if let CoredmsConfig::Elasticsearch(es) = &self.coredms
+            && !(es.url.starts_with("http://") || es.url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(file, "coredms.url", format!("`{}` must start with http:// or https://", es.url)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! A tenant's service profile (`tenants/<id>/profile.yaml`): what files it may
+//! stage, how its ingestions are scheduled, and the sandbox its pipelines run in.
+
+use super::{ByteSize, ConfigError, Name};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// What the tenant is, for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Which staged files are accepted at all.
+    pub constraints: FileConstraints,
+    /// How ingestions are scheduled and shared.
+    pub agreement: ServiceAgreement,
+    /// Limits of every pipeline invocation, unless a pipeline overrides them.
+    pub sandbox: SandboxLimits,
+    /// Batch pipelines, each bound to the staged files it matches (first match wins).
+    #[serde(default)]
+    pub batch: Vec<BatchPipelineSpec>,
+    /// The stream pipeline and its scaling bounds.
+    #[serde(default)]
+    pub stream: Option<StreamSpec>,
+    /// Index settings per collection (mappings for Elasticsearch/OpenSearch).
+    #[serde(default)]
+    pub collections: BTreeMap<Name, CollectionSpec>,
+    /// Parameters every pipeline of the tenant sees (pipelines may override them).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConstraints {
+    /// File extensions accepted in staging, e.g. `[csv]`.
+    pub allowed_types: Vec<String>,
+    /// Largest single file.
+    pub max_file_bytes: ByteSize,
+    /// Most files taken from staging in one scheduling round.
+    pub max_files_per_run: u32,
+    /// Most bytes waiting in staging at once; files beyond it are quarantined.
+    pub max_staging_bytes: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAgreement {
+    /// Ingestions of this tenant running at the same time.
+    pub max_concurrent_ingestions: u32,
+    /// `on-arrival`, or a cron expression (`sec min hour day month weekday`).
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// 1 (lowest) to 10: who goes first when the host is saturated.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_priority() -> u8 {
+    5
+}
+
+/// When staged files are ingested.
+#[derive(Debug, Clone, Default)]
+pub enum Schedule {
+    /// As soon as a file is completely staged.
+    #[default]
+    OnArrival,
+    /// At the times of a cron expression.
+    Cron(Box<cron::Schedule>),
+}
+
+impl Schedule {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "on-arrival" {
+            return Ok(Schedule::OnArrival);
+        }
+        // Accept classic 5-field crontab lines by running them at second 0.
+        let expression = if text.split_whitespace().count() == 5 { format!("0 {text}") } else { text.to_string() };
+        cron::Schedule::from_str(&expression)
+            .map(|schedule| Schedule::Cron(Box::new(schedule)))
+            .map_err(|e| format!("`{text}` is neither `on-arrival` nor a cron expression: {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Schedule::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Schedule::OnArrival => serializer.serialize_str("on-arrival"),
+            Schedule::Cron(schedule) => serializer.serialize_str(schedule.source()),
+        }
+    }
+}
+
+/// The sandbox of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxLimits {
+    /// Wasm instructions (roughly) one invocation may execute.
+    pub fuel_per_invocation: u64,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: ByteSize,
+    /// Wall-clock time one invocation may take, host calls included.
+    pub deadline_ms: u64,
+    /// Wasm call stack; deep recursion beyond it traps.
+    #[serde(default = "default_stack")]
+    pub max_wasm_stack_bytes: ByteSize,
+}
+
+fn default_stack() -> ByteSize {
+    ByteSize(512 * ByteSize::KIB)
+}
+
+/// Per-pipeline changes to the tenant's sandbox limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxOverrides {
+    pub fuel_per_invocation: Option<u64>,
+    pub memory_bytes: Option<ByteSize>,
+    pub deadline_ms: Option<u64>,
+    pub max_wasm_stack_bytes: Option<ByteSize>,
+}
+
+impl SandboxLimits {
+    pub fn with(self, overrides: &SandboxOverrides) -> SandboxLimits {
+        SandboxLimits {
+            fuel_per_invocation: overrides.fuel_per_invocation.unwrap_or(self.fuel_per_invocation),
+            memory_bytes: overrides.memory_bytes.unwrap_or(self.memory_bytes),
+            deadline_ms: overrides.deadline_ms.unwrap_or(self.deadline_ms),
+            max_wasm_stack_bytes: overrides.max_wasm_stack_bytes.unwrap_or(self.max_wasm_stack_bytes),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnSuccess {
+    /// Move the file to `archive/`.
+    #[default]
+    Archive,
+    /// Delete the file.
+    Delete,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchPipelineSpec {
+    /// The pipeline's name; uploads are versioned under it.
+    pub name: Name,
+    /// Staged files this pipeline takes: a glob relative to the staging
+    /// directory (`*.csv`, `heavy/*.csv`).
+    #[serde(default = "all_files")]
+    pub files: String,
+    /// Overrides the agreement's schedule for this pipeline.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    #[serde(default)]
+    pub sandbox: SandboxOverrides,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub on_success: OnSuccess,
+}
+
+fn all_files() -> String {
+    "*".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    #[serde(default = "stream_name")]
+    pub name: Name,
+    /// Topics consumed, without the tenant prefix.
+    pub topics: Vec<Name>,
+    /// Partitions of each topic when the host creates it.
+    #[serde(default = "one_i32")]
+    pub partitions: i32,
+    #[serde(default = "one")]
+    pub min_instances: u32,
+    #[serde(default = "one")]
+    pub max_instances: u32,
+    /// Messages handed to one invocation at most.
+    #[serde(default = "default_batch_messages")]
+    pub batch_max_messages: u32,
+    /// How long an instance waits to fill a batch.
+    #[serde(default = "default_batch_wait")]
+    pub batch_max_wait_ms: u64,
+    #[serde(default)]
+    pub sandbox: SandboxOverrides,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub thresholds: StreamThresholds,
+}
+
+fn stream_name() -> Name {
+    Name::parse("stream").expect("valid name")
+}
+fn one() -> u32 {
+    1
+}
+fn one_i32() -> i32 {
+    1
+}
+fn default_batch_messages() -> u32 {
+    500
+}
+fn default_batch_wait() -> u64 {
+    200
+}
+
+/// What the stream monitor compares measurements with.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamThresholds {
+    /// Scale up when a batch takes longer than this on average.
+    pub max_avg_ingestion_ms: Option<u64>,
+    /// Scale up when the consumer group lags more messages than this.
+    pub max_consumer_lag: Option<u64>,
+    /// Alert when more than this fraction of messages fail (0 to 1).
+    pub max_error_rate: Option<f64>,
+    /// Scale down after this long without messages.
+    pub idle_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionSpec {
+    /// Elasticsearch/OpenSearch `mappings` of the index, as given.
+    #[serde(default)]
+    pub mappings: Option<serde_json::Value>,
+}
+
+/// Names a guest cannot use because the host writes them itself.
+pub const RESERVED_COLLECTIONS: &[&str] = &["metrics"];
+pub const RESERVED_TOPICS: &[&str] = &["dead-letter"];
+
+impl Profile {
+    pub fn load(file: &Path) -> Result<Profile, ConfigError> {
+        let profile: Profile = super::load_yaml(file)?;
+        profile.validate(file)?;
+        Ok(profile)
+    }
+
+    /// Checks what types alone cannot; the first problem is returned.
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let fail = |field: &str, message: String| Err(ConfigError::new(file, field, message));
+        let c = &self.constraints;
+        if c.allowed_types.is_empty() {
+            return fail("constraints.allowed_types", "list at least one file extension, e.g. [csv]".into());
+        }
+        for (i, kind) in c.allowed_types.iter().enumerate() {
+            if kind.is_empty() || kind.len() > 10 || !kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+                return fail(
+                    &format!("constraints.allowed_types[{i}]"),
+                    format!("`{kind}` is not a file extension: write it lowercase without the dot, e.g. csv"),
+                );
+            }
+        }
+        if c.max_file_bytes.0 == 0 {
+            return fail("constraints.max_file_bytes", "must be above 0".into());
+        }
+        if c.max_files_per_run == 0 {
+            return fail("constraints.max_files_per_run", "must be at least 1".into());
+        }
+        if c.max_staging_bytes < c.max_file_bytes {
+            return fail(
+                "constraints.max_staging_bytes",
+                format!("is {} but must be at least max_file_bytes ({})", c.max_staging_bytes, c.max_file_bytes),
+            );
+        }
+        let a = &self.agreement;
+        if !(1..=64).contains(&a.max_concurrent_ingestions) {
+            return fail(
+                "agreement.max_concurrent_ingestions",
+                format!("is {} but must be between 1 and 64", a.max_concurrent_ingestions),
+            );
+        }
+        if !(1..=10).contains(&a.priority) {
+            return fail("agreement.priority", format!("is {} but must be between 1 (lowest) and 10", a.priority));
+        }
+        validate_sandbox(file, "sandbox", &self.sandbox)?;
+
+        let mut names = BTreeSet::new();
+        for (i, pipeline) in self.batch.iter().enumerate() {
+            let at = |field: &str| format!("batch[{i}].{field}");
+            if !names.insert(pipeline.name.clone()) {
+                return fail(&at("name"), format!("`{}` is used by two batch pipelines", pipeline.name));
+            }
+            if let Err(e) = globset::Glob::new(&pipeline.files) {
+                return fail(&at("files"), format!("`{}` is not a glob pattern: {e}", pipeline.files));
+            }
+            validate_sandbox(file, &at("sandbox"), &self.sandbox.with(&pipeline.sandbox))?;
+        }
+        if let Some(stream) = &self.stream {
+            if stream.topics.is_empty() {
+                return fail("stream.topics", "list at least one topic".into());
+            }
+            for (i, topic) in stream.topics.iter().enumerate() {
+                if RESERVED_TOPICS.contains(&topic.as_str()) {
+                    return fail(&format!("stream.topics[{i}]"), format!("`{topic}` is reserved for the host"));
+                }
+            }
+            if !(1..=64).contains(&stream.partitions) {
+                return fail("stream.partitions", format!("is {} but must be between 1 and 64", stream.partitions));
+            }
+            if stream.min_instances > stream.max_instances {
+                return fail(
+                    "stream.min_instances",
+                    format!("is {} but max_instances is {}", stream.min_instances, stream.max_instances),
+                );
+            }
+            if !(1..=32).contains(&stream.max_instances) {
+                return fail("stream.max_instances", format!("is {} but must be between 1 and 32", stream.max_instances));
+            }
+            if !(1..=10_000).contains(&stream.batch_max_messages) {
+                return fail(
+                    "stream.batch_max_messages",
+                    format!("is {} but must be between 1 and 10000", stream.batch_max_messages),
+                );
+            }
+            if let Some(rate) = stream.thresholds.max_error_rate
+                && !(0.0..=1.0).contains(&rate)
+            {
+                return fail("stream.thresholds.max_error_rate", format!("is {rate} but must be between 0 and 1"));
+            }
+            validate_sandbox(file, "stream.sandbox", &self.sandbox.with(&stream.sandbox))?;
+        }
+        for name in self.collections.keys() {
+            if RESERVED_COLLECTIONS.contains(&name.as_str()) {
+                return fail(&format!("collections.{name}"), format!("`{name}` is reserved for the host"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch pipeline that takes the staged file at `relative` (first match).
+    pub fn batch_pipeline_for(&self, relative: &Path) -> Option<&BatchPipelineSpec> {
+        self.batch.iter().find(|p| {
+            globset::Glob::new(&p.files).map(|g| g.compile_matcher().is_match(relative)).unwrap_or(false)
+        })
+    }
+
+    pub fn batch_pipeline(&self, name: &str) -> Option<&BatchPipelineSpec> {
+        self.batch.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// Tenant parameters overlaid with a pipeline's own.
+    pub fn parameters_for(&self, pipeline: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut merged = self.parameters.clone();
+        merged.extend(pipeline.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
+}
+
+/// Bounds that keep one tenant from hurting the host.
+fn validate_sandbox(file: &Path, at: &str, limits: &SandboxLimits) -> Result<(), ConfigError> {
+    let fail = |field: &str, message: String| Err(ConfigError::new(file, format!("{at}.{field}"), message));
+    if limits.fuel_per_invocation < 1_000_000 {
+        return fail(
+            "fuel_per_invocation",
+            format!("is {} but must be at least 1000000 (a pipeline needs fuel to start)", limits.fuel_per_invocation),
+        );
+    }
+    if !(2 * ByteSize::MIB..=4 * ByteSize::GIB).contains(&limits.memory_bytes.0) {
+        return fail("memory_bytes", format!("is {} but must be between 2MiB and 4GiB", limits.memory_bytes));
+    }
+    if !(10..=86_400_000).contains(&limits.deadline_ms) {
+        return fail("deadline_ms", format!("is {} but must be between 10 and 86400000 (a day)", limits.deadline_ms));
+    }
+    if !(64 * ByteSize::KIB..=crate::runtime::MAX_WASM_STACK_BYTES).contains(&limits.max_wasm_stack_bytes.0) {
+        return fail(
+            "max_wasm_stack_bytes",
+            format!(
+                "is {} but must be between 64KiB and {}",
+                limits.max_wasm_stack_bytes,
+                ByteSize(crate::runtime::MAX_WASM_STACK_BYTES)
+            ),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The tenant registry, `tenants/tenants.yaml`: which tenants exist and where
+//! their profiles are. Each tenant's run-time directories live next to its
+//! profile, under `tenants/<id>/`.
+
+use super::{ConfigError, Profile, TenantId};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    tenants: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    id: TenantId,
+    /// The profile, relative to the registry file.
+    profile: PathBuf,
+}
+
+/// A registered tenant with its validated profile.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub profile: Profile,
+    pub profile_file: PathBuf,
+    pub paths: TenantPaths,
+}
+
+/// Where a tenant's files are. Only the host writes outside `staging/`.
+#[derive(Debug, Clone)]
+pub struct TenantPaths {
+    pub root: PathBuf,
+    /// Files waiting to be ingested.
+    pub staging: PathBuf,
+    /// Files that broke a constraint, each with a `.reason.json` beside it.
+    pub quarantine: PathBuf,
+    /// Files being ingested.
+    pub work: PathBuf,
+    /// Files ingested successfully.
+    pub archive: PathBuf,
+    /// Files whose ingestion failed, each with a `.reason.json` beside it.
+    pub failed: PathBuf,
+    /// Per-tenant logs (JSON lines).
+    pub logs: PathBuf,
+    /// Uploaded pipeline components, versioned.
+    pub pipelines: PathBuf,
+}
+
+impl TenantPaths {
+    fn new(root: PathBuf) -> Self {
+        TenantPaths {
+            staging: root.join("staging"),
+            quarantine: root.join("quarantine"),
+            work: root.join("work"),
+            archive: root.join("archive"),
+            failed: root.join("failed"),
+            logs: root.join("logs"),
+            pipelines: root.join("pipelines"),
+            root,
+        }
+    }
+
+    /// Creates the run-time directories.
+    pub fn create(&self) -> std::io::Result<()> {
+        for dir in [&self.staging, &self.quarantine, &self.work, &self.archive, &self.failed, &self.logs, &self.pipelines] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub file: PathBuf,
+    tenants: BTreeMap<TenantId, Arc<Tenant>>,
+}
+
+impl Registry {
+    /// Loads the registry and every profile in it; the first invalid one is an error.
+    pub fn load(file: &Path) -> Result<Registry, ConfigError> {
+        let raw: RegistryFile = super::load_yaml(file)?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut tenants = BTreeMap::new();
+        for (i, entry) in raw.tenants.into_iter().enumerate() {
+            if tenants.contains_key(&entry.id) {
+                return Err(ConfigError::new(file, format!("tenants[{i}].id"), format!("`{}` is registered twice", entry.id)));
+            }
+            let profile_file = base.join(&entry.profile);
+            let profile = Profile::load(&profile_file)?;
+            let paths = TenantPaths::new(base.join(entry.id.as_str()));
+            tenants.insert(entry.id.clone(), Arc::new(Tenant { id: entry.id, profile, profile_file, paths }));
+        }
+        Ok(Registry { file: file.to_path_buf(), tenants })
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Tenant>> {
+        TenantId::parse(id).ok().and_then(|id| self.tenants.get(&id))
+    }
+
+    /// The tenant `id`, or an error listing the registered ones.
+    pub fn require(&self, id: &str) -> anyhow::Result<&Arc<Tenant>> {
+        self.get(id).ok_or_else(|| {
+            let known: Vec<&str> = self.tenants.keys().map(TenantId::as_str).collect();
+            anyhow::anyhow!(
+                "no tenant `{id}` in {} (registered: {}); add it there with a profile",
+                self.file.display(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )
+        })
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+}

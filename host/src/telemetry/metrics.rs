@@ -1,0 +1,74 @@
+//! Metric names and the one place each is recorded. Labels stay low in
+//! cardinality: tenant, pipeline, kind (batch/stream), failure kind, rule;
+//! never a file name or a record key.
+
+use super::{IngestionRecord, Outcome};
+use std::collections::BTreeMap;
+
+/// Records an ingestion result.
+pub fn record_ingestion(record: &IngestionRecord) {
+    let labels = [
+        ("tenant", record.tenant.clone()),
+        ("pipeline", record.pipeline.clone()),
+        ("kind", record.kind.as_str().to_string()),
+    ];
+    let unit = match record.kind {
+        crate::pipelines::PipelineKind::Batch => "files",
+        crate::pipelines::PipelineKind::Stream => "batches",
+    };
+    match record.outcome {
+        Outcome::Ok => metrics::counter!(format!("mysimbdp_{unit}_ingested_total"), &labels).increment(1),
+        Outcome::Failed => {
+            metrics::counter!(format!("mysimbdp_{unit}_failed_total"), &labels).increment(1);
+            let mut with_failure = labels.to_vec();
+            with_failure.push(("failure", record.failure.map_or("unknown", |f| f.as_str()).to_string()));
+            metrics::counter!("mysimbdp_failures_total", &with_failure).increment(1);
+        }
+    }
+    metrics::counter!("mysimbdp_records_in_total", &labels).increment(record.records_in);
+    metrics::counter!("mysimbdp_records_out_total", &labels).increment(record.records_out);
+    metrics::counter!("mysimbdp_records_rejected_total", &labels).increment(record.records_rejected);
+    metrics::counter!("mysimbdp_dead_lettered_total", &labels).increment(record.dead_lettered);
+    metrics::counter!("mysimbdp_bytes_ingested_total", &labels).increment(record.bytes);
+    metrics::counter!("mysimbdp_fuel_consumed_total", &labels).increment(record.fuel_consumed);
+    metrics::histogram!("mysimbdp_ingestion_duration_seconds", &labels).record(record.duration_ms / 1000.0);
+    metrics::gauge!("mysimbdp_guest_memory_peak_bytes", &labels).set(record.peak_memory_bytes as f64);
+}
+
+/// Adds a pipeline's own counters as `mysimbdp_guest_<name>_total`.
+pub fn record_guest_counters(tenant: &str, pipeline: &str, counters: &BTreeMap<String, u64>) {
+    for (name, value) in counters {
+        metrics::counter!(
+            format!("mysimbdp_guest_{name}_total"),
+            "tenant" => tenant.to_string(),
+            "pipeline" => pipeline.to_string()
+        )
+        .increment(*value);
+    }
+}
+
+/// Counts a file moved to quarantine, by the rule it broke.
+pub fn record_quarantine(tenant: &str, rule: &str) {
+    metrics::counter!("mysimbdp_files_quarantined_total", "tenant" => tenant.to_string(), "rule" => rule.to_string())
+        .increment(1);
+}
+
+/// Installs the process-wide Prometheus recorder and keeps it tidy.
+pub fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            interval.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
