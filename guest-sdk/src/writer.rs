@@ -57,9 +57,11 @@ impl DocumentWriter {
         if self.docs.is_empty() {
             return Ok(());
         }
-        let report = coredms::bulk_index(&self.collection, &self.docs)?;
-        self.docs.clear();
+        // Taken out first: a failed write is the caller's to handle, and must
+        // not be written again when the writer is dropped.
+        let docs = std::mem::take(&mut self.docs);
         self.bytes = 0;
+        let report = coredms::bulk_index(&self.collection, &docs)?;
         tally::with(|t| {
             t.records_out += u64::from(report.indexed);
             t.records_rejected += report.failed.len() as u64;

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tantivy::collector::TopDocs;
 use tantivy::query::{AllQuery, Query, QueryParser};
-use tantivy::schema::{Field, OwnedValue, STORED, STRING, Schema, TEXT, Value};
+use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
+use tantivy::schema::{Field, JsonObjectOptions, OwnedValue, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 const BACKEND: &str = "embedded store";
@@ -38,7 +39,8 @@ fn schema() -> (Schema, Field, Field, Field) {
     let mut builder = Schema::builder();
     let id = builder.add_text_field("_id", STRING | STORED);
     let source = builder.add_text_field("_source", STORED);
-    let body = builder.add_json_field("doc", TEXT);
+    // Fast (columnar) too, so range queries such as `total_eur:[500 TO *]` work.
+    let body = builder.add_json_field("doc", JsonObjectOptions::from(TEXT).set_fast(None));
     (builder.build(), id, source, body)
 }
 
@@ -140,7 +142,11 @@ impl Collection {
         } else {
             let mut parser = QueryParser::for_index(&self.index, vec![self.body]);
             parser.set_conjunction_by_default();
-            parser.parse_query(query).map_err(|e| sink_error(&format!("query `{query}`"), e))?
+            let ast = tantivy::query_grammar::parse_query(query)
+                .map_err(|_| sink_error(&format!("query `{query}`"), "not valid query-string syntax"))?;
+            parser
+                .build_query_from_user_input_ast(into_document_paths(ast))
+                .map_err(|e| sink_error(&format!("query `{query}`"), e))?
         };
         let total = query.count(&searcher).map_err(|e| sink_error("count", e))? as u64;
         let mut hits = Vec::new();
@@ -157,6 +163,32 @@ impl Collection {
             }
         }
         Ok(SearchResult { total, hits })
+    }
+}
+
+/// Field paths in a query are paths inside the document, as in
+/// Elasticsearch's query string: `customer.country:fi` means
+/// `doc.customer.country:fi`. `_id` stays the id field.
+fn into_document_paths(ast: UserInputAst) -> UserInputAst {
+    fn path(field: String) -> String {
+        if field == "_id" || field.starts_with("doc.") { field } else { format!("doc.{field}") }
+    }
+    match ast {
+        UserInputAst::Clause(clauses) => {
+            UserInputAst::Clause(clauses.into_iter().map(|(occur, ast)| (occur, into_document_paths(ast))).collect())
+        }
+        UserInputAst::Boost(ast, boost) => UserInputAst::Boost(Box::new(into_document_paths(*ast)), boost),
+        UserInputAst::Leaf(leaf) => UserInputAst::Leaf(Box::new(match *leaf {
+            UserInputLeaf::Literal(mut literal) => {
+                literal.field_name = literal.field_name.map(path);
+                UserInputLeaf::Literal(literal)
+            }
+            UserInputLeaf::Range { field, lower, upper } => UserInputLeaf::Range { field: field.map(path), lower, upper },
+            UserInputLeaf::Set { field, elements } => UserInputLeaf::Set { field: field.map(path), elements },
+            UserInputLeaf::Exists { field } => UserInputLeaf::Exists { field: path(field) },
+            UserInputLeaf::Regex { field, pattern } => UserInputLeaf::Regex { field: field.map(path), pattern },
+            UserInputLeaf::All => UserInputLeaf::All,
+        })),
     }
 }
 

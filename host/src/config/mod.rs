@@ -64,6 +64,13 @@ pub(crate) fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result
     let deserializer = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let field = error.path().to_string();
-        ConfigError::new(file, field, error.into_inner().to_string())
+        let message = error.into_inner().to_string();
+        // The YAML parser repeats the enclosing path (`sandbox: ...`); the
+        // field already says it.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if field.starts_with(prefix) => rest.to_string(),
+            _ => message,
+        };
+        ConfigError::new(file, field, message)
     })
 }

@@ -83,7 +83,12 @@ impl Schedule {
         let expression = if text.split_whitespace().count() == 5 { format!("0 {text}") } else { text.to_string() };
         cron::Schedule::from_str(&expression)
             .map(|schedule| Schedule::Cron(Box::new(schedule)))
-            .map_err(|e| format!("`{text}` is neither `on-arrival` nor a cron expression: {e}"))
+            .map_err(|e| {
+                // The parser's message draws a caret under the bad field on
+                // extra lines; its last line says what is wrong.
+                let reason = e.to_string().lines().last().unwrap_or_default().to_string();
+                format!("`{text}` is neither `on-arrival` nor a cron expression (sec min hour day month weekday): {reason}")
+            })
     }
 }
 

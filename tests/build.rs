@@ -1,0 +1,72 @@
+//! Compiles every guest of the repository (the examples and the test
+//! fixtures) from source for wasm32-wasip2 and exposes their paths as
+//! constants, e.g. `artifacts::RETAIL_ORDERS`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let tests = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = tests.parent().expect("tests/ is inside the workspace").to_path_buf();
+    let mut guests = Vec::new();
+    for dir in [root.join("examples"), tests.join("fixtures")] {
+        println!("cargo:rerun-if-changed={}", dir.display());
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir).expect("read guest dir").flatten().map(|e| e.path()).collect();
+        entries.sort();
+        for crate_dir in entries {
+            let manifest = crate_dir.join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+            // Library crates shared by guests (no cdylib) are not components.
+            if text.contains("cdylib") {
+                guests.push((package_name(&text, &manifest), crate_dir.starts_with(tests.join("fixtures"))));
+            }
+            println!("cargo:rerun-if-changed={}", crate_dir.join("src").display());
+        }
+    }
+    for watched in ["wit", "guest-sdk/src", "guest-sdk/macros/src", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+
+    let target_dir = root.join("target").join("guests");
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo.current_dir(&root).args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"]).arg(&target_dir);
+    for (name, _) in &guests {
+        cargo.args(["-p", name]);
+    }
+    // Flags meant for the host build must not leak into the wasm build.
+    for variable in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"] {
+        cargo.env_remove(variable);
+    }
+    let output = cargo.output().expect("run cargo to build the guests");
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let hint = if stderr.contains("wasm32-wasip2") && stderr.contains("target may not be installed") {
+            "\nInstall the target with `rustup target add wasm32-wasip2` (scripts/setup.sh does it)."
+        } else {
+            ""
+        };
+        panic!("building the guest components failed:\n{stderr}{hint}");
+    }
+
+    let mut constants = String::new();
+    let mut fixtures = Vec::new();
+    for (name, is_fixture) in &guests {
+        let file = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
+        assert!(file.exists(), "cargo built {name} but {} is missing", file.display());
+        let constant = name.replace('-', "_").to_uppercase();
+        constants.push_str(&format!("pub const {constant}: &str = {:?};\n", file.display().to_string()));
+        if *is_fixture {
+            fixtures.push(constant);
+        }
+    }
+    constants.push_str(&format!("/// Every test fixture, to check each one has a test.\npub const FIXTURES: &[&str] = &{fixtures:?};\n"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("artifacts.rs");
+    std::fs::write(out, constants).expect("write artifacts.rs");
+}
+
+fn package_name(manifest_text: &str, manifest: &Path) -> String {
+    manifest_text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("name = ").map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_else(|| panic!("no package name in {}", manifest.display()))
+}
