@@ -183,3 +183,73 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A profile of the repository with fields replaced, e.g.
+/// `("constraints.max_file_bytes", "100KiB")` (values are YAML).
+pub fn profile_with(profile: &str, changes: &[(&str, &str)]) -> String {
+    let text = std::fs::read_to_string(repo_root().join(profile)).unwrap_or_else(|e| panic!("{profile}: {e}"));
+    let mut value: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    for (key, new) in changes {
+        let parts: Vec<&str> = key.split('.').collect();
+        let mut cursor = &mut value;
+        for part in &parts[..parts.len() - 1] {
+            cursor = cursor.get_mut(*part).unwrap_or_else(|| panic!("{profile} has no `{key}`"));
+        }
+        cursor[*parts.last().unwrap()] = serde_norway::from_str(new).unwrap();
+    }
+    serde_norway::to_string(&value).unwrap()
+}
+
+/// `rows` valid order lines in the retail tenant's CSV format, ids from `first`.
+pub fn orders_csv(first: usize, rows: usize) -> String {
+    let mut text = String::from("order_id,order_date,customer_id,customer_name,country,sku,product,category,quantity,unit_price,discount,currency\n");
+    for i in first..first + rows {
+        text.push_str(&format!(
+            "O-{i:08},2026-{:02}-{:02},C-{:06},Test Customer {},FI,SKU-{},Product {},Gear,{},{}.50,0.1,EUR\n",
+            i % 12 + 1,
+            i % 28 + 1,
+            i % 5000,
+            i % 97,
+            1000 + i % 8,
+            i % 8,
+            i % 5 + 1,
+            10 + i % 90
+        ));
+    }
+    text
+}
+
+/// `rows` valid readings in the sensors tenant's NDJSON format.
+pub fn readings_ndjson(first: usize, rows: usize) -> String {
+    (first..first + rows)
+        .map(|i| {
+            format!(
+                "{{\"sensor_id\":\"s-{:03}\",\"site\":\"oulu\",\"ts\":\"2026-11-20T{:02}:{:02}:{:02}Z\",\"temperature_c\":{}.5,\"humidity_pct\":60,\"pressure_hpa\":1001,\"battery_v\":3.6}}\n",
+                i % 40,
+                i % 24,
+                i % 60,
+                (i / 60) % 60,
+                (i % 30) as i64 - 15
+            )
+        })
+        .collect()
+}
+
+/// Waits until the tenant has nothing staged, queued or running.
+pub async fn settled(platform: &Platform, tenant: &str, timeout: std::time::Duration) -> mysimbdp::batch::status::TenantStatus {
+    let tenant = platform.tenant(tenant).unwrap().clone();
+    eventually(&format!("tenant {} to finish its staged files", tenant.id), timeout, || {
+        let status = mysimbdp::batch::status::tenant_status(&tenant, 1000).unwrap();
+        async move { (status.staged.is_empty() && status.queued.is_empty() && status.running.is_empty()).then_some(status) }
+    })
+    .await
+}
+
+/// Ingestion records of a tenant's batch log.
+pub fn ingestions(test: &TestPlatform, tenant: &str) -> Vec<mysimbdp::telemetry::IngestionRecord> {
+    read_log(&test.tenant_dir(tenant).join("logs/batch.log"))
+        .into_iter()
+        .filter(|l| l["type"] == "ingestion")
+        .map(|l| serde_json::from_value(l).unwrap())
+        .collect()
+}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub struct AppState {
     pub platform: Arc<Platform>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub batch: Option<Arc<crate::batch::BatchManager>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -51,17 +51,26 @@ pub async fn ingest_file(
     path: &Path,
     name: &str,
 ) -> anyhow::Result<IngestionRecord> {
-    ingest_file_with_progress(platform, tenant, spec, path, name, None).await
+    ingest_file_with(platform, tenant, spec, path, name, IngestOptions::default()).await
 }
 
-/// [`ingest_file`], counting the bytes the guest has read into `progress`.
-pub async fn ingest_file_with_progress(
+/// What a caller may already know or want to watch.
+#[derive(Default)]
+pub struct IngestOptions {
+    /// Size and checksum, when the caller computed them already.
+    pub identity: Option<FileIdentity>,
+    /// Counts the bytes the guest has read, for a progress bar.
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+}
+
+/// [`ingest_file`] with [`IngestOptions`].
+pub async fn ingest_file_with(
     platform: &Platform,
     tenant: &Arc<Tenant>,
     spec: &BatchPipelineSpec,
     path: &Path,
     name: &str,
-    progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    options: IngestOptions,
 ) -> anyhow::Result<IngestionRecord> {
     let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
     let limits = tenant.profile.sandbox.with(&spec.sandbox);
@@ -70,9 +79,12 @@ pub async fn ingest_file_with_progress(
         .load(&version, limits.max_wasm_stack_bytes.bytes())
         .await
         .with_context(|| format!("cannot load {} pipeline `{}` v{} of tenant `{}`", PipelineKind::Batch, spec.name, version.version, tenant.id))?;
-    let identity = identify(path).await?;
+    let identity = match options.identity {
+        Some(identity) => identity,
+        None => identify(path).await?,
+    };
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let input = InputFile { name: name.to_string(), size: identity.bytes, checksum: identity.sha256.clone(), file, progress };
+    let input = InputFile { name: name.to_string(), size: identity.bytes, checksum: identity.sha256.clone(), file, progress: options.progress };
 
     let _slot = platform.tenant_slots(&tenant.id).acquire_owned().await?;
     let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
@@ -153,5 +165,5 @@ pub async fn ingest_path(
     if let Some(violation) = crate::batch::constraints::check_file(&tenant.profile.constraints, Path::new(name), metadata.len()) {
         anyhow::bail!("tenant `{}` does not accept `{name}`: {}", tenant.id, violation.message());
     }
-    ingest_file_with_progress(platform, tenant, spec, path, name, progress).await
+    ingest_file_with(platform, tenant, spec, path, name, IngestOptions { identity: None, progress }).await
 }

@@ -1,7 +1,12 @@
-//! Batch ingestion: constraints on staged files, and one file through a
-//! tenant's batch pipeline.
+//! Batch ingestion: constraints on staged files, one file through a tenant's
+//! batch pipeline, and the manager that schedules staged files.
 
 pub mod constraints;
 mod ingest;
+pub mod manager;
+pub mod manifest;
+pub mod staging;
+pub mod status;
 
-pub use ingest::{FileIdentity, identify, ingest_file, ingest_file_with_progress, ingest_path};
+pub use ingest::{FileIdentity, IngestOptions, identify, ingest_file, ingest_file_with, ingest_path};
+pub use manager::BatchManager;

@@ -199,3 +199,95 @@ pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> an
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn stage_put(config: &PlatformConfig, out: &Output, tenant: &str, into: Option<&Path>, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let tenant = registry.require(tenant)?;
+    tenant.paths.create()?;
+    let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
+    let bar = (files.len() > 1 || total > 64 << 20).then(|| bytes_bar(total, "staging"));
+    let mut staged = Vec::new();
+    for file in files {
+        let target = crate::batch::staging::put(tenant, file, into)?;
+        if let Some(bar) = &bar {
+            bar.inc(std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0));
+        }
+        staged.push(target);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if out.json {
+        out.json(&staged);
+    } else {
+        for target in &staged {
+            println!("staged {}", target.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<&str>, recent: usize) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let statuses = crate::batch::status::status(&registry, tenant, recent)?;
+    if out.json {
+        out.json(&statuses);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ApiClient::connect(config.api.listen).await.is_none() {
+        println!("(no host is running at {}: queued and running files wait for `mysimbdp host run`)", config.api.listen);
+    }
+    for status in statuses {
+        println!(
+            "tenant {}: {} staged, {} queued, {} running, {} failed, {} quarantined",
+            status.tenant,
+            status.staged.len(),
+            status.queued.len(),
+            status.running.len(),
+            status.failed.len(),
+            status.quarantined.len()
+        );
+        let rows: Vec<Vec<String>> = [
+            ("staged", &status.staged),
+            ("queued", &status.queued),
+            ("running", &status.running),
+            ("done", &status.done),
+            ("failed", &status.failed),
+            ("quarantined", &status.quarantined),
+        ]
+        .into_iter()
+        .flat_map(|(section, files)| {
+            files.iter().map(move |f| {
+                vec![
+                    section.to_string(),
+                    f.file.clone(),
+                    f.state.clone(),
+                    f.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    f.reason.clone().unwrap_or_default(),
+                ]
+            })
+        })
+        .collect();
+        if !rows.is_empty() {
+            out.table(&["", "file", "state/rule", "at (UTC)", "reason"], &rows);
+        }
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quarantined: bool, files: &[String]) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.tenants)?;
+    let tenant = registry.require(tenant)?;
+    let moved = crate::batch::status::retry(tenant, files, quarantined)?;
+    if out.json {
+        out.json(&moved);
+    } else if moved.is_empty() {
+        println!("nothing to retry for tenant {}", tenant.id);
+    } else {
+        for file in &moved {
+            println!("back in staging: {file}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -2,7 +2,9 @@
 
 use crate::api::{AppState, router};
 use crate::config::PlatformConfig;
+use crate::batch::BatchManager;
 use crate::platform::Platform;
+use std::sync::Arc;
 use anyhow::Context;
 use std::process::ExitCode;
 
@@ -19,8 +21,10 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
         messaging = platform.services.messaging.kind(),
         "Host started."
     );
-    let app = router(AppState { platform: platform.clone(), metrics: Some(metrics) });
+    let batch = Arc::new(BatchManager::start(platform.clone()).await?);
+    let app = router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()) });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    batch.shutdown().await;
     tracing::info!("Host stopped.");
     Ok(ExitCode::SUCCESS)
 }

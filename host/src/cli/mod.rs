@@ -61,6 +61,52 @@ enum Command {
     },
     /// Search a tenant's collection.
     Query(QueryArgs),
+    /// Put files into a tenant's staging directory for the batch manager.
+    Stage {
+        #[command(subcommand)]
+        command: StageCommand,
+    },
+    /// See and act on batch ingestion: queued, running, done, failed, quarantined files.
+    Batch {
+        #[command(subcommand)]
+        command: BatchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StageCommand {
+    /// Copy files into staging atomically (the host never sees half a file).
+    Put {
+        #[arg(long, short)]
+        tenant: String,
+        /// A subdirectory of staging, for pipelines bound to one.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BatchCommand {
+    /// Files per state, with the reasons of failures and quarantines.
+    Status {
+        #[arg(long, short)]
+        tenant: Option<String>,
+        /// Done files to list per tenant.
+        #[arg(long, default_value_t = 10)]
+        recent: usize,
+    },
+    /// Send failed files (and with --quarantined, quarantined ones) back to staging.
+    Retry {
+        #[arg(long, short)]
+        tenant: String,
+        /// Also retry quarantined files (after fixing them or the profile).
+        #[arg(long)]
+        quarantined: bool,
+        /// Only these files (as staged); all when none are given.
+        files: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -163,5 +209,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             TenantCommand::Show { tenant } => commands::show_tenant(&config, &out, &tenant),
         },
         Command::Query(args) => commands::query(&config, &out, args).await,
+        Command::Stage { command: StageCommand::Put { tenant, into, files } } => {
+            commands::stage_put(&config, &out, &tenant, into.as_deref(), &files)
+        }
+        Command::Batch { command } => match command {
+            BatchCommand::Status { tenant, recent } => commands::batch_status(&config, &out, tenant.as_deref(), recent).await,
+            BatchCommand::Retry { tenant, quarantined, files } => commands::batch_retry(&config, &out, &tenant, quarantined, &files),
+        },
     }
 }

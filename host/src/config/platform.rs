@@ -108,7 +108,7 @@ fn default_replication() -> i32 {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BatchManagerConfig {
     /// Ingestions the host runs at once, over all tenants.
     pub max_parallel_ingestions: usize,
@@ -117,6 +117,14 @@ pub struct BatchManagerConfig {
     /// A staged file must be this old (unchanged) before it is picked up, so
     /// files still being written by plain copies are left alone.
     pub min_file_age_ms: u64,
+    /// When the host is saturated, waiting this long counts as one point of
+    /// priority, so a low-priority tenant is never starved.
+    #[serde(default = "default_aging")]
+    pub priority_aging_ms: u64,
+}
+
+fn default_aging() -> u64 {
+    30_000
 }
 
 impl Default for BatchManagerConfig {
@@ -125,12 +133,13 @@ impl Default for BatchManagerConfig {
             max_parallel_ingestions: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             scan_interval_ms: 2_000,
             min_file_age_ms: 1_000,
+            priority_aging_ms: default_aging(),
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StreamManagerConfig {
     /// How often the monitor compares measurements with thresholds.
     pub monitor_interval_ms: u64,

@@ -1,0 +1,566 @@
+//! The batch ingest manager: decides which tenant pipeline runs on which
+//! staged file, and when.
+//!
+//! - Staging directories are watched (inotify) and rescanned periodically;
+//!   files younger than `min_file_age_ms` or still named `.<name>.part` are
+//!   left alone.
+//! - Every scan checks type and size and the staging quota; a file breaking a
+//!   rule is quarantined with a reason file. Each *run* (every scan for
+//!   on-arrival pipelines, each cron tick for scheduled ones) takes at most
+//!   `max_files_per_run` files; extra files are quarantined too.
+//! - A taken file is recorded as claimed in the manifest (fsync) and moved to
+//!   `work/`; a worker ingests it and records done (fsync) before moving it to
+//!   `archive/`, or failed, moving it to `failed/` with the classified reason.
+//! - Workers share the host's `max_parallel_ingestions`. Each tenant has at
+//!   most `max_concurrent_ingestions` running; when the host is saturated the
+//!   highest `priority + waiting time / priority_aging_ms` goes first, so
+//!   nobody starves.
+
+use super::constraints::{Violation, check_file, check_staging_total};
+use super::manifest::{self, Entry, FileState, Manifest};
+use super::staging::{self, Reason, StagedFile};
+use super::{FileIdentity, IngestOptions, ingest_file_with};
+use crate::config::{OnSuccess, Schedule, Tenant, TenantId};
+use crate::platform::Platform;
+use crate::telemetry::{IngestionRecord, Outcome, metrics as telemetry};
+use chrono::Utc;
+use notify::Watcher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Notify, Semaphore, watch};
+
+/// How long shutdown waits for running ingestions.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct BatchManager {
+    inner: Arc<Inner>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+struct Inner {
+    platform: Arc<Platform>,
+    tenants: HashMap<TenantId, TenantState>,
+    queues: Mutex<HashMap<TenantId, VecDeque<Job>>>,
+    capacity: Arc<Semaphore>,
+    wake: Notify,
+    running_total: AtomicUsize,
+    scan_lock: tokio::sync::Mutex<()>,
+}
+
+struct TenantState {
+    tenant: Arc<Tenant>,
+    manifest: Manifest,
+    done: Mutex<HashSet<String>>,
+    running: AtomicUsize,
+    /// When a worker last took one of its files; aging counts from here.
+    last_served: Mutex<Option<Instant>>,
+    /// Next tick of each cron-scheduled pipeline.
+    cron_next: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+}
+
+struct Job {
+    entry: Entry,
+    identity: FileIdentity,
+    queued_at: Instant,
+}
+
+impl BatchManager {
+    /// Recovers every tenant's manifest, then starts watching, scheduling and
+    /// ingesting.
+    pub async fn start(platform: Arc<Platform>) -> anyhow::Result<BatchManager> {
+        let mut tenants = HashMap::new();
+        let mut recovered = Vec::new();
+        for tenant in platform.registry.tenants() {
+            let path = tenant.paths.root.join("manifest.jsonl");
+            let (manifest, entries) = Manifest::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot open the manifest {} of tenant `{}`: {e}", path.display(), tenant.id))?;
+            let done = manifest::done_checksums(&entries);
+            let state = TenantState {
+                tenant: tenant.clone(),
+                manifest,
+                done: Mutex::new(done),
+                running: AtomicUsize::new(0),
+                last_served: Mutex::new(None),
+                cron_next: Mutex::new(HashMap::new()),
+            };
+            recovered.push((tenant.id.clone(), entries));
+            tenants.insert(tenant.id.clone(), state);
+        }
+        let inner = Arc::new(Inner {
+            capacity: Arc::new(Semaphore::new(platform.config.batch.max_parallel_ingestions)),
+            platform,
+            tenants,
+            queues: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            running_total: AtomicUsize::new(0),
+            scan_lock: tokio::sync::Mutex::new(()),
+        });
+        for (tenant, entries) in recovered {
+            inner.recover(&tenant, entries).await;
+        }
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = events_tx.send(());
+            }
+        }) {
+            Ok(mut watcher) => {
+                for state in inner.tenants.values() {
+                    if let Err(error) = watcher.watch(&state.tenant.paths.staging, notify::RecursiveMode::Recursive) {
+                        tracing::warn!(tenant = %state.tenant.id, %error, "Cannot watch the staging directory; relying on rescans.");
+                    }
+                }
+                Some(watcher)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "File watching is unavailable; relying on rescans.");
+                None
+            }
+        };
+        let tasks = vec![
+            tokio::spawn(inner.clone().schedule_loop(events_rx, shutdown_rx.clone())),
+            tokio::spawn(inner.clone().dispatch_loop(shutdown_rx)),
+        ];
+        Ok(BatchManager { inner, shutdown, tasks: Mutex::new(tasks), _watcher: watcher })
+    }
+
+    /// Scans every tenant now, as if files had just arrived (tests, CLI).
+    pub async fn scan_now(&self) {
+        self.inner.scan_all(&HashMap::new()).await;
+    }
+
+    /// Stops taking files, waits up to 30 s for running ingestions (a crash
+    /// later is safe too: they resume at the next start).
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.lock().expect("tasks poisoned").drain(..) {
+            task.abort();
+        }
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.inner.running_total.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Files queued and running now, per tenant.
+    pub fn load(&self) -> HashMap<TenantId, (usize, usize)> {
+        let queues = self.inner.queues.lock().expect("queues poisoned");
+        self.inner
+            .tenants
+            .iter()
+            .map(|(id, state)| (id.clone(), (queues.get(id).map_or(0, VecDeque::len), state.running.load(Ordering::Acquire))))
+            .collect()
+    }
+}
+
+impl Inner {
+    /// Resumes what a previous run left: claimed or ingesting files are queued
+    /// again, finished ones moved where they belong.
+    async fn recover(self: &Arc<Self>, tenant: &TenantId, entries: Vec<Entry>) {
+        let state = &self.tenants[tenant];
+        let work = &state.tenant.paths.work;
+        let mut known = HashSet::new();
+        for entry in entries {
+            let path = entry.work_path(work);
+            known.insert(path.clone());
+            match entry.state {
+                FileState::Claimed | FileState::Ingesting if path.exists() => {
+                    tracing::info!(tenant = %tenant, file = %entry.file, "Resuming an ingestion interrupted by a stop.");
+                    let identity = FileIdentity { bytes: entry.bytes, sha256: entry.checksum.clone() };
+                    self.enqueue(tenant, Job { entry, identity, queued_at: Instant::now() });
+                }
+                FileState::Claimed | FileState::Ingesting => {
+                    // Stopped between the claim and the move: the file is still staged.
+                    let retried = Entry { state: FileState::Retried, ts: Utc::now(), reason: Some("claim interrupted; the file is still in staging".into()), ..entry };
+                    self.record(state, &[retried], true);
+                }
+                FileState::Done if path.exists() => self.finish_done(state, &entry, &path),
+                FileState::Failed if path.exists() => {
+                    let reason = entry.reason.clone().unwrap_or_default();
+                    self.finish_failed(state, &entry, &path, "interrupted", &reason);
+                }
+                _ => {}
+            }
+        }
+        // A file in work/ the manifest does not know goes back to staging.
+        for file in staging::list(work).unwrap_or_default() {
+            if !known.contains(&file.path) {
+                let name = file.relative.split_once('-').map_or(file.relative.as_str(), |(_, n)| n).to_string();
+                if let Err(error) = staging::move_into(&file.path, &state.tenant.paths.staging, &name, &manifest::new_id()) {
+                    tracing::error!(tenant = %tenant, file = %file.path.display(), %error, "Cannot return an unknown work file to staging.");
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn record(&self, state: &TenantState, entries: &[Entry], durable: bool) {
+        if let Err(error) = state.manifest.record(entries, durable) {
+            // Without the manifest a crash could ingest twice or lose track.
+            tracing::error!(tenant = %state.tenant.id, file = %state.manifest.path().display(), %error, "Cannot write the manifest.");
+        }
+    }
+
+    fn enqueue(&self, tenant: &TenantId, job: Job) {
+        self.queues.lock().expect("queues poisoned").entry(tenant.clone()).or_default().push_back(job);
+    }
+
+    async fn schedule_loop(
+        self: Arc<Self>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<()>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let scan_interval = Duration::from_millis(self.platform.config.batch.scan_interval_ms);
+        let mut next_scan = tokio::time::Instant::now();
+        loop {
+            let now = Utc::now();
+            let due = self.due_cron(now);
+            let next_cron = self.next_cron();
+            let until_cron = next_cron.map(|t| (t - Utc::now()).to_std().unwrap_or_default());
+            if !due.is_empty() || tokio::time::Instant::now() >= next_scan {
+                self.scan_all(&due).await;
+                next_scan = tokio::time::Instant::now() + scan_interval;
+                continue;
+            }
+            let sleep_for = until_cron.map_or(scan_interval, |c| c.min(scan_interval)).min(next_scan - tokio::time::Instant::now());
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = events.recv() => {
+                    // Let a burst of events settle, then scan once.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while events.try_recv().is_ok() {}
+                    next_scan = tokio::time::Instant::now();
+                }
+                _ = tokio::time::sleep(sleep_for) => {}
+            }
+        }
+    }
+
+    /// Cron pipelines whose tick has come, per tenant; advances their ticks.
+    fn due_cron(&self, now: chrono::DateTime<Utc>) -> HashMap<TenantId, HashSet<String>> {
+        let mut due: HashMap<TenantId, HashSet<String>> = HashMap::new();
+        for (id, state) in &self.tenants {
+            let mut next = state.cron_next.lock().expect("cron poisoned");
+            for pipeline in &state.tenant.profile.batch {
+                let schedule = pipeline.schedule.as_ref().unwrap_or(&state.tenant.profile.agreement.schedule);
+                let Schedule::Cron(cron) = schedule else { continue };
+                let name = pipeline.name.to_string();
+                let tick = *next.entry(name.clone()).or_insert_with(|| cron.after(&now).next().unwrap_or(now));
+                if tick <= now {
+                    due.entry(id.clone()).or_default().insert(name.clone());
+                    next.insert(name, cron.after(&now).next().unwrap_or(now + chrono::Duration::days(365)));
+                }
+            }
+        }
+        due
+    }
+
+    fn next_cron(&self) -> Option<chrono::DateTime<Utc>> {
+        self.tenants.values().flat_map(|s| s.cron_next.lock().expect("cron poisoned").values().copied().collect::<Vec<_>>()).min()
+    }
+
+    async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, HashSet<String>>) {
+        let _one_scan_at_a_time = self.scan_lock.lock().await;
+        let no_cron = HashSet::new();
+        for (id, state) in &self.tenants {
+            let cron = due_cron.get(id).unwrap_or(&no_cron);
+            if let Err(error) = self.scan_tenant(state, cron).await {
+                tracing::error!(tenant = %id, error = %format!("{error:#}"), "Scanning the staging directory failed.");
+            }
+        }
+        self.publish_load();
+        self.wake.notify_one();
+    }
+
+    fn quarantine(&self, state: &TenantState, file: &StagedFile, violation: &Violation) {
+        let tenant = &state.tenant;
+        match staging::quarantine(tenant, file, violation) {
+            Ok(moved) => {
+                tracing::warn!(tenant = %tenant.id, file = %file.relative, rule = %violation.rule, "File quarantined: {}.", violation.message());
+                self.platform.tenant_log(tenant, crate::pipelines::PipelineKind::Batch).write(&serde_json::json!({
+                    "type": "quarantine",
+                    "tenant": tenant.id,
+                    "file": file.relative,
+                    "rule": violation.rule,
+                    "limit": violation.limit,
+                    "actual": violation.actual,
+                    "message": violation.message(),
+                    "moved_to": moved,
+                }));
+                telemetry::record_quarantine(tenant.id.as_str(), &violation.rule);
+            }
+            Err(error) => tracing::error!(tenant = %tenant.id, file = %file.relative, %error, "Cannot quarantine a file."),
+        }
+    }
+
+    /// One scan of a tenant's staging directory: constraints, then the run of
+    /// on-arrival pipelines and of the cron pipelines in `due`.
+    async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &HashSet<String>) -> anyhow::Result<()> {
+        let tenant = &state.tenant;
+        let profile = &tenant.profile;
+        let min_age = Duration::from_millis(self.platform.config.batch.min_file_age_ms);
+        let now = SystemTime::now();
+        let files = staging::list(&tenant.paths.staging)?;
+
+        // Rules each file can break alone.
+        let mut kept = Vec::new();
+        for file in files {
+            let settled = now.duration_since(file.modified).unwrap_or_default() >= min_age;
+            if !settled {
+                kept.push((file, false));
+                continue;
+            }
+            let pipeline = profile.batch_pipeline_for(Path::new(&file.relative));
+            let violation = check_file(&profile.constraints, Path::new(&file.relative), file.bytes).or_else(|| {
+                pipeline.is_none().then(|| {
+                    let patterns: Vec<&str> = profile.batch.iter().map(|p| p.files.as_str()).collect();
+                    Violation::new("no-pipeline", if patterns.is_empty() { "none".into() } else { patterns.join(", ") }, &file.relative)
+                })
+            });
+            match violation {
+                Some(violation) => self.quarantine(state, &file, &violation),
+                None => kept.push((file, true)),
+            }
+        }
+
+        // The staging quota: oldest files fit first.
+        let mut total = 0;
+        let mut within = Vec::new();
+        for (file, settled) in kept {
+            total += file.bytes;
+            match check_staging_total(&profile.constraints, total) {
+                Some(violation) if settled => {
+                    total -= file.bytes;
+                    self.quarantine(state, &file, &violation);
+                }
+                _ => within.push((file, settled)),
+            }
+        }
+
+        // This run: settled files of pipelines that run now.
+        let mut run: Vec<StagedFile> = within
+            .into_iter()
+            .filter(|(_, settled)| *settled)
+            .map(|(file, _)| file)
+            .filter(|file| {
+                let pipeline = profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked above");
+                match pipeline.schedule.as_ref().unwrap_or(&profile.agreement.schedule) {
+                    Schedule::OnArrival => true,
+                    Schedule::Cron(_) => due.contains(pipeline.name.as_str()),
+                }
+            })
+            .collect();
+        let limit = profile.constraints.max_files_per_run as usize;
+        if run.len() > limit {
+            let count = run.len();
+            for file in run.split_off(limit) {
+                self.quarantine(state, &file, &Violation::new("max-files-per-run", limit, count));
+            }
+        }
+        if !run.is_empty() {
+            self.claim(state, run).await;
+        }
+        Ok(())
+    }
+
+    /// Records the claims durably, then moves the files to `work/` and queues them.
+    async fn claim(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>) {
+        let tenant = &state.tenant;
+        let mut claims = Vec::new();
+        for file in files {
+            let identity = match super::identify(&file.path).await {
+                Ok(identity) => identity,
+                Err(error) => {
+                    tracing::warn!(tenant = %tenant.id, file = %file.relative, error = %format!("{error:#}"), "Cannot read a staged file; will retry.");
+                    continue;
+                }
+            };
+            let pipeline = tenant.profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked by the scan");
+            let entry = Entry {
+                id: manifest::new_id(),
+                state: FileState::Claimed,
+                file: file.relative.clone(),
+                pipeline: pipeline.name.to_string(),
+                checksum: identity.sha256.clone(),
+                bytes: identity.bytes,
+                ts: Utc::now(),
+                reason: None,
+            };
+            if state.done.lock().expect("done poisoned").contains(&identity.sha256) {
+                let entry = Entry { state: FileState::Duplicate, reason: Some("a file with this checksum was already ingested".into()), ..entry };
+                self.record(state, std::slice::from_ref(&entry), true);
+                tracing::info!(tenant = %tenant.id, file = %file.relative, "File already ingested (same checksum); not ingested again.");
+                self.platform.tenant_log(tenant, crate::pipelines::PipelineKind::Batch).write(&serde_json::json!({
+                    "type": "duplicate", "tenant": tenant.id, "file": file.relative, "checksum": identity.sha256,
+                }));
+                self.dispose(state, &entry, &file.path, pipeline.on_success);
+                continue;
+            }
+            claims.push((entry, file, identity));
+        }
+        let entries: Vec<Entry> = claims.iter().map(|(entry, _, _)| entry.clone()).collect();
+        if entries.is_empty() {
+            return;
+        }
+        self.record(state, &entries, true);
+        for (entry, file, identity) in claims {
+            let work = entry.work_path(&tenant.paths.work);
+            if let Err(error) = std::fs::rename(&file.path, &work) {
+                tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "A claimed file vanished from staging.");
+                let gone = Entry { state: FileState::Retried, ts: Utc::now(), reason: Some(format!("vanished before ingestion: {error}")), ..entry };
+                self.record(state, &[gone], false);
+                continue;
+            }
+            self.enqueue(&tenant.id, Job { entry, identity, queued_at: Instant::now() });
+        }
+    }
+
+    /// Archives (or deletes, per the profile) a file whose content is in the store.
+    fn dispose(&self, state: &TenantState, entry: &Entry, path: &Path, on_success: OnSuccess) {
+        let result = match on_success {
+            OnSuccess::Archive => staging::move_into(path, &state.tenant.paths.archive, &entry.file, &entry.id).map(drop),
+            OnSuccess::Delete => std::fs::remove_file(path),
+        };
+        if let Err(error) = result {
+            tracing::error!(tenant = %state.tenant.id, file = %entry.file, %error, "Cannot archive an ingested file.");
+        }
+    }
+
+    fn finish_done(&self, state: &TenantState, entry: &Entry, path: &Path) {
+        let on_success = state.tenant.profile.batch_pipeline(&entry.pipeline).map_or(OnSuccess::Archive, |p| p.on_success);
+        self.dispose(state, entry, path, on_success);
+    }
+
+    fn finish_failed(&self, state: &TenantState, entry: &Entry, path: &Path, kind: &str, message: &str) {
+        let tenant = &state.tenant;
+        match staging::move_into(path, &tenant.paths.failed, &entry.file, &entry.id) {
+            Ok(moved) => {
+                let reason = Reason {
+                    tenant: tenant.id.to_string(),
+                    file: entry.file.clone(),
+                    rule: kind.to_string(),
+                    limit: None,
+                    actual: None,
+                    message: message.to_string(),
+                    at: Utc::now(),
+                    id: Some(entry.id.clone()),
+                    pipeline: Some(entry.pipeline.clone()),
+                };
+                if let Err(error) = staging::write_reason(&moved, &reason) {
+                    tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot write the reason of a failed file.");
+                }
+            }
+            Err(error) => tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot move a failed file to failed/."),
+        }
+    }
+
+    /// The next job: highest priority plus waiting time, among tenants below
+    /// their concurrency cap.
+    fn pick(&self) -> Option<(TenantId, Job)> {
+        let aging = Duration::from_millis(self.platform.config.batch.priority_aging_ms.max(1));
+        let mut queues = self.queues.lock().expect("queues poisoned");
+        let best = queues
+            .iter()
+            .filter_map(|(id, queue)| {
+                let head = queue.front()?;
+                let state = &self.tenants[id];
+                let agreement = &state.tenant.profile.agreement;
+                (state.running.load(Ordering::Acquire) < agreement.max_concurrent_ingestions as usize).then(|| {
+                    // Waiting counts from when the tenant was last served: a
+                    // tenant served again and again does not age.
+                    let since = match *state.last_served.lock().expect("poisoned") {
+                        Some(served) => served.max(head.queued_at),
+                        None => head.queued_at,
+                    };
+                    let waited = since.elapsed();
+                    (f64::from(agreement.priority) + waited.as_secs_f64() / aging.as_secs_f64(), waited, id.clone())
+                })
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
+        let id = best.2;
+        let job = queues.get_mut(&id)?.pop_front()?;
+        let state = &self.tenants[&id];
+        state.running.fetch_add(1, Ordering::AcqRel);
+        *state.last_served.lock().expect("poisoned") = Some(Instant::now());
+        Some((id, job))
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            while let Ok(permit) = self.capacity.clone().try_acquire_owned() {
+                let Some((tenant, job)) = self.pick() else {
+                    drop(permit);
+                    break;
+                };
+                self.running_total.fetch_add(1, Ordering::AcqRel);
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    inner.work(&tenant, job).await;
+                    inner.tenants[&tenant].running.fetch_sub(1, Ordering::AcqRel);
+                    inner.running_total.fetch_sub(1, Ordering::AcqRel);
+                    drop(permit);
+                    inner.publish_load();
+                    inner.wake.notify_one();
+                });
+            }
+            self.publish_load();
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn publish_load(&self) {
+        let queues = self.queues.lock().expect("queues poisoned");
+        for (id, state) in &self.tenants {
+            let queued = queues.get(id).map_or(0, VecDeque::len);
+            metrics::gauge!("mysimbdp_batch_queued_files", "tenant" => id.to_string()).set(queued as f64);
+            metrics::gauge!("mysimbdp_batch_running_ingestions", "tenant" => id.to_string())
+                .set(state.running.load(Ordering::Acquire) as f64);
+        }
+    }
+
+    /// Ingests one claimed file and moves it where its outcome says.
+    async fn work(&self, tenant_id: &TenantId, job: Job) {
+        let state = &self.tenants[tenant_id];
+        let tenant = &state.tenant;
+        let entry = job.entry;
+        let path = entry.work_path(&tenant.paths.work);
+        self.record(state, &[Entry { state: FileState::Ingesting, ts: Utc::now(), ..entry.clone() }], false);
+        let outcome: Result<IngestionRecord, String> = match tenant.profile.batch_pipeline(&entry.pipeline) {
+            None => Err(format!("the profile no longer declares batch pipeline `{}`", entry.pipeline)),
+            Some(spec) => {
+                let name = Path::new(&entry.file).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let options = IngestOptions { identity: Some(job.identity), progress: None };
+                ingest_file_with(&self.platform, tenant, spec, &path, &name, options).await.map_err(|e| format!("{e:#}"))
+            }
+        };
+        match outcome {
+            Ok(record) if record.outcome == Outcome::Ok => {
+                self.record(state, &[Entry { state: FileState::Done, ts: Utc::now(), ..entry.clone() }], true);
+                state.done.lock().expect("done poisoned").insert(entry.checksum.clone());
+                self.finish_done(state, &entry, &path);
+            }
+            Ok(record) => {
+                let kind = record.failure.map_or("failed", |k| k.as_str());
+                let message = record.reason.clone().unwrap_or_default();
+                self.record(state, &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("{kind}: {message}")), ..entry.clone() }], true);
+                self.finish_failed(state, &entry, &path, kind, &message);
+            }
+            Err(message) => {
+                tracing::error!(tenant = %tenant.id, file = %entry.file, %message, "Ingestion could not start.");
+                self.record(state, &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("not-started: {message}")), ..entry.clone() }], true);
+                self.finish_failed(state, &entry, &path, "not-started", &message);
+            }
+        }
+    }
+}

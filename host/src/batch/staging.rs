@@ -1,0 +1,155 @@
+//! Files in a tenant's directories: what is staged, putting files there
+//! atomically, and moving them on with a reason file beside them.
+
+use super::constraints::Violation;
+use crate::config::Tenant;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// A file waiting in staging.
+#[derive(Debug, Clone)]
+pub struct StagedFile {
+    pub path: PathBuf,
+    /// Relative to the staging directory, with `/` separators.
+    pub relative: String,
+    pub bytes: u64,
+    pub modified: SystemTime,
+}
+
+/// Being written: `stage put` writes `.<name>.part` and renames it into place.
+fn in_progress(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with(".part") || name.ends_with(".tmp")
+}
+
+/// Every file in `staging` and its subdirectories, oldest first.
+pub fn list(staging: &Path) -> std::io::Result<Vec<StagedFile>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![staging.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if in_progress(&name) {
+                continue;
+            }
+            let Ok(metadata) = entry.metadata() else { continue };
+            let path = entry.path();
+            if metadata.is_dir() {
+                dirs.push(path);
+            } else if metadata.is_file() {
+                let relative = path.strip_prefix(staging).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+                files.push(StagedFile { path, relative, bytes: metadata.len(), modified: metadata.modified()? });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.relative.cmp(&b.relative)));
+    Ok(files)
+}
+
+/// Copies `source` into the tenant's staging directory (under `into`) so the
+/// host never sees half a file: written as `.<name>.part`, then renamed.
+pub fn put(tenant: &Tenant, source: &Path, into: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let name = source.file_name().with_context(|| format!("{} has no file name", source.display()))?;
+    let dir = match into {
+        Some(sub) if sub.components().all(|c| matches!(c, std::path::Component::Normal(_))) => tenant.paths.staging.join(sub),
+        Some(sub) => anyhow::bail!("--into {} must be a plain relative directory", sub.display()),
+        None => tenant.paths.staging.clone(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let target = dir.join(name);
+    let partial = dir.join(format!(".{}.part", name.to_string_lossy()));
+    std::fs::copy(source, &partial).with_context(|| format!("cannot copy {} to {}", source.display(), partial.display()))?;
+    std::fs::File::open(&partial).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", partial.display()))?;
+    std::fs::rename(&partial, &target).with_context(|| format!("cannot move {} into place", target.display()))?;
+    Ok(target)
+}
+
+/// Moves `file` to `dir/relative`; if that name is taken, `-<suffix>` is added
+/// before the extension. Returns the new path.
+pub fn move_into(file: &Path, dir: &Path, relative: &str, suffix: &str) -> std::io::Result<PathBuf> {
+    let mut target = dir.join(relative);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if target.exists() {
+        let stem = target.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let name = match target.extension() {
+            Some(ext) => format!("{stem}-{suffix}.{}", ext.to_string_lossy()),
+            None => format!("{stem}-{suffix}"),
+        };
+        target.set_file_name(name);
+    }
+    std::fs::rename(file, &target)?;
+    Ok(target)
+}
+
+/// Why a file is in `quarantine/` or `failed/`: `<file>.reason.json` beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub tenant: String,
+    /// Path relative to staging, as it was staged.
+    pub file: String,
+    /// A constraint (`file-type`, ...) or a failure kind (`out-of-fuel`, ...).
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    pub message: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The manifest id, for failed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+}
+
+pub fn reason_path(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".reason.json");
+    file.with_file_name(name)
+}
+
+/// Writes the reason file next to `moved`.
+pub fn write_reason(moved: &Path, reason: &Reason) -> std::io::Result<()> {
+    std::fs::write(reason_path(moved), serde_json::to_vec_pretty(reason).expect("serializable"))
+}
+
+/// Moves a staged file to quarantine with its reason; never deletes it.
+pub fn quarantine(tenant: &Tenant, file: &StagedFile, violation: &Violation) -> std::io::Result<PathBuf> {
+    let moved = move_into(&file.path, &tenant.paths.quarantine, &file.relative, &super::manifest::new_id())?;
+    write_reason(
+        &moved,
+        &Reason {
+            tenant: tenant.id.to_string(),
+            file: file.relative.clone(),
+            rule: violation.rule.clone(),
+            limit: Some(violation.limit.clone()),
+            actual: Some(violation.actual.clone()),
+            message: violation.message(),
+            at: chrono::Utc::now(),
+            id: None,
+            pipeline: None,
+        },
+    )?;
+    Ok(moved)
+}
+
+/// Files with their reasons in `quarantine/` or `failed/`.
+pub fn with_reasons(dir: &Path) -> Vec<(PathBuf, Option<Reason>)> {
+    let mut found = Vec::new();
+    for file in list(dir).unwrap_or_default() {
+        if file.relative.ends_with(".reason.json") {
+            continue;
+        }
+        let reason = std::fs::read_to_string(reason_path(&file.path)).ok().and_then(|t| serde_json::from_str(&t).ok());
+        found.push((file.path, reason));
+    }
+    found
+}

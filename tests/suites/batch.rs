@@ -1,0 +1,399 @@
+//! The batch ingest manager: constraints and quarantine, concurrency, cron,
+//! priority without starvation, duplicates, and a host killed mid-ingestion.
+
+use mysimbdp::batch::BatchManager;
+use mysimbdp::pipelines::PipelineKind;
+use mysimbdp::telemetry::Outcome;
+use mysimbdp_tests::{
+    TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled,
+};
+use std::path::Path;
+use std::time::Duration;
+
+const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
+const QUICK_SCANS: &str = "batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n  max_parallel_ingestions: 4\n";
+
+/// Stages `content` as `name` the way a tenant would (atomic rename).
+fn stage(test: &TestPlatform, tenant: &str, name: &str, content: &str) {
+    let target = test.tenant_dir(tenant).join("staging").join(name);
+    let dir = target.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let partial = dir.join(format!(".{}.part", target.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&partial, content).unwrap();
+    std::fs::rename(partial, &target).unwrap();
+}
+
+fn reason(test: &TestPlatform, tenant: &str, dir: &str, name: &str) -> serde_json::Value {
+    let path = test.tenant_dir(tenant).join(dir).join(format!("{name}.reason.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} has no reason file", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+struct Tenant {
+    id: &'static str,
+    profile: &'static str,
+    pipeline: &'static str,
+    wasm: &'static str,
+    extension: &'static str,
+    collection: &'static str,
+    rows: fn(usize, usize) -> String,
+    /// Bytes per row, about, to size files.
+    row_bytes: usize,
+}
+
+const RETAIL: Tenant = Tenant {
+    id: "retail",
+    profile: "tenants/retail/profile.yaml",
+    pipeline: "orders",
+    wasm: artifacts::RETAIL_ORDERS,
+    extension: "csv",
+    collection: "orders",
+    rows: orders_csv,
+    row_bytes: 95,
+};
+
+const SENSORS: Tenant = Tenant {
+    id: "sensors",
+    profile: "tenants/sensors/profile.yaml",
+    pipeline: "readings",
+    wasm: artifacts::SENSOR_READINGS,
+    extension: "ndjson",
+    collection: "readings",
+    rows: readings_ndjson,
+    row_bytes: 150,
+};
+
+/// A platform with one example tenant whose limits are small enough to break.
+async fn constrained(tenant: &Tenant, changes: &[(&str, &str)]) -> TestPlatform {
+    let mut all = vec![
+        ("constraints.max_file_bytes", "64KiB"),
+        ("constraints.max_staging_bytes", "1MiB"),
+        ("constraints.max_files_per_run", "20"),
+        ("agreement.schedule", "on-arrival"),
+    ];
+    all.extend_from_slice(changes);
+    let test = TestPlatform::builder().tenant_yaml(tenant.id, &profile_with(tenant.profile, &all)).config(QUICK_SCANS).build();
+    test.upload(tenant.id, PipelineKind::Batch, tenant.pipeline, tenant.wasm);
+    test
+}
+
+/// Starts a manager on what is staged, once every file is old enough to be
+/// taken in the same first run, and waits until the tenant is done.
+async fn run_manager(test: &TestPlatform, tenant: &Tenant) -> mysimbdp::batch::status::TenantStatus {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let platform = test.open().await;
+    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let status = settled(&platform, tenant.id, Duration::from_secs(60)).await;
+    manager.shutdown().await;
+    status
+}
+
+async fn stored(test: &TestPlatform, tenant: &Tenant) -> u64 {
+    let platform = test.open().await;
+    platform.search(tenant.id, tenant.collection, "", 0).await.unwrap().total
+}
+
+/// Wrong type and too big: quarantined with the rule,
+/// limit and value; the valid file next to them is ingested.
+async fn file_rules_quarantine_bad_files_beside_good_ones(tenant: &Tenant) {
+    let test = constrained(tenant, &[]).await;
+    let rows = 200;
+    stage(&test, tenant.id, &format!("good.{}", tenant.extension), &(tenant.rows)(1, rows));
+    stage(&test, tenant.id, "notes.txt", "not data\n");
+    let big_rows = 70 * 1024 / tenant.row_bytes;
+    let big = (tenant.rows)(1000, big_rows);
+    assert!(big.len() > 64 * 1024);
+    stage(&test, tenant.id, &format!("big.{}", tenant.extension), &big);
+
+    let status = run_manager(&test, tenant).await;
+    let rules: Vec<(String, String)> = status.quarantined.iter().map(|q| (q.file.clone(), q.state.clone())).collect();
+    assert!(rules.contains(&("notes.txt".into(), "file-type".into())), "{rules:?}");
+    assert!(rules.contains(&(format!("big.{}", tenant.extension), "max-file-bytes".into())), "{rules:?}");
+    let reason = reason(&test, tenant.id, "quarantine", &format!("big.{}", tenant.extension));
+    assert_eq!(reason["limit"], "65536 bytes");
+    assert_eq!(reason["actual"], format!("{} bytes", big.len()));
+    assert!(test.tenant_dir(tenant.id).join("quarantine/notes.txt").exists(), "kept, not deleted");
+    assert_eq!(status.done.len(), 1, "the good file is done: {:?}", status.done);
+    assert!(test.tenant_dir(tenant.id).join(format!("archive/good.{}", tenant.extension)).exists());
+    assert_eq!(stored(&test, tenant).await, rows as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retail_files_breaking_file_rules_are_quarantined() {
+    file_rules_quarantine_bad_files_beside_good_ones(&RETAIL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_files_breaking_file_rules_are_quarantined() {
+    file_rules_quarantine_bad_files_beside_good_ones(&SENSORS).await;
+}
+
+/// A file no pipeline pattern takes is quarantined as `no-pipeline`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_no_pipeline_takes_are_quarantined() {
+    let profile = profile_with(RETAIL.profile, &[("batch", r#"[{name: orders, files: "shops/*.csv"}]"#), ("agreement.schedule", "on-arrival")]);
+    let test = TestPlatform::builder().tenant_yaml("retail", &profile).config(QUICK_SCANS).build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    std::fs::create_dir_all(test.tenant_dir("retail").join("staging/shops")).unwrap();
+    stage(&test, "retail", "shops/helsinki.csv", &orders_csv(1, 10));
+    stage(&test, "retail", "loose.csv", &orders_csv(100, 10));
+    let status = run_manager(&test, &RETAIL).await;
+    assert_eq!(status.quarantined.len(), 1);
+    assert_eq!(status.quarantined[0].file, "loose.csv");
+    assert_eq!(status.quarantined[0].state, "no-pipeline");
+    assert_eq!(status.done.len(), 1);
+    assert!(test.tenant_dir("retail").join("archive/shops/helsinki.csv").exists());
+}
+
+/// More files in one run than `max_files_per_run`: the oldest are taken, the
+/// rest quarantined.
+async fn files_beyond_the_run_limit_are_quarantined(tenant: &Tenant) {
+    let test = constrained(tenant, &[("constraints.max_files_per_run", "3")]).await;
+    for i in 0..5 {
+        stage(&test, tenant.id, &format!("part-{i}.{}", tenant.extension), &(tenant.rows)(i * 100, 20));
+        // Distinct modification times make "oldest first" well defined.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = run_manager(&test, tenant).await;
+    assert_eq!(status.done.len(), 3, "{:?}", status.done);
+    let mut quarantined: Vec<&str> = status.quarantined.iter().map(|q| q.file.as_str()).collect();
+    quarantined.sort();
+    assert_eq!(quarantined, [format!("part-3.{}", tenant.extension), format!("part-4.{}", tenant.extension)]);
+    assert!(status.quarantined.iter().all(|q| q.state == "max-files-per-run"));
+    let reason = reason(&test, tenant.id, "quarantine", &format!("part-4.{}", tenant.extension));
+    assert_eq!((reason["limit"].as_str(), reason["actual"].as_str()), (Some("3"), Some("5")));
+    assert_eq!(stored(&test, tenant).await, 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retail_files_beyond_the_run_limit_are_quarantined() {
+    files_beyond_the_run_limit_are_quarantined(&RETAIL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_files_beyond_the_run_limit_are_quarantined() {
+    files_beyond_the_run_limit_are_quarantined(&SENSORS).await;
+}
+
+/// Files that would push staging past `max_staging_bytes` are quarantined.
+async fn files_beyond_the_staging_quota_are_quarantined(tenant: &Tenant) {
+    let test = constrained(tenant, &[("constraints.max_file_bytes", "40KiB"), ("constraints.max_staging_bytes", "100KiB")]).await;
+    let rows = 30 * 1024 / tenant.row_bytes;
+    for i in 0..4 {
+        stage(&test, tenant.id, &format!("chunk-{i}.{}", tenant.extension), &(tenant.rows)(i * 1000, rows));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = run_manager(&test, tenant).await;
+    assert_eq!(status.done.len(), 3, "three files of ~30KiB fit in 100KiB");
+    assert_eq!(status.quarantined.len(), 1);
+    assert_eq!(status.quarantined[0].file, format!("chunk-3.{}", tenant.extension));
+    assert_eq!(status.quarantined[0].state, "max-staging-bytes");
+    assert_eq!(reason(&test, tenant.id, "quarantine", &format!("chunk-3.{}", tenant.extension))["limit"], "102400 bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retail_files_beyond_the_staging_quota_are_quarantined() {
+    files_beyond_the_staging_quota_are_quarantined(&RETAIL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_files_beyond_the_staging_quota_are_quarantined() {
+    files_beyond_the_staging_quota_are_quarantined(&SENSORS).await;
+}
+
+/// Recorded start and end times never show more than the tenant's cap running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingestions_stay_within_the_tenants_cap() {
+    let test = constrained(&RETAIL, &[("agreement.max_concurrent_ingestions", "2"), ("constraints.max_file_bytes", "4MiB"), ("constraints.max_staging_bytes", "64MiB")]).await;
+    for i in 0..6 {
+        stage(&test, "retail", &format!("batch-{i}.csv"), &orders_csv(i * 100_000, 20_000));
+    }
+    let status = run_manager(&test, &RETAIL).await;
+    assert_eq!(status.done.len(), 6);
+    let records = ingestions(&test, "retail");
+    assert_eq!(records.len(), 6);
+    let mut most = 0;
+    for record in &records {
+        let start = record.started_at;
+        let running = records
+            .iter()
+            .filter(|other| {
+                let other_end = other.started_at + chrono::Duration::microseconds((other.duration_ms * 1000.0) as i64);
+                other.started_at <= start && start < other_end
+            })
+            .count();
+        most = most.max(running);
+    }
+    assert!(most <= 2, "{most} ingestions of retail ran at once; its cap is 2");
+    assert_eq!(most, 2, "the cap, not a lack of work, limited concurrency");
+}
+
+/// A cron pipeline starts files only at its ticks, however early they land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_pipelines_start_only_at_their_ticks() {
+    let test = constrained(&SENSORS, &[("agreement.schedule", "'*/3 * * * * *'")]).await;
+    let platform = test.open().await;
+    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let mut staged_at = Vec::new();
+    for i in 0..3 {
+        // Land between ticks.
+        tokio::time::sleep(Duration::from_millis(1700)).await;
+        staged_at.push(chrono::Utc::now());
+        stage(&test, "sensors", &format!("tick-{i}.ndjson"), &readings_ndjson(i * 100, 10));
+    }
+    settled(&platform, "sensors", Duration::from_secs(30)).await;
+    manager.shutdown().await;
+    let records = ingestions(&test, "sensors");
+    assert_eq!(records.len(), 3);
+    for (record, staged) in records.iter().zip(&staged_at) {
+        let started = record.started_at;
+        // A tick is a whole second divisible by 3; the start follows it closely.
+        let tick = started.timestamp() - started.timestamp() % 3;
+        let after_tick = started.timestamp_millis() - tick * 1000;
+        assert!((0..1500).contains(&after_tick), "{} started {after_tick} ms after its tick", record.source);
+        assert!(tick * 1000 >= staged.timestamp_millis(), "{} started at a tick before it was staged", record.source);
+    }
+}
+
+/// With one worker, the high-priority tenant goes first, yet the low one is
+/// not starved: waiting raises its score (aging set to 100 ms a point).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_goes_first_without_starving_others() {
+    let high = profile_with(RETAIL.profile, &[("agreement.priority", "9"), ("agreement.schedule", "on-arrival")]);
+    let low = profile_with(RETAIL.profile, &[("agreement.priority", "1"), ("agreement.schedule", "on-arrival")]);
+    let test = TestPlatform::builder()
+        .tenant_yaml("high", &high)
+        .tenant_yaml("low", &low)
+        .config("batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n  max_parallel_ingestions: 1\n  priority_aging_ms: 100\n")
+        .build();
+    for tenant in ["high", "low"] {
+        test.upload(tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    }
+    for i in 0..16 {
+        stage(&test, "high", &format!("h-{i:02}.csv"), &orders_csv(i * 10_000, 3_000));
+    }
+    for i in 0..2 {
+        stage(&test, "low", &format!("l-{i}.csv"), &orders_csv(i * 10_000, 3_000));
+    }
+    let platform = test.open().await;
+    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    settled(&platform, "high", Duration::from_secs(120)).await;
+    settled(&platform, "low", Duration::from_secs(120)).await;
+    manager.shutdown().await;
+    let mut starts: Vec<(chrono::DateTime<chrono::Utc>, &str)> = Vec::new();
+    let (high, low) = (ingestions(&test, "high"), ingestions(&test, "low"));
+    starts.extend(high.iter().map(|r| (r.started_at, "high")));
+    starts.extend(low.iter().map(|r| (r.started_at, "low")));
+    starts.sort();
+    let order: Vec<&str> = starts.iter().map(|(_, t)| *t).collect();
+    assert_eq!(order[0], "high", "{order:?}");
+    assert_eq!(order[1], "high", "{order:?}");
+    let first_low = order.iter().position(|t| *t == "low").unwrap();
+    let last_high = order.iter().rposition(|t| *t == "high").unwrap();
+    assert!(first_low < last_high, "low was starved until high was done: {order:?}");
+}
+
+/// The same content staged again, under its name or another: no duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_staged_twice_yields_no_duplicates() {
+    let test = constrained(&RETAIL, &[]).await;
+    let content = orders_csv(1, 300);
+    stage(&test, "retail", "day.csv", &content);
+    stage(&test, "retail", "day-copy.csv", &content);
+    let platform = test.open().await;
+    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    settled(&platform, "retail", Duration::from_secs(30)).await;
+    assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 300);
+    // Staged again after it was done: recognised by its checksum.
+    stage(&test, "retail", "day.csv", &content);
+    let status = eventually("the second day.csv to be handled", Duration::from_secs(30), || {
+        let tenant = platform.tenant("retail").unwrap().clone();
+        async move {
+            let status = mysimbdp::batch::status::tenant_status(&tenant, 100).unwrap();
+            (status.done.iter().any(|d| d.state == "duplicate")).then_some(status)
+        }
+    })
+    .await;
+    manager.shutdown().await;
+    assert!(status.done.iter().any(|d| d.file == "day.csv" && d.state == "duplicate"));
+    assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 300);
+    assert_eq!(read_log(&test.tenant_dir("retail").join("logs/batch.log")).iter().filter(|l| l["type"] == "duplicate").count(), 1);
+}
+
+/// A failed file goes to `failed/` with its classified reason; `batch retry`
+/// brings it back once the cause is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_files_keep_their_reason_and_can_be_retried() {
+    let test = constrained(&RETAIL, &[]).await;
+    // The active version panics; the file must land in failed/.
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::PANICS);
+    stage(&test, "retail", "monday.csv", &orders_csv(1, 50));
+    let platform = test.open().await;
+    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let status = settled(&platform, "retail", Duration::from_secs(30)).await;
+    assert_eq!(status.failed.len(), 1, "{status:?}");
+    assert_eq!(status.failed[0].state, "guest-panic");
+    assert!(reason(&test, "retail", "failed", "monday.csv")["message"].as_str().unwrap().contains("fixture panic"));
+
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let tenant = platform.tenant("retail").unwrap().clone();
+    let moved = mysimbdp::batch::status::retry(&tenant, &[], false).unwrap();
+    assert_eq!(moved, ["monday.csv"]);
+    let status = settled(&platform, "retail", Duration::from_secs(30)).await;
+    manager.shutdown().await;
+    assert!(status.failed.is_empty());
+    assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 50);
+}
+
+fn process_is_running(child: &mut std::process::Child) -> bool {
+    child.try_wait().unwrap().is_none()
+}
+
+/// SIGKILL the host while it ingests, start it again: every row is indexed
+/// exactly once and the file ends in `archive/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_ingestion_finishes_the_file_exactly_once_after_restart() {
+    let test = constrained(&RETAIL, &[("constraints.max_file_bytes", "256MiB"), ("constraints.max_staging_bytes", "1GiB")]).await;
+    let rows = 400_000;
+    stage(&test, "retail", "big.csv", &orders_csv(1, rows));
+
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let manifest = test.tenant_dir("retail").join("manifest.jsonl");
+    eventually("the host to start ingesting big.csv", Duration::from_secs(60), || {
+        let started = read_log(&manifest).iter().any(|e| e["state"] == "ingesting");
+        async move { started.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(process_is_running(&mut host), "the host finished too soon to be killed mid-ingestion");
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert!(!test.tenant_dir("retail").join("archive/big.csv").exists(), "killed before the end");
+    assert!(ingestions(&test, "retail").is_empty(), "no ingestion had finished");
+
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let archived = test.tenant_dir("retail").join("archive/big.csv");
+    eventually("big.csv to be archived after the restart", Duration::from_secs(180), || {
+        let done = archived.exists();
+        async move { done.then_some(()) }
+    })
+    .await;
+    // Through the running host's API, as an operator would.
+    let client = reqwest::Client::new();
+    let answer: serde_json::Value = client
+        .get(format!("{}/api/query", test.api()))
+        .query(&[("tenant", "retail"), ("collection", "orders"), ("q", ""), ("limit", "0")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert_eq!(answer["total"], rows as u64, "every row once: documents are counted by id");
+    let records = ingestions(&test, "retail");
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, rows as u64));
+    assert!(!Path::new(&test.tenant_dir("retail").join("work")).read_dir().unwrap().any(|_| true), "nothing stuck in work/");
+}
