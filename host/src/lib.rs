@@ -11,4 +11,5 @@ pub mod deadletter;
 pub mod pipelines;
 pub mod platform;
 pub mod runtime;
+pub mod stream;
 pub mod telemetry;

@@ -253,3 +253,89 @@ pub fn ingestions(test: &TestPlatform, tenant: &str) -> Vec<mysimbdp::telemetry:
         .map(|l| serde_json::from_value(l).unwrap())
         .collect()
 }
+
+/// OpenSearch/Elasticsearch through its REST API, independently of the host.
+pub struct Search {
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Search {
+    pub fn new(url: &str) -> Search {
+        Search { url: url.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+    }
+
+    /// Documents in `index` after a refresh (0 when it does not exist).
+    pub async fn count(&self, index: &str) -> u64 {
+        let _ = self.http.post(format!("{}/{index}/_refresh", self.url)).send().await;
+        let answer: serde_json::Value =
+            self.http.get(format!("{}/{index}/_count", self.url)).send().await.unwrap().json().await.unwrap();
+        answer["count"].as_u64().unwrap_or(0)
+    }
+
+    /// Hits of a query-string search (sources), up to `size`.
+    pub async fn search(&self, index: &str, query: &str, size: usize) -> (u64, Vec<serde_json::Value>) {
+        let _ = self.http.post(format!("{}/{index}/_refresh", self.url)).send().await;
+        let body = serde_json::json!({ "query": { "query_string": { "query": query } }, "size": size, "track_total_hits": true });
+        let answer: serde_json::Value =
+            self.http.post(format!("{}/{index}/_search", self.url)).json(&body).send().await.unwrap().json().await.unwrap();
+        let total = answer["hits"]["total"]["value"].as_u64().unwrap_or(0);
+        let hits = answer["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        (total, hits)
+    }
+
+    pub async fn indices(&self, pattern: &str) -> Vec<String> {
+        let answer: serde_json::Value = self
+            .http
+            .get(format!("{}/_cat/indices/{pattern}?format=json", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        answer.as_array().map(|a| a.iter().filter_map(|i| i["index"].as_str().map(str::to_string)).collect()).unwrap_or_default()
+    }
+
+    pub async fn delete(&self, pattern: &str) {
+        let _ = self.http.delete(format!("{}/{pattern}", self.url)).send().await;
+    }
+}
+
+/// `kcat`, a Kafka client independent of the host (Debian package `kcat`).
+pub fn kcat(brokers: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("kcat");
+    command.args(["-b", brokers]);
+    command
+}
+
+/// Produces `key|value` lines (or bare values) with kcat and waits for acks.
+pub fn kcat_produce(brokers: &str, topic: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = kcat(brokers)
+        .args(["-P", "-t", topic, "-K", "|", "-X", "acks=all"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (scripts/services.sh install)");
+    {
+        let stdin = child.stdin.as_mut().unwrap();
+        for line in lines {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success(), "kcat could not produce to {topic}");
+}
+
+/// Every message of `topic` as kcat's JSON envelopes (headers included).
+pub fn kcat_read(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
+    let output = kcat(brokers).args(["-C", "-t", topic, "-o", "beginning", "-e", "-J", "-q"]).output().expect("kcat is installed");
+    String::from_utf8_lossy(&output.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// kcat's headers (`["k1","v1","k2","v2"]`) as a map.
+pub fn kcat_headers(message: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    let flat = message["headers"].as_array().cloned().unwrap_or_default();
+    flat.chunks(2)
+        .filter_map(|pair| Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_str().unwrap_or("").to_string())))
+        .collect()
+}

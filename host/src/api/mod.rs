@@ -38,3 +38,45 @@ fn default_limit() -> usize {
 pub struct ApiError {
     pub error: String,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamRequest {
+    pub tenant: String,
+    #[serde(default)]
+    pub instances: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    pub tenant: String,
+    /// Without the tenant prefix.
+    pub topic: String,
+    pub messages: Vec<ProducedMessage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProducedMessage {
+    #[serde(default)]
+    pub key: Option<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProduceAnswer {
+    /// The full topic name.
+    pub topic: String,
+    pub count: usize,
+}
+
+impl ProduceRequest {
+    pub fn records(&self) -> Vec<crate::backends::OutRecord> {
+        self.messages
+            .iter()
+            .map(|m| crate::backends::OutRecord {
+                key: m.key.as_ref().map(|k| k.clone().into_bytes()),
+                value: m.value.clone().into_bytes(),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+}

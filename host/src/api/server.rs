@@ -1,8 +1,9 @@
 //! Routes of the host's HTTP server.
 
-use super::{ApiError, IngestRequest, QueryRequest};
+use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, StreamRequest};
 use crate::backends::SearchResult;
 use crate::platform::Platform;
+use crate::stream::{StreamManager, StreamStatus};
 use crate::telemetry::IngestionRecord;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -18,6 +19,13 @@ pub struct AppState {
     pub platform: Arc<Platform>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub batch: Option<Arc<crate::batch::BatchManager>>,
+    pub stream: Option<Arc<StreamManager>>,
+}
+
+impl AppState {
+    fn stream(&self) -> Result<&Arc<StreamManager>, HttpError> {
+        self.stream.as_ref().ok_or_else(|| HttpError(StatusCode::SERVICE_UNAVAILABLE, "this process runs no stream manager".into()))
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -26,6 +34,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tenants", get(tenants))
         .route("/api/ingest", post(ingest))
         .route("/api/query", get(query))
+        .route("/api/stream/start", post(stream_start))
+        .route("/api/stream/stop", post(stream_stop))
+        .route("/api/stream/status", get(stream_status))
+        .route("/api/stream/produce", post(stream_produce))
         .route("/metrics", get(prometheus))
         .with_state(state)
 }
@@ -92,4 +104,27 @@ async fn prometheus(State(state): State<AppState>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
     }
+}
+
+async fn stream_start(State(state): State<AppState>, Json(request): Json<StreamRequest>) -> Result<Json<StreamStatus>, HttpError> {
+    Ok(Json(state.stream()?.start(&request.tenant, request.instances).await?))
+}
+
+async fn stream_stop(State(state): State<AppState>, Json(request): Json<StreamRequest>) -> Result<Json<StreamStatus>, HttpError> {
+    Ok(Json(state.stream()?.stop(&request.tenant).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct TenantFilter {
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+async fn stream_status(State(state): State<AppState>, Query(filter): Query<TenantFilter>) -> Result<Json<Vec<StreamStatus>>, HttpError> {
+    Ok(Json(state.stream()?.status(filter.tenant.as_deref()).await?))
+}
+
+async fn stream_produce(State(state): State<AppState>, Json(request): Json<ProduceRequest>) -> Result<Json<ProduceAnswer>, HttpError> {
+    let topic = StreamManager::produce(&state.platform, &request.tenant, &request.topic, request.records()).await?;
+    Ok(Json(ProduceAnswer { topic, count: request.messages.len() }))
 }

@@ -1,6 +1,6 @@
 //! The one-shot commands.
 
-use super::output::{Output, bytes_bar, spinner};
+use super::output::{Output, bytes_bar, count_bar, spinner};
 use super::{IngestArgs, QueryArgs};
 use crate::api::{ApiClient, IngestRequest};
 use crate::backends::SearchResult;
@@ -288,6 +288,111 @@ pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quaranti
         for file in &moved {
             println!("back in staging: {file}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The running host, or an error that says how to start one.
+async fn require_host(config: &PlatformConfig, what: &str) -> anyhow::Result<ApiClient> {
+    ApiClient::connect(config.api.listen).await.with_context(|| {
+        format!("{what} needs a running host, and none answers at {} (api.listen): start one with `mysimbdp host run`", config.api.listen)
+    })
+}
+
+fn print_streams(out: &Output, statuses: &[crate::stream::StreamStatus]) {
+    if out.json {
+        return out.json(&statuses);
+    }
+    let rows: Vec<Vec<String>> = statuses
+        .iter()
+        .map(|s| {
+            vec![
+                s.tenant.clone(),
+                s.pipeline.clone(),
+                format!("{} (min {}, max {})", s.instances.len(), s.min_instances, s.max_instances),
+                s.lag.map_or("?".into(), |l| l.to_string()),
+                s.topics.join(","),
+                s.group.clone(),
+            ]
+        })
+        .collect();
+    out.table(&["tenant", "pipeline", "instances", "lag", "topics", "consumer group"], &rows);
+}
+
+pub async fn stream_start(config: &PlatformConfig, out: &Output, tenant: &str, instances: Option<u32>) -> anyhow::Result<ExitCode> {
+    let client = require_host(config, "`stream start`").await?;
+    let status: crate::stream::StreamStatus =
+        client.post("/api/stream/start", &crate::api::StreamRequest { tenant: tenant.into(), instances }).await?;
+    print_streams(out, &[status]);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stream_stop(config: &PlatformConfig, out: &Output, tenant: &str) -> anyhow::Result<ExitCode> {
+    let client = require_host(config, "`stream stop`").await?;
+    let status: crate::stream::StreamStatus =
+        client.post("/api/stream/stop", &crate::api::StreamRequest { tenant: tenant.into(), instances: None }).await?;
+    print_streams(out, &[status]);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stream_status(config: &PlatformConfig, out: &Output, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
+    let client = require_host(config, "`stream status`").await?;
+    let query: Vec<(&str, String)> = tenant.map(|t| ("tenant", t.to_string())).into_iter().collect();
+    let statuses: Vec<crate::stream::StreamStatus> = client.get("/api/stream/status", &query).await?;
+    print_streams(out, &statuses);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stream_produce(
+    config: &PlatformConfig,
+    out: &Output,
+    tenant: &str,
+    topic: &str,
+    key: Option<String>,
+    key_field: Option<String>,
+    file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use crate::api::{ProduceAnswer, ProduceRequest, ProducedMessage};
+    let text = match file {
+        Some(path) if path != Path::new("-") => std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        _ => std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?,
+    };
+    let messages: Vec<ProducedMessage> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let key = match &key_field {
+                Some(field) => serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get(field).map(|k| k.as_str().map_or_else(|| k.to_string(), str::to_string))),
+                None => key.clone(),
+            };
+            ProducedMessage { key, value: line.to_string() }
+        })
+        .collect();
+    let client = ApiClient::connect(config.api.listen).await;
+    let platform = match client {
+        Some(_) => None,
+        None => Some(Platform::open(config.clone()).await?),
+    };
+    let bar = count_bar(messages.len() as u64, "producing");
+    let mut sent = 0;
+    let mut full_topic = String::new();
+    for chunk in messages.chunks(1000) {
+        let request = ProduceRequest { tenant: tenant.to_string(), topic: topic.to_string(), messages: chunk.to_vec() };
+        full_topic = match (&client, &platform) {
+            (Some(client), _) => client.post::<_, ProduceAnswer>("/api/stream/produce", &request).await?.topic,
+            (None, Some(platform)) => crate::stream::StreamManager::produce(platform, tenant, topic, request.records()).await?,
+            (None, None) => unreachable!("a platform is opened when no host answers"),
+        };
+        sent += chunk.len();
+        bar.set_position(sent as u64);
+    }
+    bar.finish_and_clear();
+    if out.json {
+        out.json(&ProduceAnswer { topic: full_topic, count: sent });
+    } else {
+        println!("sent {sent} messages to {full_topic}");
     }
     Ok(ExitCode::SUCCESS)
 }

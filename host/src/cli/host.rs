@@ -4,6 +4,7 @@ use crate::api::{AppState, router};
 use crate::config::PlatformConfig;
 use crate::batch::BatchManager;
 use crate::platform::Platform;
+use crate::stream::{StreamManager, monitor};
 use std::sync::Arc;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -22,8 +23,14 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
         "Host started."
     );
     let batch = Arc::new(BatchManager::start(platform.clone()).await?);
-    let app = router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()) });
+    let stream = StreamManager::new(platform.clone());
+    let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
+    let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
+    let app = router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    monitor.abort();
+    listener_task.abort();
+    stream.shutdown().await;
     batch.shutdown().await;
     tracing::info!("Host stopped.");
     Ok(ExitCode::SUCCESS)

@@ -71,6 +71,49 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
+    /// Start, stop and watch tenants' stream pipelines; send them test messages.
+    Stream {
+        #[command(subcommand)]
+        command: StreamCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamCommand {
+    /// Start instances of a tenant's stream pipeline on the running host.
+    Start {
+        #[arg(long, short)]
+        tenant: String,
+        /// How many (default: the profile's min_instances).
+        #[arg(long, short)]
+        instances: Option<u32>,
+    },
+    /// Stop every instance of a tenant's stream pipeline; each finishes its batch.
+    Stop {
+        #[arg(long, short)]
+        tenant: String,
+    },
+    /// Running instances and consumer lag, per tenant.
+    Status {
+        #[arg(long, short)]
+        tenant: Option<String>,
+    },
+    /// Publish messages to a tenant's topic, one per line of FILE (or stdin).
+    Produce {
+        #[arg(long, short)]
+        tenant: String,
+        /// The topic, without the tenant prefix.
+        #[arg(long)]
+        topic: String,
+        /// A key for every message (messages with the same key keep their order).
+        #[arg(long)]
+        key: Option<String>,
+        /// Take each message's key from this JSON field of the line.
+        #[arg(long, conflicts_with = "key")]
+        key_field: Option<String>,
+        /// Lines to send; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,6 +255,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stage { command: StageCommand::Put { tenant, into, files } } => {
             commands::stage_put(&config, &out, &tenant, into.as_deref(), &files)
         }
+        Command::Stream { command } => match command {
+            StreamCommand::Start { tenant, instances } => commands::stream_start(&config, &out, &tenant, instances).await,
+            StreamCommand::Stop { tenant } => commands::stream_stop(&config, &out, &tenant).await,
+            StreamCommand::Status { tenant } => commands::stream_status(&config, &out, tenant.as_deref()).await,
+            StreamCommand::Produce { tenant, topic, key, key_field, file } => {
+                commands::stream_produce(&config, &out, &tenant, &topic, key, key_field, file.as_deref()).await
+            }
+        },
         Command::Batch { command } => match command {
             BatchCommand::Status { tenant, recent } => commands::batch_status(&config, &out, tenant.as_deref(), recent).await,
             BatchCommand::Retry { tenant, quarantined, files } => commands::batch_retry(&config, &out, &tenant, quarantined, &files),

@@ -103,3 +103,13 @@ pub fn bytes_bar(total: u64, message: impl Into<String>) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }
+
+/// A progress bar over a number of items on stderr.
+pub fn count_bar(total: u64, message: impl Into<String>) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message(message.into());
+    bar
+}

@@ -85,7 +85,8 @@ pub struct Usage {
 
 pub struct Runtime {
     engines: Mutex<HashMap<u64, Arc<EngineSet>>>,
-    compiled: Mutex<HashMap<(String, u64), Arc<CompiledPipeline>>>,
+    /// One cell per component and stack size: concurrent loads compile once.
+    compiled: Mutex<HashMap<(String, u64, PipelineKind), Arc<tokio::sync::OnceCell<Arc<CompiledPipeline>>>>>,
     /// Compiled artifacts on disk, so a restart does not recompile.
     cache_dir: Option<PathBuf>,
     ticker: Arc<Ticker>,
@@ -142,12 +143,13 @@ impl Runtime {
     /// The compiled form of `version` for `stack_bytes`, from memory, the
     /// disk cache, or compiled now.
     pub async fn load(&self, version: &PipelineVersion, stack_bytes: u64) -> anyhow::Result<Arc<CompiledPipeline>> {
-        let key = (version.sha256.clone(), stack_bytes);
-        if let Some(compiled) = self.compiled.lock().expect("cache poisoned").get(&key) {
-            if compiled.version.kind == version.kind {
-                return Ok(compiled.clone());
-            }
-        }
+        let key = (version.sha256.clone(), stack_bytes, version.kind);
+        let cell = self.compiled.lock().expect("cache poisoned").entry(key).or_default().clone();
+        let compiled = cell.get_or_try_init(|| self.compile(version, stack_bytes)).await?;
+        Ok(compiled.clone())
+    }
+
+    async fn compile(&self, version: &PipelineVersion, stack_bytes: u64) -> anyhow::Result<Arc<CompiledPipeline>> {
         let set = self.engine_set(stack_bytes)?;
         let cache_file = self.cache_dir.as_ref().map(|dir| dir.join(format!("{}-{stack_bytes}.cwasm", version.sha256)));
         let path = version.path.clone();
@@ -156,9 +158,7 @@ impl Runtime {
             .await
             .context("compiler thread")??;
         let prepared = prepare(&set, version.kind, &component)?;
-        let compiled = Arc::new(CompiledPipeline { version: version.clone(), engine: set.engine.clone(), prepared });
-        self.compiled.lock().expect("cache poisoned").insert(key, compiled.clone());
-        Ok(compiled)
+        Ok(Arc::new(CompiledPipeline { version: version.clone(), engine: set.engine.clone(), prepared }))
     }
 
     /// Runs the batch pipeline on one file.
@@ -254,11 +254,13 @@ fn compile_cached(engine: &Engine, wasm: &Path, cache_file: Option<&Path>) -> an
     let bytes = std::fs::read(wasm).with_context(|| format!("cannot read pipeline {}", wasm.display()))?;
     let component = Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile {}", wasm.display()))?;
     if let Some(cache_file) = cache_file {
+        // Another host process may write the same artifact: a private temporary name.
+        let temporary = cache_file.with_extension(format!("{}.tmp", std::process::id()));
         let written = cache_file
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(cache_file.with_extension("tmp"), component.serialize().unwrap_or_default()))
-            .and_then(|_| std::fs::rename(cache_file.with_extension("tmp"), cache_file));
+            .and_then(|_| std::fs::write(&temporary, component.serialize().unwrap_or_default()))
+            .and_then(|_| std::fs::rename(&temporary, cache_file));
         if let Err(error) = written {
             tracing::warn!(file = %cache_file.display(), %error, "Cannot cache the compiled pipeline.");
         }

@@ -1,0 +1,266 @@
+//! Stream ingestion: the manager starts and stops instances of a tenant's
+//! stream pipeline (each a consumer in the tenant's group), and the monitor
+//! compares their measurements with the profile's thresholds and scales.
+
+mod instance;
+pub mod monitor;
+
+use crate::config::{StreamSpec, Tenant, TenantId};
+use crate::platform::Platform;
+use anyhow::Context;
+use instance::Instance;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Measurements of one tenant's stream since the monitor last looked.
+#[derive(Default)]
+pub struct StreamStats {
+    window: Mutex<Window>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Window {
+    pub batches: u64,
+    pub messages: u64,
+    /// Messages rejected or dead-lettered.
+    pub failed: u64,
+    pub busy: Duration,
+    pub idle_polls: u64,
+    pub last_message: Option<Instant>,
+}
+
+impl StreamStats {
+    fn record_batch(&self, messages: u64, failed: u64, took: Duration) {
+        let mut window = self.window.lock().expect("stats poisoned");
+        window.batches += 1;
+        window.messages += messages;
+        window.failed += failed;
+        window.busy += took;
+        window.last_message = Some(Instant::now());
+    }
+
+    fn idle_poll(&self) {
+        self.window.lock().expect("stats poisoned").idle_polls += 1;
+    }
+
+    /// The window so far, starting a new one (the last message time is kept).
+    pub fn take(&self) -> Window {
+        let mut window = self.window.lock().expect("stats poisoned");
+        let last_message = window.last_message;
+        std::mem::replace(&mut *window, Window { last_message, ..Window::default() })
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    number: u32,
+    started: chrono::DateTime<chrono::Utc>,
+}
+
+struct TenantStream {
+    tenant: Arc<Tenant>,
+    spec: StreamSpec,
+    instances: Vec<Running>,
+    stats: Arc<StreamStats>,
+    next_number: u32,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub number: u32,
+    pub started: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamStatus {
+    pub tenant: String,
+    pub pipeline: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    pub running: bool,
+    pub instances: Vec<InstanceStatus>,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Messages not yet committed by the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<u64>,
+}
+
+pub struct StreamManager {
+    platform: Arc<Platform>,
+    streams: tokio::sync::Mutex<HashMap<TenantId, TenantStream>>,
+}
+
+impl StreamManager {
+    pub fn new(platform: Arc<Platform>) -> Arc<StreamManager> {
+        Arc::new(StreamManager { platform, streams: tokio::sync::Mutex::new(HashMap::new()) })
+    }
+
+    fn spec(tenant: &Tenant) -> anyhow::Result<StreamSpec> {
+        tenant.profile.stream.clone().with_context(|| {
+            format!("tenant `{}` has no stream pipeline in {}; add a `stream:` section first", tenant.id, tenant.profile_file.display())
+        })
+    }
+
+    /// Runs `instances` instances (default: the profile's minimum) of the
+    /// tenant's stream pipeline, creating its topics first.
+    pub async fn start(&self, tenant: &str, instances: Option<u32>) -> anyhow::Result<StreamStatus> {
+        let tenant = self.platform.tenant(tenant)?.clone();
+        let spec = Self::spec(&tenant)?;
+        crate::pipelines::active(&tenant, crate::pipelines::PipelineKind::Stream, &spec.name)?;
+        let wanted = instances.unwrap_or(spec.min_instances.max(1));
+        anyhow::ensure!(
+            (1..=spec.max_instances).contains(&wanted),
+            "tenant `{}` may run 1 to {} stream instances (stream.max_instances in its profile), not {wanted}",
+            tenant.id,
+            spec.max_instances
+        );
+        for topic in Instance::topics(&tenant, &spec) {
+            self.platform.services.ensure_topic(&topic, spec.partitions).await?;
+        }
+        self.platform.services.ensure_topic(&crate::deadletter::topic(&tenant.id), 1).await?;
+        self.scale(&tenant.id, wanted, "started by an operator").await?;
+        self.status_of(&tenant.id).await
+    }
+
+    /// Stops every instance of the tenant's stream; each finishes its batch.
+    pub async fn stop(&self, tenant: &str) -> anyhow::Result<StreamStatus> {
+        let tenant = self.platform.tenant(tenant)?.clone();
+        Self::spec(&tenant)?;
+        self.scale(&tenant.id, 0, "stopped by an operator").await?;
+        self.status_of(&tenant.id).await
+    }
+
+    /// Sets the number of running instances, logging why.
+    pub async fn scale(&self, tenant: &TenantId, wanted: u32, reason: &str) -> anyhow::Result<()> {
+        let tenant = self.platform.tenant(tenant.as_str())?.clone();
+        let spec = Self::spec(&tenant)?;
+        let mut stopping = Vec::new();
+        let before;
+        {
+            let mut streams = self.streams.lock().await;
+            let stream = streams.entry(tenant.id.clone()).or_insert_with(|| TenantStream {
+                tenant: tenant.clone(),
+                spec: spec.clone(),
+                instances: Vec::new(),
+                stats: Arc::new(StreamStats::default()),
+                next_number: 1,
+                started: Instant::now(),
+            });
+            before = stream.instances.len() as u32;
+            if before == 0 && wanted > 0 {
+                stream.started = Instant::now();
+            }
+            while (stream.instances.len() as u32) < wanted {
+                let number = stream.next_number;
+                stream.next_number += 1;
+                let (stop, stop_rx) = watch::channel(false);
+                let instance = Instance {
+                    platform: self.platform.clone(),
+                    tenant: tenant.clone(),
+                    spec: stream.spec.clone(),
+                    number,
+                    stats: stream.stats.clone(),
+                };
+                let task = tokio::spawn(instance.run(stop_rx));
+                stream.instances.push(Running { stop, task, number, started: chrono::Utc::now() });
+            }
+            while (stream.instances.len() as u32) > wanted {
+                stopping.push(stream.instances.pop().expect("more than wanted"));
+            }
+            self.publish(stream);
+        }
+        for running in &stopping {
+            let _ = running.stop.send(true);
+        }
+        for running in stopping {
+            let _ = running.task.await;
+        }
+        if before != wanted {
+            tracing::info!(tenant = %tenant.id, from = before, to = wanted, %reason, "Stream instances changed.");
+            self.platform.tenant_log(&tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({
+                "type": "scaling", "tenant": tenant.id, "pipeline": spec.name, "from": before, "to": wanted, "reason": reason,
+            }));
+        }
+        Ok(())
+    }
+
+    fn publish(&self, stream: &TenantStream) {
+        let labels = [("tenant", stream.tenant.id.to_string()), ("pipeline", stream.spec.name.to_string())];
+        metrics::gauge!("mysimbdp_stream_instances", &labels).set(stream.instances.len() as f64);
+        metrics::gauge!("mysimbdp_stream_min_instances", &labels).set(f64::from(stream.spec.min_instances));
+        metrics::gauge!("mysimbdp_stream_max_instances", &labels).set(f64::from(stream.spec.max_instances));
+    }
+
+    async fn status_of(&self, tenant: &TenantId) -> anyhow::Result<StreamStatus> {
+        Ok(self.status(Some(tenant.as_str())).await?.into_iter().next().expect("one tenant asked"))
+    }
+
+    /// Every tenant with a stream pipeline (or one), with its lag.
+    pub async fn status(&self, tenant: Option<&str>) -> anyhow::Result<Vec<StreamStatus>> {
+        let tenants: Vec<Arc<Tenant>> = match tenant {
+            Some(id) => vec![self.platform.tenant(id)?.clone()],
+            None => self.platform.registry.tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
+        };
+        let mut statuses = Vec::new();
+        for tenant in tenants {
+            let spec = Self::spec(&tenant)?;
+            let instances = {
+                let streams = self.streams.lock().await;
+                streams
+                    .get(&tenant.id)
+                    .map(|s| s.instances.iter().map(|r| InstanceStatus { number: r.number, started: r.started }).collect())
+                    .unwrap_or_default()
+            };
+            let group = Instance::group(&tenant, &spec);
+            let topics = Instance::topics(&tenant, &spec);
+            let lag = self.platform.services.messaging.lag(&group, &topics).await.ok();
+            statuses.push(StreamStatus {
+                tenant: tenant.id.to_string(),
+                pipeline: spec.name.to_string(),
+                running: !Vec::<InstanceStatus>::is_empty(&instances),
+                instances,
+                topics,
+                group,
+                min_instances: spec.min_instances,
+                max_instances: spec.max_instances,
+                lag,
+            });
+        }
+        Ok(statuses)
+    }
+
+    /// Running tenants with their stats and instance counts, for the monitor.
+    pub(crate) async fn running(&self) -> Vec<(Arc<Tenant>, StreamSpec, Arc<StreamStats>, u32, Duration)> {
+        let streams = self.streams.lock().await;
+        streams
+            .values()
+            .filter(|s| !s.instances.is_empty())
+            .map(|s| (s.tenant.clone(), s.spec.clone(), s.stats.clone(), s.instances.len() as u32, s.started.elapsed()))
+            .collect()
+    }
+
+    /// Stops everything (host shutdown).
+    pub async fn shutdown(&self) {
+        let tenants: Vec<TenantId> = self.streams.lock().await.keys().cloned().collect();
+        for tenant in tenants {
+            let _ = self.scale(&tenant, 0, "host shutdown").await;
+        }
+    }
+
+    /// Publishes messages to a tenant's topic (`mysimbdp stream produce`).
+    pub async fn produce(platform: &Platform, tenant: &str, topic: &str, messages: Vec<crate::backends::OutRecord>) -> anyhow::Result<String> {
+        let tenant = platform.tenant(tenant)?;
+        let name = crate::config::Name::parse(topic).map_err(anyhow::Error::msg)?;
+        let full = format!("{}.{name}", tenant.id);
+        let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
+        platform.services.ensure_topic(&full, partitions).await?;
+        platform.services.messaging.publish(&full, messages).await?;
+        Ok(full)
+    }
+}

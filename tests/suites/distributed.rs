@@ -1,0 +1,296 @@
+//! Against the real Kafka and OpenSearch started by `scripts/services.sh`:
+//! batch files into OpenSearch, messages from an independent Kafka client to
+//! documents, poison messages to the dead-letter topic, at-least-once across
+//! stops and crashes with no duplicates, and namespaces that hold.
+//!
+//! Each test uses tenant ids of its own, so runs never see each other's data.
+
+use mysimbdp::pipelines::PipelineKind;
+use mysimbdp::stream::StreamManager;
+use mysimbdp::telemetry::Outcome;
+use mysimbdp_tests::{
+    Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with,
+    read_log, repo_root, unique_tenant,
+};
+use std::time::Duration;
+
+const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
+
+fn search() -> Search {
+    Search::new(&Services::from_env().elasticsearch_url)
+}
+
+fn brokers() -> String {
+    Services::from_env().brokers
+}
+
+/// A platform on the real services with one tenant using `profile`.
+fn platform(tenant: &str, profile: &str) -> TestPlatform {
+    TestPlatform::builder()
+        .tenant_yaml(tenant, profile)
+        .services()
+        .config("batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\nstream:\n  monitor_interval_ms: 1000\n")
+        .build()
+}
+
+fn sensors_stream_profile(changes: &[(&str, &str)]) -> String {
+    profile_with("tenants/sensors/profile.yaml", changes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_file_lands_in_the_tenants_opensearch_index() {
+    let tenant = unique_tenant("retail");
+    let test = platform(&tenant, &profile_with("tenants/retail/profile.yaml", &[]));
+    test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let platform = test.open().await;
+    let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
+    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+
+    let search = search();
+    let index = format!("{tenant}-orders");
+    assert_eq!(search.count(&index).await, record.records_out);
+    assert_eq!(record.records_out + record.records_rejected, 2000);
+    // Fields as the pipeline built them, read back through OpenSearch's own API.
+    let first = std::fs::read_to_string(&sample).unwrap().lines().nth(1).unwrap().to_string();
+    let fields: Vec<&str> = first.split(',').collect();
+    let (total, hits) = search.search(&index, &format!("order_id:\"{}\"", fields[0]), 1).await;
+    assert_eq!(total, 1);
+    let doc = &hits[0]["_source"];
+    assert_eq!(doc["customer"]["country"], fields[4]);
+    assert_eq!(doc["item"]["sku"], fields[5]);
+    assert_eq!(doc["quantity"], fields[8].parse::<u64>().unwrap());
+    // The profile's mapping was applied: `size` is a keyword, so a term query matches exactly.
+    let (large, _) = search.search(&index, "size:large AND total_eur:>=500", 0).await;
+    assert!(large > 0);
+    // And rejected rows are in the tenant's dead-letter topic.
+    let dead = kcat_read(&brokers(), &format!("{tenant}.dead-letter"));
+    assert_eq!(dead.len() as u64, record.records_rejected);
+    assert!(dead.iter().all(|m| kcat_headers(m)["origin"].starts_with("orders-2026-11-20.csv:row ")));
+    search.delete(&format!("{tenant}-*")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_a_kafka_client_become_documents() {
+    let tenant = unique_tenant("sensors");
+    let test = platform(&tenant, &sensors_stream_profile(&[]));
+    test.upload(&tenant, PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
+    let platform = test.open().await;
+    let manager = StreamManager::new(platform.clone());
+    manager.start(&tenant, Some(2)).await.unwrap();
+
+    let readings = mysimbdp_tests::readings_ndjson(0, 300);
+    let lines: Vec<String> =
+        readings.lines().map(|l| format!("{}|{l}", serde_json::from_str::<serde_json::Value>(l).unwrap()["sensor_id"].as_str().unwrap())).collect();
+    kcat_produce(&brokers(), &format!("{tenant}.readings"), &lines);
+
+    let search = search();
+    let index = format!("{tenant}-readings");
+    eventually("300 readings to be searchable", Duration::from_secs(60), || {
+        let search = &search;
+        let index = &index;
+        async move { (search.count(index).await == 300).then_some(()) }
+    })
+    .await;
+    let (total, hits) = search.search(&index, "sensor_id:\"s-007\"", 100).await;
+    assert!(total > 0);
+    for hit in &hits {
+        let source = &hit["_source"];
+        let c = source["temperature"]["c"].as_f64().unwrap();
+        assert_eq!(source["temperature"]["f"].as_f64().unwrap(), ((c * 9.0 / 5.0 + 32.0) * 10.0).round() / 10.0);
+        assert!(hit["_id"].as_str().unwrap().starts_with("readings-"), "ids come from topic, partition and offset");
+    }
+    manager.stop(&tenant).await.unwrap();
+    let lag = platform.services.messaging.lag(&format!("mysimbdp.{tenant}.live"), &[format!("{tenant}.readings")]).await.unwrap();
+    assert_eq!(lag, 0, "every offset was committed");
+    search.delete(&format!("{tenant}-*")).await;
+}
+
+/// A message that traps the guest lands in the dead-letter topic with its
+/// headers; the messages around it are ingested. A politely rejected one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_is_ingested() {
+    let tenant = unique_tenant("events");
+    let profile = sensors_stream_profile(&[("stream.name", "events"), ("stream.topics", "[events]"), ("stream.partitions", "1")]);
+    let test = platform(&tenant, &profile);
+    test.upload(&tenant, PipelineKind::Stream, "events", artifacts::POISON_STREAM);
+    let platform = test.open().await;
+    let manager = StreamManager::new(platform.clone());
+    manager.start(&tenant, Some(1)).await.unwrap();
+
+    let mut lines: Vec<String> = (0..40).map(|i| format!("k{i}|event {i}")).collect();
+    lines[17] = "k17|poison pill".into();
+    lines[29] = "k29|please reject me".into();
+    kcat_produce(&brokers(), &format!("{tenant}.events"), &lines);
+
+    let search = search();
+    let index = format!("{tenant}-events");
+    eventually("38 events to be searchable", Duration::from_secs(60), || {
+        let (search, index) = (&search, &index);
+        async move { (search.count(index).await == 38).then_some(()) }
+    })
+    .await;
+    let (poisoned, _) = search.search(&index, "text:poison", 0).await;
+    assert_eq!(poisoned, 0);
+    let (neighbours, _) = search.search(&index, "offset:16 OR offset:18", 0).await;
+    assert_eq!(neighbours, 2, "the messages around the poison are ingested");
+
+    let dead_topic = format!("{tenant}.dead-letter");
+    let dead = eventually("two dead letters", Duration::from_secs(30), || {
+        let messages = kcat_read(&brokers(), &dead_topic);
+        async move { (messages.len() >= 2).then_some(messages) }
+    })
+    .await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let poison = dead.iter().find(|m| m["payload"] == "poison pill").expect("the poison message");
+    let headers = kcat_headers(poison);
+    assert_eq!(headers["error-kind"], "guest-panic");
+    assert!(headers["error-reason"].contains("poison message at offset 17"), "{headers:?}");
+    assert_eq!(headers["source-topic"], format!("{tenant}.events"));
+    assert_eq!(headers["source-partition"], "0");
+    assert_eq!(headers["source-offset"], "17");
+    assert_eq!(headers["pipeline-version"], "1");
+    assert_eq!(poison["key"], "k17", "the original key is kept");
+    let rejected = dead.iter().find(|m| m["payload"] == "please reject me").expect("the rejected message");
+    assert_eq!(kcat_headers(rejected)["error-kind"], "rejected");
+    assert_eq!(kcat_headers(rejected)["source-offset"], "29");
+    manager.stop(&tenant).await.unwrap();
+    search.delete(&format!("{tenant}-*")).await;
+}
+
+/// Stop the stream mid-way, start it again: every message is indexed once
+/// (OpenSearch counts documents by `_id`). Then the same across a SIGKILL of
+/// the whole host, where a batch is cut off before its offsets are committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
+    let tenant = unique_tenant("sensors");
+    // Small batches make "mid-stream" long enough to hit.
+    let test = platform(&tenant, &sensors_stream_profile(&[("stream.batch_max_messages", "50")]));
+    test.upload(&tenant, PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
+    let total = 6000;
+    let lines: Vec<String> = mysimbdp_tests::readings_ndjson(0, total).lines().map(|l| format!("k|{l}")).collect();
+    kcat_produce(&brokers(), &format!("{tenant}.readings"), &lines);
+    let search = search();
+    let index = format!("{tenant}-readings");
+    let count = || {
+        let (search, index) = (&search, &index);
+        async move { search.count(index).await }
+    };
+
+    // A graceful stop and start, in-process.
+    let platform = test.open().await;
+    let manager = StreamManager::new(platform.clone());
+    manager.start(&tenant, Some(1)).await.unwrap();
+    eventually("some documents", Duration::from_secs(60), || async { (count().await > 0).then_some(()) }).await;
+    manager.stop(&tenant).await.unwrap();
+    let after_stop = count().await;
+    assert!(after_stop < total as u64, "stopped mid-stream ({after_stop} of {total})");
+    drop(manager);
+    drop(platform);
+
+    // Then a whole host, killed with SIGKILL mid-stream, and restarted.
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    eventually("the host to accept a stream start", Duration::from_secs(60), || async { start_stream(test.port, &tenant).await.then_some(()) }).await;
+    eventually("more documents", Duration::from_secs(60), || async { (count().await > after_stop).then_some(()) }).await;
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let after_kill = count().await;
+    assert!(after_kill < total as u64, "killed mid-stream ({after_kill} of {total})");
+
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    eventually("the restarted host to accept a stream start", Duration::from_secs(60), || async { start_stream(test.port, &tenant).await.then_some(()) }).await;
+    eventually("all documents", Duration::from_secs(120), || async { (count().await >= total as u64).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert_eq!(count().await, total as u64, "each message once, by _id");
+    // Redelivery happened (a batch was cut off) yet created nothing twice.
+    let batches = read_log(&test.tenant_dir(&tenant).join("logs/stream.log"))
+        .into_iter()
+        .filter(|l| l["type"] == "ingestion" && l["outcome"] == "ok")
+        .map(|l| l["records_in"].as_u64().unwrap())
+        .sum::<u64>();
+    assert!(batches >= total as u64, "{batches} messages processed for {total} produced");
+    search.delete(&format!("{tenant}-*")).await;
+}
+
+/// Asks the host on `port` to run one instance of the tenant's stream.
+async fn start_stream(port: u16, tenant: &str) -> bool {
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/stream/start"))
+        .json(&serde_json::json!({ "tenant": tenant, "instances": 1 }))
+        .send()
+        .await;
+    answer.is_ok_and(|a| a.status().is_success())
+}
+
+/// A guest writing to names outside its namespace is denied against the real
+/// services too: no index or topic appears outside `<tenant>-*` / `<tenant>.*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_cannot_reach_another_tenants_index_or_topic() {
+    let attacker = unique_tenant("sandbox");
+    let victim = unique_tenant("sensors");
+    let test = TestPlatform::builder()
+        .tenant_yaml(&attacker, &std::fs::read_to_string(repo_root().join("tests/tenants/sandbox.yaml")).unwrap())
+        .tenant_yaml(&victim, &sensors_stream_profile(&[]))
+        .services()
+        .build();
+    test.upload(&attacker, PipelineKind::Batch, "escape-namespace", artifacts::ESCAPE_NAMESPACE);
+    let platform = test.open().await;
+    let staged = test.dir.path().join("escape.txt");
+    std::fs::write(&staged, "x\n").unwrap();
+    let record = mysimbdp::batch::ingest_path(&platform, &attacker, None, &staged, None).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok, "every attempt denied: {:?}", record.reason);
+    let denials = read_log(&test.tenant_dir(&attacker).join("logs/batch.log"))
+        .into_iter()
+        .filter(|l| l["type"] == "event" && l["message"].as_str().is_some_and(|m| m.contains("denied")))
+        .count();
+    assert_eq!(denials, 11);
+    let search = search();
+    assert!(search.indices(&format!("{victim}*")).await.is_empty());
+    assert!(search.indices("*escape*").await.is_empty());
+    let topics = kcat(&brokers()).args(["-L", "-J"]).output().unwrap();
+    let metadata: serde_json::Value = serde_json::from_slice(&topics.stdout).unwrap();
+    let names: Vec<&str> = metadata["topics"].as_array().unwrap().iter().filter_map(|t| t["topic"].as_str()).collect();
+    // Every publish was refused, so the attacker has no topic at all, and the victim none either.
+    assert!(!names.iter().any(|t| t.starts_with(&attacker) || t.starts_with(&victim)), "{names:?}");
+}
+
+/// SIGKILL during a batch ingestion into OpenSearch, where part of the file
+/// is already indexed: after the restart every row is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_ingestion_into_opensearch_ends_with_each_row_once() {
+    let tenant = unique_tenant("retail");
+    let test = platform(&tenant, &profile_with("tenants/retail/profile.yaml", &[("agreement.schedule", "on-arrival")]));
+    test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let rows = 200_000;
+    let staging = test.tenant_dir(&tenant).join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join(".big.csv.part"), orders_csv(1, rows)).unwrap();
+    std::fs::rename(staging.join(".big.csv.part"), staging.join("big.csv")).unwrap();
+    let search = search();
+    let index = format!("{tenant}-orders");
+
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    eventually("part of the file in OpenSearch", Duration::from_secs(120), || {
+        let (search, index) = (&search, &index);
+        async move { (search.count(index).await > 0).then_some(()) }
+    })
+    .await;
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let partial = search.count(&index).await;
+    assert!(partial < rows as u64, "killed mid-ingestion ({partial} of {rows})");
+
+    let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let archived = test.tenant_dir(&tenant).join("archive/big.csv");
+    eventually("big.csv archived", Duration::from_secs(300), || {
+        let done = archived.exists();
+        async move { done.then_some(()) }
+    })
+    .await;
+    host.kill().unwrap();
+    host.wait().unwrap();
+    assert_eq!(search.count(&index).await, rows as u64);
+    search.delete(&format!("{tenant}-*")).await;
+}
