@@ -10,6 +10,8 @@ use crate::capabilities::{Scope, Services};
 use crate::config::{CoredmsConfig, MessagingConfig, Name, PlatformConfig, Registry, Tenant, TenantId};
 use crate::pipelines::PipelineKind;
 use crate::runtime::Runtime;
+use crate::telemetry::IngestionRecord;
+use crate::telemetry::index::MetricsIndex;
 use crate::telemetry::logs::{LogSink, tenant_log_path};
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +25,7 @@ pub struct Platform {
     pub services: Arc<Services>,
     /// Caps each tenant's concurrent ingestions (`max_concurrent_ingestions`).
     tenant_slots: HashMap<TenantId, Arc<Semaphore>>,
+    metrics_index: MetricsIndex,
 }
 
 impl Platform {
@@ -51,6 +54,7 @@ impl Platform {
             .collect();
         Ok(Arc::new(Platform {
             runtime: Runtime::new(Some(&config.data_dir.join("compiled"))),
+            metrics_index: MetricsIndex::start(coredms.clone()),
             services: Arc::new(Services::new(coredms, messaging)),
             registry,
             tenant_slots,
@@ -101,6 +105,19 @@ impl Platform {
         })
     }
 
+    /// Records the result of an ingestion: the tenant's log, the metrics, and
+    /// the tenant's `metrics` collection.
+    pub fn record_ingestion(&self, scope: &Scope, record: &IngestionRecord) {
+        scope.log.write(record);
+        crate::telemetry::metrics::record_ingestion(record);
+        self.metrics_index.push(record);
+    }
+
+    /// Writes what is buffered (ingestion records) before the process ends.
+    pub async fn close(&self) {
+        self.metrics_index.close().await;
+    }
+
     /// The index of a tenant's collection.
     pub fn index_name(tenant: &TenantId, collection: &str) -> anyhow::Result<String> {
         let name = Name::parse(collection).map_err(anyhow::Error::msg)?;
@@ -109,7 +126,7 @@ impl Platform {
 }
 
 impl Platform {
-    /// Searches a tenant's collection.
+    /// Searches a tenant's collection (its `metrics` collection included).
     pub async fn search(&self, tenant: &str, collection: &str, query: &str, limit: usize) -> anyhow::Result<crate::backends::SearchResult> {
         let tenant = self.tenant(tenant)?;
         let index = Platform::index_name(&tenant.id, collection)?;

@@ -2,6 +2,7 @@
 //! Prometheus, and the operator page.
 
 pub mod client;
+pub mod page;
 mod server;
 
 pub use client::ApiClient;

@@ -30,6 +30,8 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(operator_page))
+        .route("/api/overview", get(overview))
         .route("/api/health", get(health))
         .route("/api/tenants", get(tenants))
         .route("/api/ingest", post(ingest))
@@ -127,4 +129,13 @@ async fn stream_status(State(state): State<AppState>, Query(filter): Query<Tenan
 async fn stream_produce(State(state): State<AppState>, Json(request): Json<ProduceRequest>) -> Result<Json<ProduceAnswer>, HttpError> {
     let topic = StreamManager::produce(&state.platform, &request.tenant, &request.topic, request.records()).await?;
     Ok(Json(ProduceAnswer { topic, count: request.messages.len() }))
+}
+
+async fn operator_page(State(state): State<AppState>) -> axum::response::Html<String> {
+    let overview = super::page::overview(&state.platform, state.stream.as_deref()).await;
+    axum::response::Html(super::page::render(&overview))
+}
+
+async fn overview(State(state): State<AppState>) -> Json<super::page::Overview> {
+    Json(super::page::overview(&state.platform, state.stream.as_deref()).await)
 }

@@ -127,8 +127,7 @@ pub async fn ingest_file_with(
         failure: result.as_ref().err().map(|f| f.kind),
         reason: result.as_ref().err().map(|f| f.message.clone()),
     };
-    scope.log.write(&record);
-    metrics::record_ingestion(&record);
+    platform.record_ingestion(&scope, &record);
     metrics::record_guest_counters(tenant.id.as_str(), spec.name.as_str(), &effects.counters);
     Ok(record)
 }

@@ -38,6 +38,7 @@ pub async fn ingest(config: &PlatformConfig, out: &Output, args: IngestArgs) -> 
             }
         });
         let record = crate::batch::ingest_path(&platform, &args.tenant, args.pipeline.as_deref(), &path, Some(progress)).await;
+        platform.close().await;
         ticker.abort();
         bar.finish_and_clear();
         record?
@@ -393,6 +394,57 @@ pub async fn stream_produce(
         out.json(&ProduceAnswer { topic: full_topic, count: sent });
     } else {
         println!("sent {sent} messages to {full_topic}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn stats(config: &PlatformConfig, out: &Output, tenant: Option<&str>, since: Option<&str>) -> anyhow::Result<ExitCode> {
+    use crate::telemetry::stats;
+    let registry = Registry::load(&config.tenants)?;
+    let since = since.map(stats::parse_since).transpose()?;
+    let records = stats::read_records(&registry, tenant)?;
+    let stats = stats::compute(&records, since);
+    if out.json {
+        out.json(&stats);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(since) = stats.since {
+        println!("since {}", since.format("%Y-%m-%d %H:%M:%S UTC"));
+    }
+    let mut rows = Vec::new();
+    for t in stats.tenants.iter().chain(std::iter::once(&stats.platform)) {
+        for (kind, totals, unit) in [("batch", &t.batch, "files"), ("stream", &t.stream, "batches")] {
+            if totals.ingested + totals.failed == 0 {
+                continue;
+            }
+            rows.push(vec![
+                t.tenant.clone(),
+                kind.to_string(),
+                format!("{} {unit}", totals.ingested),
+                totals.failed.to_string(),
+                totals.records_in.to_string(),
+                totals.records_out.to_string(),
+                format!("{} ({} dead-lettered)", totals.records_rejected, totals.dead_lettered),
+                human_bytes(totals.bytes),
+                format!("{:.0}", totals.avg_ms),
+                format!("{:.0}", totals.p95_ms),
+                format!("{}/s, {:.0} rec/s", human_bytes(totals.bytes_per_second as u64), totals.records_per_second),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        println!("no ingestions recorded{}", if tenant.is_some() { " for this tenant" } else { "" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    out.table(&["tenant", "kind", "ingested", "failed", "records in", "out", "rejected", "bytes", "avg ms", "p95 ms", "throughput"], &rows);
+    let failures: Vec<Vec<String>> = stats
+        .tenants
+        .iter()
+        .flat_map(|t| t.failures.iter().map(move |(kind, n)| vec![t.tenant.clone(), kind.clone(), n.to_string()]))
+        .collect();
+    if !failures.is_empty() {
+        println!();
+        out.table(&["tenant", "failure", "count"], &failures);
     }
     Ok(ExitCode::SUCCESS)
 }

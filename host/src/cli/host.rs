@@ -15,6 +15,10 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen); is another host running?", config.api.listen))?;
+    platform.platform_log().write(&serde_json::json!({
+        "type": "event", "level": "info", "message": "host started", "api": config.api.listen,
+        "coredms": platform.services.coredms.kind(), "messaging": platform.services.messaging.kind(),
+    }));
     tracing::info!(
         api = %config.api.listen,
         tenants = platform.registry.tenants().count(),
@@ -32,6 +36,8 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     listener_task.abort();
     stream.shutdown().await;
     batch.shutdown().await;
+    platform.close().await;
+    platform.platform_log().write(&serde_json::json!({ "type": "event", "level": "info", "message": "host stopped" }));
     tracing::info!("Host stopped.");
     Ok(ExitCode::SUCCESS)
 }

@@ -71,6 +71,14 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
+    /// What was ingested and what failed, per tenant and for the platform, from the logs.
+    Stats {
+        #[arg(long, short)]
+        tenant: Option<String>,
+        /// Only ingestions since then: a duration back (`90m`, `2h`, `7d`) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Start, stop and watch tenants' stream pipelines; send them test messages.
     Stream {
         #[command(subcommand)]
@@ -255,6 +263,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stage { command: StageCommand::Put { tenant, into, files } } => {
             commands::stage_put(&config, &out, &tenant, into.as_deref(), &files)
         }
+        Command::Stats { tenant, since } => commands::stats(&config, &out, tenant.as_deref(), since.as_deref()),
         Command::Stream { command } => match command {
             StreamCommand::Start { tenant, instances } => commands::stream_start(&config, &out, &tenant, instances).await,
             StreamCommand::Stop { tenant } => commands::stream_stop(&config, &out, &tenant).await,

@@ -193,8 +193,7 @@ impl Instance {
             failure: result.as_ref().err().map(|f| f.kind),
             reason: result.as_ref().err().map(|f| f.message.clone()),
         };
-        loaded.scope.log.write(&record);
-        telemetry::record_ingestion(&record);
+        self.platform.record_ingestion(&loaded.scope, &record);
         if result.is_ok() {
             metrics::counter!("mysimbdp_stream_messages_processed_total", "tenant" => self.tenant.id.to_string(), "pipeline" => self.spec.name.to_string())
                 .increment(batch.len() as u64);

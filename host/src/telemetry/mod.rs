@@ -2,8 +2,10 @@
 //! Prometheus, per-tenant JSON-lines logs, and the statistics read back from
 //! those logs.
 
+pub mod index;
 pub mod logs;
 pub mod metrics;
+pub mod stats;
 
 use crate::pipelines::PipelineKind;
 use crate::runtime::{Failure, FailureKind};

@@ -1,0 +1,301 @@
+//! Observability and control: a real Prometheus scraping a host, the shipped
+//! rules checked by promtool, the stream monitor scaling a slow pipeline up
+//! and an idle one down, `mysimbdp stats` against what was ingested, and the
+//! operator page in headless Chromium.
+
+use mysimbdp::pipelines::PipelineKind;
+use mysimbdp::stream::{StreamManager, monitor};
+use mysimbdp::telemetry::{IngestionRecord, Outcome};
+use mysimbdp_tests::{TestPlatform, artifacts, eventually, orders_csv, profile_with, read_log, readings_ndjson, repo_root};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
+
+/// Kills a child process when dropped, so a failed assertion leaves no server behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn two_tenants() -> TestPlatform {
+    let test = TestPlatform::builder()
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .tenant_yaml("sensors", &profile_with("tenants/sensors/profile.yaml", &[("agreement.schedule", "on-arrival")]))
+        .config("batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n")
+        .build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    test.upload("sensors", PipelineKind::Batch, "readings", artifacts::SENSOR_READINGS);
+    test
+}
+
+async fn start_host(test: &TestPlatform) -> Running {
+    let host = Running(test.command(HOST).args(["host", "run"]).stderr(Stdio::null()).spawn().unwrap());
+    let health = format!("{}/api/health", test.api());
+    eventually("the host to answer", Duration::from_secs(60), || {
+        let health = health.clone();
+        async move { reqwest::get(&health).await.ok().filter(|r| r.status().is_success()).map(drop) }
+    })
+    .await;
+    host
+}
+
+/// Ingests a file through the running host's API, as `mysimbdp ingest` does.
+async fn ingest(test: &TestPlatform, tenant: &str, path: &std::path::Path) -> IngestionRecord {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/ingest", test.api()))
+        .json(&serde_json::json!({ "tenant": tenant, "path": path }))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.text().await.unwrap());
+    answer.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_host_and_answers_per_tenant_counts() {
+    let test = two_tenants();
+    let _host = start_host(&test).await;
+    let orders = test.dir.path().join("orders.csv");
+    std::fs::write(&orders, orders_csv(1, 750)).unwrap();
+    let readings = test.dir.path().join("readings.ndjson");
+    std::fs::write(&readings, readings_ndjson(1, 420)).unwrap();
+    let retail = ingest(&test, "retail", &orders).await;
+    let sensors = ingest(&test, "sensors", &readings).await;
+    assert_eq!((retail.records_in, sensors.records_in), (750, 420));
+
+    // A real Prometheus, scraping the host every second.
+    let prometheus_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = test.dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mysimbdp\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            test.port
+        ),
+    )
+    .unwrap();
+    let _prometheus = Running(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", test.dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{prometheus_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed (Debian package prometheus)"),
+    );
+    for (tenant, expected) in [("retail", 750.0), ("sensors", 420.0)] {
+        let query = format!("sum(mysimbdp_records_in_total{{tenant=\"{tenant}\"}})");
+        let url = format!("http://127.0.0.1:{prometheus_port}/api/v1/query");
+        let value = eventually(&format!("Prometheus to answer {query}"), Duration::from_secs(60), || {
+            let (url, query) = (url.clone(), query.clone());
+            async move {
+                let answer: serde_json::Value =
+                    reqwest::Client::new().get(&url).query(&[("query", &query)]).send().await.ok()?.json().await.ok()?;
+                let value = answer["data"]["result"][0]["value"][1].as_str()?.parse::<f64>().ok()?;
+                Some(value)
+            }
+        })
+        .await;
+        assert_eq!(value, expected, "{tenant}");
+    }
+}
+
+#[test]
+fn the_shipped_prometheus_files_pass_promtool() {
+    let deploy = repo_root().join("deploy/prometheus");
+    for args in [
+        vec!["check", "config", "prometheus.yml"],
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts_test.yml"],
+    ] {
+        let output = Command::new("promtool").args(&args).current_dir(&deploy).output().expect("promtool is installed");
+        assert!(output.status.success(), "promtool {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("deploy/grafana/mysimbdp-dashboard.json")).unwrap()).unwrap();
+    assert!(dashboard["panels"].as_array().is_some_and(|p| !p.is_empty()));
+}
+
+/// A fixture that burns fuel per message falls behind: the monitor alerts and
+/// the manager adds instances up to the maximum, never past it. Once idle,
+/// the manager removes them down to the minimum, never below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
+    let profile = profile_with(
+        "tenants/sensors/profile.yaml",
+        &[
+            ("stream.name", "slow"),
+            ("stream.topics", "[work]"),
+            ("stream.partitions", "4"),
+            ("stream.min_instances", "1"),
+            ("stream.max_instances", "3"),
+            ("stream.batch_max_messages", "20"),
+            ("stream.parameters", "{spin_per_message: '300000'}"),
+            ("stream.thresholds", "{max_avg_ingestion_ms: 50, max_consumer_lag: 100, idle_after_ms: 2000}"),
+        ],
+    );
+    let test = TestPlatform::builder().tenant_yaml("sensors", &profile).config("stream:\n  monitor_interval_ms: 500\n").build();
+    test.upload("sensors", PipelineKind::Stream, "slow", artifacts::SLOW_STREAM);
+    let platform = test.open().await;
+    let manager = StreamManager::new(platform.clone());
+    let monitor = monitor::spawn_monitor(platform.clone(), manager.clone());
+    let listener = monitor::spawn_alert_listener(platform.clone(), manager.clone());
+    manager.start("sensors", None).await.unwrap();
+    let messages: Vec<mysimbdp::backends::OutRecord> = (0..3000)
+        .map(|i| mysimbdp::backends::OutRecord { key: Some(format!("k{}", i % 16).into_bytes()), value: format!("job {i}").into_bytes(), headers: vec![] })
+        .collect();
+    StreamManager::produce(&platform, "sensors", "work", messages).await.unwrap();
+
+    let instances = || {
+        let manager = manager.clone();
+        async move { manager.status(Some("sensors")).await.unwrap()[0].instances.len() }
+    };
+    eventually("the stream to be scaled up to 3 instances", Duration::from_secs(120), || async { (instances().await == 3).then_some(()) }).await;
+    eventually("the stream to be scaled down to 1 instance once idle", Duration::from_secs(180), || async {
+        (instances().await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(instances().await, 1, "never below the minimum");
+    monitor.abort();
+    listener.abort();
+    manager.stop("sensors").await.unwrap();
+
+    let log = read_log(&test.tenant_dir("sensors").join("logs/stream.log"));
+    let scalings: Vec<(u64, u64)> = log
+        .iter()
+        .filter(|l| l["type"] == "scaling" && l["reason"].as_str().is_some_and(|r| !r.contains("operator")))
+        .map(|l| (l["from"].as_u64().unwrap(), l["to"].as_u64().unwrap()))
+        .collect();
+    assert!(scalings.contains(&(1, 2)) && scalings.contains(&(2, 3)), "{scalings:?}");
+    assert!(scalings.contains(&(3, 2)) && scalings.contains(&(2, 1)), "{scalings:?}");
+    assert!(scalings.iter().all(|(from, to)| (1..=3).contains(from) && (1..=3).contains(to)), "within bounds: {scalings:?}");
+    let decisions: Vec<&str> = log.iter().filter(|l| l["type"] == "decision").filter_map(|l| l["reason"].as_str()).collect();
+    assert!(decisions.iter().any(|r| r.starts_with("scaled up")), "{decisions:?}");
+    assert!(decisions.iter().any(|r| r.starts_with("scaled down")), "{decisions:?}");
+    let alerts: Vec<&str> = log.iter().filter(|l| l["type"] == "alert").filter_map(|l| l["alert"]["alert"].as_str()).collect();
+    assert!(alerts.iter().any(|a| *a == "slow-ingestion" || *a == "consumer-lag"), "{alerts:?}");
+    assert!(alerts.contains(&"idle"), "{alerts:?}");
+    // Alerts also went out on the platform topic, where the manager read them.
+    let published = platform.services.messaging.read_all(monitor::ALERTS_TOPIC, 10_000, Duration::from_secs(5)).await.unwrap();
+    assert!(!published.is_empty());
+    assert_eq!(platform.search("sensors", "events", "", 0).await.unwrap().total, 3000, "every message was processed");
+}
+
+/// `mysimbdp stats` reports what went in and what failed, per tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_match_what_was_ingested() {
+    let test = TestPlatform::builder()
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .tenant_yaml("sensors", &profile_with("tenants/sensors/profile.yaml", &[("agreement.schedule", "on-arrival")]))
+        .tenant("sandbox", "tests/tenants/sandbox.yaml")
+        .build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    test.upload("sensors", PipelineKind::Batch, "readings", artifacts::SENSOR_READINGS);
+    test.upload("sandbox", PipelineKind::Batch, "spin-forever", artifacts::SPIN_FOREVER);
+    let platform = test.open().await;
+    let mut expected = std::collections::BTreeMap::new();
+    let data = repo_root().join("data");
+    for (tenant, file) in [
+        ("retail", data.join("retail/orders-2026-11-20.csv")),
+        ("retail", data.join("retail/orders-2026-11-21.csv")),
+        ("sensors", data.join("sensors/readings-2026-11-20.ndjson")),
+    ] {
+        let record = mysimbdp::batch::ingest_path(&platform, tenant, None, &file, None).await.unwrap();
+        let entry = expected.entry(tenant).or_insert((0, 0, 0, 0));
+        entry.0 += 1;
+        entry.1 += record.records_in;
+        entry.2 += record.records_rejected;
+        entry.3 += record.bytes;
+    }
+    let spin = test.dir.path().join("spin-forever.txt");
+    std::fs::write(&spin, "x\n").unwrap();
+    let failed = mysimbdp::batch::ingest_path(&platform, "sandbox", None, &spin, None).await.unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed);
+    platform.close().await;
+
+    let output = test.command(HOST).args(["--json", "stats"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stats: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (tenant, (files, records_in, rejected, bytes)) in &expected {
+        let row = stats["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == *tenant).unwrap();
+        assert_eq!(row["batch"]["ingested"], *files, "{tenant}");
+        assert_eq!(row["batch"]["failed"], 0, "{tenant}");
+        assert_eq!(row["batch"]["records_in"], *records_in, "{tenant}");
+        assert_eq!(row["batch"]["records_rejected"], *rejected, "{tenant}");
+        assert_eq!(row["batch"]["bytes"], *bytes, "{tenant}");
+        assert!(row["batch"]["p95_ms"].as_f64().unwrap() >= row["batch"]["avg_ms"].as_f64().unwrap() * 0.5);
+    }
+    let sandbox = stats["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "sandbox").unwrap();
+    assert_eq!(sandbox["batch"]["failed"], 1);
+    assert_eq!(sandbox["failures"]["out-of-fuel"], 1);
+    assert_eq!(stats["platform"]["batch"]["ingested"], 3);
+    assert_eq!(stats["platform"]["batch"]["failed"], 1);
+
+    // The text form names the tenants and the failure.
+    let text = String::from_utf8(test.command(HOST).args(["stats", "--tenant", "sandbox"]).output().unwrap().stdout).unwrap();
+    assert!(text.contains("sandbox") && text.contains("out-of-fuel"), "{text}");
+    // `--since` in the future leaves nothing.
+    let later = test.command(HOST).args(["--json", "stats", "--since", "2999-01-01T00:00:00Z"]).output().unwrap();
+    let later: serde_json::Value = serde_json::from_slice(&later.stdout).unwrap();
+    assert!(later["tenants"].as_array().unwrap().is_empty());
+
+    // The same records are searchable in the tenants' metrics collections.
+    let platform = test.open().await;
+    assert_eq!(platform.search("retail", "metrics", "", 0).await.unwrap().total, 2);
+    assert_eq!(platform.search("sandbox", "metrics", "failure:\"out-of-fuel\"", 0).await.unwrap().total, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_page_renders_in_headless_chromium() {
+    let test = two_tenants();
+    let _host = start_host(&test).await;
+    let orders = test.dir.path().join("orders-for-the-page.csv");
+    std::fs::write(&orders, orders_csv(1, 100)).unwrap();
+    ingest(&test, "retail", &orders).await;
+    std::fs::create_dir_all(test.tenant_dir("retail").join("staging")).unwrap();
+    std::fs::write(test.tenant_dir("retail").join("staging/notes.txt"), "x").unwrap();
+    let quarantine = test.tenant_dir("retail").join("quarantine/notes.txt.reason.json");
+    eventually("notes.txt to be quarantined", Duration::from_secs(30), || {
+        let exists = quarantine.exists();
+        async move { exists.then_some(()) }
+    })
+    .await;
+
+    let profile = test.dir.path().join("chromium-profile");
+    let screenshot = test.dir.path().join("page.png");
+    let chromium = |extra: &[String]| {
+        let mut command = Command::new("chromium");
+        command.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1600",
+        ]);
+        command.arg(format!("--user-data-dir={}", profile.display())).args(extra).arg(format!("{}/", test.api()));
+        command.output().expect("chromium is installed (Debian package chromium)")
+    };
+    let dom = chromium(&["--dump-dom".to_string()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"tenant-retail\"") && dom.contains("id=\"tenant-sensors\""), "{dom}");
+    assert!(dom.contains("orders-for-the-page.csv"), "the recent ingestion is listed");
+    assert!(dom.contains("notes.txt") && dom.contains("file-type"), "the quarantined file and its rule are listed");
+    assert!(dom.contains("v1"), "the active version is shown");
+    chromium(&[format!("--screenshot={}", screenshot.display())]);
+    let png = std::fs::read(&screenshot).expect("chromium wrote a screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real rendering, {} bytes", png.len());
+    if let Ok(dir) = std::env::var("MYSIMBDP_SCREENSHOT_DIR") {
+        let _ = std::fs::copy(&screenshot, std::path::Path::new(&dir).join("operator-page.png"));
+    }
+}
