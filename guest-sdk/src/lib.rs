@@ -3,7 +3,8 @@
 //! A tenant's crate depends on this SDK under the name `mysimbdp`, is built as a
 //! `cdylib` for `wasm32-wasip2`, and marks one function:
 //!
-//! ```ignore
+//! ```no_run
+//! # use mysimbdp_guest as mysimbdp;
 //! use mysimbdp::prelude::*;
 //!
 //! #[mysimbdp::batch_pipeline]
@@ -18,6 +19,7 @@
 //!     }
 //!     out.finish()
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! The SDK reads the file in chunks, writes documents in batches (one host call

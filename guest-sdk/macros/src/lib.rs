@@ -155,7 +155,8 @@ fn imported_interfaces(sdk: &TokenStream2, kind: Kind) -> TokenStream2 {
 fn sdk_path() -> syn::Result<TokenStream2> {
     use proc_macro_crate::{FoundCrate, crate_name};
     match crate_name("mysimbdp-guest") {
-        Ok(FoundCrate::Itself) => Ok(quote!(crate)),
+        // Only the SDK's own doctests get here; they see the SDK by its name.
+        Ok(FoundCrate::Itself) => Ok(quote!(::mysimbdp_guest)),
         Ok(FoundCrate::Name(name)) => {
             let ident = syn::Ident::new(&name, Span::call_site());
             Ok(quote!(::#ident))

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every test: installs what is missing, starts real Kafka and OpenSearch
+# (scripts/services.sh), runs the whole workspace's tests (guest components
+# are built from source by tests/build.rs), then the main job once
+# (scripts/run.sh --exit). Services this script started are stopped again.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh --tests
+started_services=0
+if ! scripts/services.sh status >/dev/null 2>&1; then
+    started_services=1
+fi
+cleanup() {
+    if [ "$started_services" = 1 ]; then
+        scripts/services.sh down >&2 || true
+    fi
+}
+trap cleanup EXIT
+scripts/services.sh up
+eval "$(scripts/services.sh env)"
+
+cargo test --workspace --no-fail-fast -- --test-threads "${MYSIMBDP_TEST_THREADS:-2}"
+scripts/run.sh --exit
+echo "[test] all tests passed" >&2
