@@ -13,16 +13,13 @@ use std::process::ExitCode;
 
 const ABOUT: &str = "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.";
 
-const LONG_ABOUT: &str = "\
-mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.
+const LONG_ABOUT: &str = "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.
 
-The platform provider runs `mysimbdp host run`. Tenants are registered in tenants/tenants.yaml, each with a
-service profile (file constraints, schedule, concurrency, sandbox limits). A tenant builds its pipelines with the
-guest SDK for wasm32-wasip2 and uploads them with `mysimbdp pipeline upload`.
+The platform provider runs `mysimbdp host run`. Tenants are registered in tenants/tenants.yaml, each with a service profile (file constraints, schedule, concurrency, sandbox limits). A tenant builds its pipelines with the guest SDK for wasm32-wasip2 and uploads them with `mysimbdp pipeline upload`.
 
-Without --config everything is embedded (a tantivy document store and a file-based message log under ./var), so
-one machine with nothing installed is enough. A config naming Kafka brokers and an Elasticsearch/OpenSearch URL
-runs the same pipelines against those clusters.";
+Without --config everything is embedded (a tantivy document store and a file-based message log under ./var), so one machine with nothing installed is enough. A config naming Kafka brokers and an Elasticsearch/OpenSearch URL runs the same pipelines against those clusters.
+
+Commands that need the host (stream start/stop/status) talk to it through its control API (api.listen); the others use it when one is running and otherwise work directly on the platform's files.";
 
 #[derive(Parser)]
 #[command(name = "mysimbdp", version, about = ABOUT, long_about = LONG_ABOUT, propagate_version = true)]
@@ -73,6 +70,7 @@ enum Command {
     },
     /// What was ingested and what failed, per tenant and for the platform, from the logs.
     Stats {
+        /// Only this tenant (by its id); all tenants when omitted.
         #[arg(long, short)]
         tenant: Option<String>,
         /// Only ingestions since then: a duration back (`90m`, `2h`, `7d`) or an RFC 3339 time.
@@ -90,6 +88,7 @@ enum Command {
 enum StreamCommand {
     /// Start instances of a tenant's stream pipeline on the running host.
     Start {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
         /// How many (default: the profile's min_instances).
@@ -98,16 +97,19 @@ enum StreamCommand {
     },
     /// Stop every instance of a tenant's stream pipeline; each finishes its batch.
     Stop {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
     },
     /// Running instances and consumer lag, per tenant.
     Status {
+        /// Only this tenant (by its id); all tenants when omitted.
         #[arg(long, short)]
         tenant: Option<String>,
     },
     /// Publish messages to a tenant's topic, one per line of FILE (or stdin).
     Produce {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
         /// The topic, without the tenant prefix.
@@ -128,11 +130,13 @@ enum StreamCommand {
 enum StageCommand {
     /// Copy files into staging atomically (the host never sees half a file).
     Put {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
         /// A subdirectory of staging, for pipelines bound to one.
         #[arg(long)]
         into: Option<PathBuf>,
+        /// Files to copy; each keeps its name.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -142,6 +146,7 @@ enum StageCommand {
 enum BatchCommand {
     /// Files per state, with the reasons of failures and quarantines.
     Status {
+        /// Only this tenant (by its id); all tenants when omitted.
         #[arg(long, short)]
         tenant: Option<String>,
         /// Done files to list per tenant.
@@ -150,6 +155,7 @@ enum BatchCommand {
     },
     /// Send failed files (and with --quarantined, quarantined ones) back to staging.
     Retry {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
         /// Also retry quarantined files (after fixing them or the profile).
@@ -168,7 +174,7 @@ enum HostCommand {
 
 #[derive(Args)]
 struct IngestArgs {
-    /// The tenant whose pipeline ingests the file.
+    /// The tenant whose pipeline ingests the file (its id in the registry).
     #[arg(long, short)]
     tenant: String,
     /// The batch pipeline to use; by default the first whose `files` pattern matches.
@@ -183,6 +189,7 @@ enum PipelineCommand {
     /// Check that a component implements the world of its kind, then store it
     /// as the pipeline's next version (the newest version is the active one).
     Upload {
+        /// The tenant, by its id in the registry.
         #[arg(long, short)]
         tenant: String,
         #[arg(long, short, value_enum)]
@@ -195,6 +202,7 @@ enum PipelineCommand {
     },
     /// List uploaded versions.
     List {
+        /// Only this tenant (by its id); all tenants when omitted.
         #[arg(long, short)]
         tenant: Option<String>,
     },
@@ -210,6 +218,7 @@ enum TenantCommand {
 
 #[derive(Args)]
 struct QueryArgs {
+    /// The tenant, by its id in the registry.
     #[arg(long, short)]
     tenant: String,
     /// The collection (index `<tenant>-<collection>`).
