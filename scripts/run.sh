@@ -29,7 +29,8 @@ if curl -fs "$api/api/health" >/dev/null 2>&1; then
 fi
 
 log "Uploading the tenants' pipelines (each upload is a new version)"
-$mysimbdp pipeline upload --tenant retail --kind batch "$guests/retail_orders.wasm"
+$mysimbdp pipeline upload --tenant retail --kind batch --name orders "$guests/retail_orders.wasm"
+$mysimbdp pipeline upload --tenant retail --kind batch --name features "$guests/retail_features.wasm"
 $mysimbdp pipeline upload --tenant sensors --kind batch "$guests/sensor_readings.wasm"
 $mysimbdp pipeline upload --tenant sensors --kind stream "$guests/sensor_stream.wasm"
 
@@ -46,6 +47,7 @@ done
 
 log "Staging the sample data (retail: on arrival; sensors: its cron ticks every 15 s)"
 $mysimbdp stage put --tenant retail data/retail/*.csv
+$mysimbdp stage put --tenant retail --into features data/retail/orders-2026-11-20.csv
 $mysimbdp stage put --tenant sensors data/sensors/*.ndjson
 
 log "Streaming 500 live readings through the sensors stream pipeline"
@@ -62,6 +64,7 @@ $mysimbdp batch status --recent 5
 
 log "What is queryable now"
 $mysimbdp query --tenant retail --collection orders 'customer.country:fi AND size:large' --limit 2
+$mysimbdp query --tenant retail --collection customer-features 'orders:[2 TO *]' --limit 1
 $mysimbdp query --tenant sensors --collection readings 'status:check-battery' --limit 2
 $mysimbdp stream status
 $mysimbdp stats

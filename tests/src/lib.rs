@@ -49,6 +49,7 @@ impl Services {
 pub struct Builder {
     tenants: Vec<(String, String)>,
     services: bool,
+    search_url: Option<String>,
     extra: String,
 }
 
@@ -69,6 +70,13 @@ impl Builder {
     /// Uses the real Kafka and OpenSearch instead of the embedded backends.
     pub fn services(mut self) -> Self {
         self.services = true;
+        self
+    }
+
+    /// Like [`Builder::services`], with OpenSearch reached through `url` (a proxy).
+    pub fn services_through(mut self, url: &str) -> Self {
+        self.services = true;
+        self.search_url = Some(url.to_string());
         self
     }
 
@@ -98,7 +106,7 @@ impl Builder {
             let services = Services::from_env();
             config.push_str(&format!(
                 "coredms:\n  kind: elasticsearch\n  url: {}\nmessaging:\n  kind: kafka\n  brokers: {}\n",
-                services.elasticsearch_url, services.brokers
+                self.search_url.as_deref().unwrap_or(&services.elasticsearch_url), services.brokers
             ));
         }
         config.push_str(&self.extra);
@@ -338,4 +346,95 @@ pub fn kcat_headers(message: &serde_json::Value) -> std::collections::BTreeMap<S
     flat.chunks(2)
         .filter_map(|pair| Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_str().unwrap_or("").to_string())))
         .collect()
+}
+
+/// An HTTP proxy in front of the real OpenSearch that injects the failures a
+/// busy cluster produces: it answers the first `reject_requests` `_bulk`
+/// requests with 429 (then 503), and in the next `_bulk` answers it marks the
+/// first `reject_items` items as 429 even though OpenSearch indexed them.
+/// Everything else passes through unchanged.
+pub struct FaultProxy {
+    pub url: String,
+    pub bulk_requests: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, reject_requests: u32, reject_items: usize) -> FaultProxy {
+        use axum::body::Bytes;
+        use axum::extract::{Request, State};
+        use axum::http::StatusCode;
+        use axum::response::{IntoResponse, Response};
+
+        #[derive(Clone)]
+        struct Proxy {
+            upstream: String,
+            http: reqwest::Client,
+            bulk_requests: Arc<AtomicU32>,
+            reject_requests: u32,
+            reject_items: usize,
+        }
+
+        async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
+            let method = request.method().clone();
+            let path_and_query = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            let content_type = request.headers().get("content-type").cloned();
+            let body: Bytes = axum::body::to_bytes(request.into_body(), usize::MAX).await.unwrap_or_default();
+            let is_bulk = request_is_bulk(&path_and_query);
+            let n = if is_bulk { proxy.bulk_requests.fetch_add(1, Ordering::SeqCst) } else { u32::MAX };
+            if is_bulk && n < proxy.reject_requests {
+                let status = if n % 2 == 0 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::SERVICE_UNAVAILABLE };
+                let error = serde_json::json!({"error": {"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"}, "status": status.as_u16()});
+                return (status, axum::Json(error)).into_response();
+            }
+            let mut upstream = proxy.http.request(method, format!("{}{path_and_query}", proxy.upstream)).body(body);
+            if let Some(content_type) = content_type {
+                upstream = upstream.header("content-type", content_type);
+            }
+            let answer = match upstream.send().await {
+                Ok(answer) => answer,
+                Err(error) => return (StatusCode::BAD_GATEWAY, error.to_string()).into_response(),
+            };
+            let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+            let bytes = answer.bytes().await.unwrap_or_default();
+            if is_bulk && n == proxy.reject_requests && proxy.reject_items > 0 {
+                let mut body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                if let Some(items) = body.get_mut("items").and_then(|i| i.as_array_mut()) {
+                    for item in items.iter_mut().take(proxy.reject_items) {
+                        item["index"]["status"] = 429.into();
+                        item["index"]["error"] = serde_json::json!({"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"});
+                    }
+                    body["errors"] = true.into();
+                }
+                return (status, axum::Json(body)).into_response();
+            }
+            (status, [("content-type", "application/json")], bytes).into_response()
+        }
+
+        fn request_is_bulk(path: &str) -> bool {
+            path.split('?').next().is_some_and(|p| p.ends_with("/_bulk"))
+        }
+
+        let bulk_requests = Arc::new(AtomicU32::new(0));
+        let proxy = Proxy {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            bulk_requests: bulk_requests.clone(),
+            reject_requests,
+            reject_items,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(forward).with_state(proxy);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FaultProxy { url, bulk_requests, task }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

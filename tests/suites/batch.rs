@@ -397,3 +397,30 @@ async fn a_host_killed_mid_ingestion_finishes_the_file_exactly_once_after_restar
     assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, rows as u64));
     assert!(!Path::new(&test.tenant_dir("retail").join("work")).read_dir().unwrap().any(|_| true), "nothing stuck in work/");
 }
+
+/// Several batch pipelines per tenant, each bound to its files: the light
+/// `orders` mapper takes top-level CSVs, the heavy `features` aggregation the
+/// ones under `features/`; the same content goes through each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pipeline_takes_the_files_its_pattern_matches() {
+    let test = constrained(&RETAIL, &[("constraints.max_file_bytes", "1MiB")]).await;
+    test.upload("retail", PipelineKind::Batch, "features", artifacts::RETAIL_FEATURES);
+    let content = orders_csv(1, 900);
+    stage(&test, "retail", "day.csv", &content);
+    stage(&test, "retail", "features/day.csv", &content);
+    let status = run_manager(&test, &RETAIL).await;
+    assert_eq!(status.done.len(), 2, "{status:?}");
+    let by_pipeline: Vec<(String, String)> = ingestions(&test, "retail").iter().map(|r| (r.pipeline.clone(), r.source.clone())).collect();
+    assert!(by_pipeline.contains(&("orders".into(), "day.csv".into())), "{by_pipeline:?}");
+    assert!(by_pipeline.contains(&("features".into(), "day.csv".into())), "{by_pipeline:?}");
+    let platform = test.open().await;
+    assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 900);
+    // orders_csv has 900 rows over customers C-000001..C-000900 (i % 5000).
+    let features = platform.search("retail", "customer-features", "customer_id:\"C-000007\"", 1).await.unwrap();
+    assert_eq!(features.total, 1);
+    let customer = &features.hits[0].source;
+    assert_eq!(customer["orders"], 1);
+    assert_eq!(customer["window"], "day.csv");
+    assert_eq!(platform.search("retail", "customer-features", "", 0).await.unwrap().total, 900);
+    assert!(test.tenant_dir("retail").join("archive/features/day.csv").exists());
+}

@@ -294,3 +294,55 @@ async fn a_host_killed_mid_ingestion_into_opensearch_ends_with_each_row_once() {
     assert_eq!(search.count(&index).await, rows as u64);
     search.delete(&format!("{tenant}-*")).await;
 }
+
+/// A busy cluster answers whole `_bulk` requests with 429/503 and single items
+/// with 429: the backend retries with backoff until everything is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_requests_and_items_refused_for_load_are_retried_until_indexed() {
+    let tenant = unique_tenant("retail");
+    let proxy = mysimbdp_tests::FaultProxy::start(&Services::from_env().elasticsearch_url, 3, 5).await;
+    let test = TestPlatform::builder()
+        .tenant_yaml(&tenant, &profile_with("tenants/retail/profile.yaml", &[]))
+        .services_through(&proxy.url)
+        .build();
+    test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let platform = test.open().await;
+    let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
+    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
+    assert_eq!(record.dead_lettered, 21, "only the rows the pipeline rejected; nothing was refused for good");
+    let requests = proxy.bulk_requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(requests >= 3 + 1 + 1 + 1, "3 refused requests, the one with refused items, its retry, the second batch: {requests}");
+    assert_eq!(search().count(&format!("{tenant}-orders")).await, 1979);
+    search().delete(&format!("{tenant}-*")).await;
+}
+
+/// Documents the store refuses (400: they break the index mapping) are
+/// reported back to the guest, counted as rejected and dead-lettered with the
+/// store's reason; the others are indexed. Nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_the_store_refuses_are_dead_lettered_with_the_reason() {
+    let tenant = unique_tenant("retail");
+    let strict = r#"{orders: {mappings: {properties: {total_eur: {type: integer, coerce: false}}}}}"#;
+    let test = platform(&tenant, &profile_with("tenants/retail/profile.yaml", &[("collections", strict)]));
+    test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let platform = test.open().await;
+    let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
+    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    let indexed = search().count(&format!("{tenant}-orders")).await;
+    let dead = kcat_read(&brokers(), &format!("{tenant}.dead-letter"));
+    let refused: Vec<&serde_json::Value> = dead.iter().filter(|m| kcat_headers(m)["error-kind"] == "document-refused").collect();
+    assert!(!refused.is_empty() && indexed > 0, "some refused ({}), some indexed ({indexed})", refused.len());
+    assert_eq!(indexed + refused.len() as u64, 1979, "every document the pipeline produced is indexed or dead-lettered");
+    assert_eq!(record.records_out, indexed);
+    assert_eq!(record.records_rejected, 21 + refused.len() as u64);
+    assert_eq!(record.dead_lettered, dead.len() as u64);
+    for message in &refused {
+        let headers = kcat_headers(message);
+        assert!(headers["error-reason"].contains("mapper_parsing_exception"), "{headers:?}");
+        let doc: serde_json::Value = serde_json::from_str(message["payload"].as_str().unwrap()).unwrap();
+        assert!(doc["total_eur"].as_f64().unwrap().fract() != 0.0, "only fractional totals break the mapping");
+        assert!(message["key"].as_str().unwrap().starts_with(&format!("{tenant}:")), "the key is the document id");
+    }
+    search().delete(&format!("{tenant}-*")).await;
+}

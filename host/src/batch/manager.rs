@@ -55,7 +55,8 @@ struct Inner {
 struct TenantState {
     tenant: Arc<Tenant>,
     manifest: Manifest,
-    done: Mutex<HashSet<String>>,
+    /// (pipeline, checksum) of files done.
+    done: Mutex<HashSet<(String, String)>>,
     running: AtomicUsize,
     /// When a worker last took one of its files; aging counts from here.
     last_served: Mutex<Option<Instant>>,
@@ -393,7 +394,7 @@ impl Inner {
                 ts: Utc::now(),
                 reason: None,
             };
-            if state.done.lock().expect("done poisoned").contains(&identity.sha256) {
+            if state.done.lock().expect("done poisoned").contains(&(entry.pipeline.clone(), identity.sha256.clone())) {
                 let entry = Entry { state: FileState::Duplicate, reason: Some("a file with this checksum was already ingested".into()), ..entry };
                 self.record(state, std::slice::from_ref(&entry), true);
                 tracing::info!(tenant = %tenant.id, file = %file.relative, "File already ingested (same checksum); not ingested again.");
@@ -547,7 +548,7 @@ impl Inner {
         match outcome {
             Ok(record) if record.outcome == Outcome::Ok => {
                 self.record(state, &[Entry { state: FileState::Done, ts: Utc::now(), ..entry.clone() }], true);
-                state.done.lock().expect("done poisoned").insert(entry.checksum.clone());
+                state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
                 self.finish_done(state, &entry, &path);
             }
             Ok(record) => {

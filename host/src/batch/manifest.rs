@@ -112,9 +112,10 @@ pub fn read_latest(path: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
     Ok(latest)
 }
 
-/// Checksums of files already ingested.
-pub fn done_checksums<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> HashSet<String> {
-    entries.into_iter().filter(|e| e.state == FileState::Done).map(|e| e.checksum.clone()).collect()
+/// Pipelines and checksums of the files already ingested: the same content
+/// is ingested once per pipeline.
+pub fn done_checksums<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> HashSet<(String, String)> {
+    entries.into_iter().filter(|e| e.state == FileState::Done).map(|e| (e.pipeline.clone(), e.checksum.clone())).collect()
 }
 
 /// A new claim id: time-ordered and unique within the process.

@@ -163,7 +163,7 @@ pub struct BatchPipelineSpec {
     /// The pipeline's name; uploads are versioned under it.
     pub name: Name,
     /// Staged files this pipeline takes: a glob relative to the staging
-    /// directory (`*.csv`, `heavy/*.csv`).
+    /// directory (`*.csv` for top-level files, `heavy/*.csv`, `**/*.csv`).
     #[serde(default = "all_files")]
     pub files: String,
     /// Overrides the agreement's schedule for this pipeline.
@@ -303,7 +303,7 @@ impl Profile {
             if !names.insert(pipeline.name.clone()) {
                 return fail(&at("name"), format!("`{}` is used by two batch pipelines", pipeline.name));
             }
-            if let Err(e) = globset::Glob::new(&pipeline.files) {
+            if let Err(e) = files_glob(&pipeline.files) {
                 return fail(&at("files"), format!("`{}` is not a glob pattern: {e}", pipeline.files));
             }
             validate_sandbox(file, &at("sandbox"), &self.sandbox.with(&pipeline.sandbox))?;
@@ -352,9 +352,7 @@ impl Profile {
 
     /// The batch pipeline that takes the staged file at `relative` (first match).
     pub fn batch_pipeline_for(&self, relative: &Path) -> Option<&BatchPipelineSpec> {
-        self.batch.iter().find(|p| {
-            globset::Glob::new(&p.files).map(|g| g.compile_matcher().is_match(relative)).unwrap_or(false)
-        })
+        self.batch.iter().find(|p| files_glob(&p.files).map(|g| g.compile_matcher().is_match(relative)).unwrap_or(false))
     }
 
     pub fn batch_pipeline(&self, name: &str) -> Option<&BatchPipelineSpec> {
@@ -367,6 +365,11 @@ impl Profile {
         merged.extend(pipeline.iter().map(|(k, v)| (k.clone(), v.clone())));
         merged
     }
+}
+
+/// A pipeline's `files` pattern; `*` stays within a directory, `**` crosses them.
+fn files_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern).literal_separator(true).build()
 }
 
 /// Bounds that keep one tenant from hurting the host.

@@ -1,0 +1,204 @@
+//! The order model of tenant `retail`, shared by its pipelines. The shops
+//! send order lines as CSV:
+//!
+//! `order_id,order_date,customer_id,customer_name,country,sku,product,category,quantity,unit_price,discount,currency`
+//!
+//! [`order_document`] turns a valid line into an order document with typed
+//! fields, a nested customer and item, and derived fields (line total in the
+//! shop currency and in EUR, weekday, size class), or says why it is rejected.
+
+use mysimbdp::prelude::*;
+
+/// Pipeline parameters, read once per file from the tenant's profile.
+pub struct Settings {
+    /// EUR per unit of each accepted currency.
+    pub eur_rates: Vec<(String, f64)>,
+    /// Orders at or above this many EUR are `large`.
+    pub large_order_eur: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            eur_rates: vec![("EUR".into(), 1.0), ("USD".into(), 0.92), ("GBP".into(), 1.17), ("SEK".into(), 0.087)],
+            large_order_eur: 500.0,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings from the pipeline's parameters in the tenant's profile.
+    pub fn from_context(ctx: &BatchContext) -> Result<Self, Error> {
+        let mut settings = Settings::default();
+        if let Some(rates) = ctx.param("eur_rates") {
+            settings.eur_rates = parse_rates(&rates)
+                .map_err(|e| Error::invalid_input(format!("parameter `eur_rates` ({rates}): {e}")))?;
+        }
+        settings.large_order_eur = ctx.param_or("large_order_eur", settings.large_order_eur)?;
+        Ok(settings)
+    }
+}
+
+/// `USD=0.92,GBP=1.17` to pairs.
+fn parse_rates(text: &str) -> Result<Vec<(String, f64)>, String> {
+    text.split(',')
+        .map(|pair| {
+            let (code, rate) = pair.split_once('=').ok_or("expected CODE=RATE pairs")?;
+            let rate: f64 = rate.trim().parse().map_err(|_| format!("rate of {code} is not a number"))?;
+            Ok((code.trim().to_uppercase(), rate))
+        })
+        .collect()
+}
+
+/// The columns, resolved once per file.
+pub struct Columns {
+    order_id: usize,
+    order_date: usize,
+    customer_id: usize,
+    customer_name: usize,
+    country: usize,
+    sku: usize,
+    product: usize,
+    category: usize,
+    quantity: usize,
+    unit_price: usize,
+    discount: usize,
+    currency: usize,
+}
+
+impl Columns {
+    pub fn resolve<S: mysimbdp::ChunkSource>(csv: &CsvReader<S>) -> Result<Self, Error> {
+        Ok(Columns {
+            order_id: csv.column("order_id")?,
+            order_date: csv.column("order_date")?,
+            customer_id: csv.column("customer_id")?,
+            customer_name: csv.column("customer_name")?,
+            country: csv.column("country")?,
+            sku: csv.column("sku")?,
+            product: csv.column("product")?,
+            category: csv.column("category")?,
+            quantity: csv.column("quantity")?,
+            unit_price: csv.column("unit_price")?,
+            discount: csv.column("discount")?,
+            currency: csv.column("currency")?,
+        })
+    }
+}
+
+/// One CSV row to an order document, or the reason it is rejected.
+pub fn order_document(row: &Row<'_>, columns: &Columns, settings: &Settings) -> Result<Value, String> {
+    let field = |index: usize, name: &str| -> Result<&str, String> {
+        match row.field(index).map(str::trim) {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(format!("`{name}` is missing")),
+        }
+    };
+    let order_id = field(columns.order_id, "order_id")?;
+    let date = field(columns.order_date, "order_date")?;
+    let (year, month, day) = parse_date(date).ok_or_else(|| format!("`order_date` {date:?} is not YYYY-MM-DD"))?;
+    let country = field(columns.country, "country")?.to_ascii_uppercase();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(format!("`country` {country:?} is not an ISO 3166 alpha-2 code"));
+    }
+    let quantity: u32 = field(columns.quantity, "quantity")?
+        .parse()
+        .ok()
+        .filter(|&q| q > 0)
+        .ok_or("`quantity` must be a whole number above 0")?;
+    let unit_price: f64 = field(columns.unit_price, "unit_price")?
+        .parse()
+        .ok()
+        .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+        .ok_or("`unit_price` must be a number of at least 0")?;
+    let discount: f64 = match row.field(columns.discount).map(str::trim) {
+        None | Some("") => 0.0,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|d: &f64| (0.0..1.0).contains(d))
+            .ok_or("`discount` must be a fraction in [0, 1)")?,
+    };
+    let currency = field(columns.currency, "currency")?.to_ascii_uppercase();
+    let rate = settings
+        .eur_rates
+        .iter()
+        .find(|(code, _)| *code == currency)
+        .map(|(_, rate)| *rate)
+        .ok_or_else(|| format!("`currency` {currency} has no EUR rate in the profile"))?;
+
+    let total = round2(f64::from(quantity) * unit_price * (1.0 - discount));
+    let total_eur = round2(total * rate);
+    let size = if total_eur >= settings.large_order_eur {
+        "large"
+    } else if total_eur >= settings.large_order_eur / 10.0 {
+        "medium"
+    } else {
+        "small"
+    };
+    Ok(json!({
+        "order_id": order_id,
+        "order_date": date,
+        "weekday": WEEKDAYS[weekday(year, month, day)],
+        "month": format!("{year:04}-{month:02}"),
+        "customer": {
+            "id": field(columns.customer_id, "customer_id")?,
+            "name": field(columns.customer_name, "customer_name")?,
+            "country": country,
+        },
+        "item": {
+            "sku": field(columns.sku, "sku")?,
+            "product": field(columns.product, "product")?,
+            "category": field(columns.category, "category")?.to_lowercase(),
+        },
+        "quantity": quantity,
+        "unit_price": unit_price,
+        "discount": discount,
+        "currency": currency,
+        "total": total,
+        "total_eur": total_eur,
+        "size": size,
+    }))
+}
+
+fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
+    let mut parts = text.splitn(3, '-');
+    let year: i32 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    (text.len() == 10 && (1..=12).contains(&month) && day >= 1 && day <= days[month as usize - 1])
+        .then_some((year, month, day))
+}
+
+const WEEKDAYS: [&str; 7] = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
+
+/// Sakamoto's method; 0 is Sunday.
+fn weekday(year: i32, month: u32, day: u32) -> usize {
+    const OFFSETS: [i32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
+    let y = if month < 3 { year - 1 } else { year };
+    ((y + y / 4 - y / 100 + y / 400 + OFFSETS[month as usize - 1] + day as i32).rem_euclid(7)) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weekday_of_known_dates() {
+        assert_eq!(WEEKDAYS[weekday(2026, 11, 21)], "saturday");
+        assert_eq!(WEEKDAYS[weekday(2000, 2, 29)], "tuesday");
+    }
+
+    #[test]
+    fn dates_are_checked() {
+        assert_eq!(parse_date("2024-02-29"), Some((2024, 2, 29)));
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2023-13-01"), None);
+        assert_eq!(parse_date("2023-1-01"), None);
+    }
+}
