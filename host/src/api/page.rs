@@ -94,7 +94,7 @@ pub async fn overview(platform: &Platform, stream: Option<&StreamManager>) -> Ov
             .iter()
             .flat_map(|kind| recent_records(&tenant_log_path(&tenant.paths.logs, *kind), RECENT * 5))
             .collect();
-        recent.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        recent.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         let recent_failures: Vec<IngestionRecord> =
             recent.iter().filter(|r| r.outcome == crate::telemetry::Outcome::Failed).take(RECENT).cloned().collect();
         recent.truncate(RECENT);

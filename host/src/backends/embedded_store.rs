@@ -3,7 +3,7 @@
 //! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
 //! queries work as with Elasticsearch's query string.
 
-use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
+use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError, blocking};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -192,10 +192,6 @@ fn into_document_paths(ast: UserInputAst) -> UserInputAst {
     }
 }
 
-/// tantivy is synchronous: run it off the async workers.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, SinkError> + Send + 'static) -> Result<R, SinkError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| sink_error("worker", e))?
-}
 
 #[async_trait]
 impl DocumentStore for EmbeddedStore {
@@ -210,13 +206,13 @@ impl DocumentStore for EmbeddedStore {
     async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
         let collection = self.collection(index, true)?.expect("created");
         let docs = docs.to_vec();
-        blocking(move || collection.index_docs(&docs)).await
+        blocking(BACKEND, move || collection.index_docs(&docs)).await
     }
 
     /// A tantivy commit makes documents durable and searchable at once.
     async fn flush(&self, index: &str, _searchable: bool) -> Result<(), SinkError> {
         match self.collection(index, false)? {
-            Some(collection) => blocking(move || collection.commit()).await,
+            Some(collection) => blocking(BACKEND, move || collection.commit()).await,
             None => Ok(()),
         }
     }
@@ -225,7 +221,7 @@ impl DocumentStore for EmbeddedStore {
         match self.collection(index, false)? {
             Some(collection) => {
                 let query = query.to_string();
-                blocking(move || collection.search(&query, limit)).await
+                blocking(BACKEND, move || collection.search(&query, limit)).await
             }
             None => Ok(SearchResult { total: 0, hits: Vec::new() }),
         }

@@ -6,7 +6,7 @@
 //! retries. Consumers never auto-commit: the stream manager commits after the
 //! documents of a batch were acknowledged.
 
-use super::{Consumer, Header, InRecord, MessageBus, OutRecord, SinkError};
+use super::{Consumer, Header, InRecord, MessageBus, OutRecord, SinkError, blocking};
 use crate::config::KafkaConfig;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -108,10 +108,6 @@ fn to_record(message: &impl Message) -> InRecord {
     }
 }
 
-/// librdkafka's metadata and offset calls block: keep them off the async workers.
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, SinkError> + Send + 'static) -> Result<R, SinkError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| sink_error("worker", e))?
-}
 
 #[async_trait]
 impl MessageBus for KafkaBus {
@@ -173,7 +169,7 @@ impl MessageBus for KafkaBus {
     async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
         let reader = self.lag_reader(group)?;
         let topics = topics.to_vec();
-        blocking(move || {
+        blocking(BACKEND, move || {
             let mut list = TopicPartitionList::new();
             for (topic, partition) in partitions(&reader, &topics)? {
                 list.add_partition(&topic, partition);
@@ -198,7 +194,7 @@ impl MessageBus for KafkaBus {
     async fn read_all(&self, topic: &str, max: usize, wait: Duration) -> Result<Vec<InRecord>, SinkError> {
         let config = self.config.clone();
         let topic = topic.to_string();
-        blocking(move || {
+        blocking(BACKEND, move || {
             let reader: BaseConsumer = base(&config)
                 .set("group.id", format!("mysimbdp-reader-{}", std::process::id()))
                 .set("enable.auto.commit", "false")
@@ -273,7 +269,7 @@ impl Consumer for KafkaConsumer {
             list.add_partition_offset(&topic, partition, Offset::Offset(offset)).map_err(|e| sink_error("commit", e))?;
         }
         let consumer = self.consumer.clone();
-        blocking(move || consumer.commit(&list, CommitMode::Sync).map_err(|e| sink_error("commit offsets", e))).await
+        blocking(BACKEND, move || consumer.commit(&list, CommitMode::Sync).map_err(|e| sink_error("commit offsets", e))).await
     }
 
     async fn close(self: Box<Self>) {

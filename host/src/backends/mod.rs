@@ -12,6 +12,15 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Runs a synchronous client call (tantivy, librdkafka's metadata and offset
+/// calls) off the async workers.
+pub(crate) async fn blocking<R: Send + 'static>(
+    backend: &'static str,
+    f: impl FnOnce() -> Result<R, SinkError> + Send + 'static,
+) -> Result<R, SinkError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| SinkError::new(backend, format!("worker: {e}")))?
+}
+
 /// A document as the host writes it: the id is always set.
 #[derive(Debug, Clone)]
 pub struct Doc {

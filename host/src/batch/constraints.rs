@@ -43,7 +43,7 @@ pub fn file_type(path: &Path) -> String {
 /// The rules one file can break on its own: type and size.
 pub fn check_file(constraints: &FileConstraints, path: &Path, bytes: u64) -> Option<Violation> {
     let kind = file_type(path);
-    if !constraints.allowed_types.iter().any(|allowed| *allowed == kind) {
+    if !constraints.allowed_types.contains(&kind) {
         return Some(Violation::new("file-type", constraints.allowed_types.join(", "), kind));
     }
     if bytes > constraints.max_file_bytes.bytes() {

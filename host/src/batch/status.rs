@@ -67,7 +67,7 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
         .with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
     let of = |state: FileState| latest.values().filter(|e| e.state == state).map(from_entry).collect::<Vec<_>>();
     let mut done: Vec<FileStatus> = of(FileState::Done).into_iter().chain(of(FileState::Duplicate)).collect();
-    done.sort_by(|a, b| b.at.cmp(&a.at));
+    done.sort_by_key(|f| std::cmp::Reverse(f.at));
     done.truncate(recent);
     let staged = staging::list(&tenant.paths.staging)
         .unwrap_or_default()
@@ -83,10 +83,10 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
         .collect();
     let mut failed: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.failed).into_iter().map(|(p, r)| from_reason(p, r)).collect();
-    failed.sort_by(|a, b| b.at.cmp(&a.at));
+    failed.sort_by_key(|f| std::cmp::Reverse(f.at));
     let mut quarantined: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.quarantine).into_iter().map(|(p, r)| from_reason(p, r)).collect();
-    quarantined.sort_by(|a, b| b.at.cmp(&a.at));
+    quarantined.sort_by_key(|f| std::cmp::Reverse(f.at));
     Ok(TenantStatus {
         tenant: tenant.id.to_string(),
         staged,

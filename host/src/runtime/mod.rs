@@ -83,10 +83,13 @@ pub struct Usage {
     pub duration: Duration,
 }
 
+/// A component (by SHA-256), the stack limit of its engine, and its world.
+type CompileKey = (String, u64, PipelineKind);
+
 pub struct Runtime {
     engines: Mutex<HashMap<u64, Arc<EngineSet>>>,
     /// One cell per component and stack size: concurrent loads compile once.
-    compiled: Mutex<HashMap<(String, u64, PipelineKind), Arc<tokio::sync::OnceCell<Arc<CompiledPipeline>>>>>,
+    compiled: Mutex<HashMap<CompileKey, Arc<tokio::sync::OnceCell<Arc<CompiledPipeline>>>>>,
     /// Compiled artifacts on disk, so a restart does not recompile.
     cache_dir: Option<PathBuf>,
     ticker: Arc<Ticker>,
