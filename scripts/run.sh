@@ -5,12 +5,21 @@
 # streams readings through the sensors tenant's stream pipeline, shows what
 # landed in the store, and keeps the host running until Ctrl-C.
 #
-#   scripts/run.sh          # then open http://127.0.0.1:8780/
-#   scripts/run.sh --exit   # stop after showing the results (used by the tests)
+#   scripts/run.sh                 # then open http://127.0.0.1:8780/
+#   scripts/run.sh --exit          # stop after showing the results (used by the tests)
+#   scripts/run.sh --distributed   # the same against real Kafka and OpenSearch (scripts/services.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 stay=1
-[ "${1:-}" = "--exit" ] && stay=0
+distributed=0
+for argument in "$@"; do
+    case "$argument" in
+        --exit) stay=0 ;;
+        --distributed) distributed=1 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "unknown argument $argument" >&2; exit 2 ;;
+    esac
+done
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
@@ -20,7 +29,16 @@ cargo build -p mysimbdp
 scripts/build-guests.sh
 mysimbdp=target/debug/mysimbdp
 guests=target/guests/wasm32-wasip2/release
-unset MYSIMBDP_CONFIG  # embedded defaults: tenants/tenants.yaml, data in ./var
+if [ "$distributed" = 1 ]; then
+    log "Starting Kafka and OpenSearch (scripts/services.sh)"
+    scripts/services.sh install
+    scripts/services.sh up
+    export MYSIMBDP_CONFIG=deploy/distributed.yaml
+    hostlog=var/host-distributed.log
+else
+    unset MYSIMBDP_CONFIG  # embedded defaults: tenants/tenants.yaml, data in ./var
+    hostlog=var/host.log
+fi
 api=http://127.0.0.1:8780
 
 if curl -fs "$api/api/health" >/dev/null 2>&1; then
@@ -34,14 +52,14 @@ $mysimbdp pipeline upload --tenant retail --kind batch --name features "$guests/
 $mysimbdp pipeline upload --tenant sensors --kind batch "$guests/sensor_readings.wasm"
 $mysimbdp pipeline upload --tenant sensors --kind stream "$guests/sensor_stream.wasm"
 
-log "Starting the host (embedded store and message log under ./var; log in var/host.log)"
+log "Starting the host (log in $hostlog)"
 mkdir -p var
-$mysimbdp host run > var/host.log 2>&1 &
+$mysimbdp host run > "$hostlog" 2>&1 &
 host=$!
 trap 'kill $host 2>/dev/null; wait $host 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
     curl -fs "$api/api/health" >/dev/null 2>&1 && break
-    kill -0 $host 2>/dev/null || { cat var/host.log >&2; exit 1; }
+    kill -0 $host 2>/dev/null || { cat "$hostlog" >&2; exit 1; }
     sleep 0.2
 done
 

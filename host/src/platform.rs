@@ -30,7 +30,7 @@ pub struct Platform {
 
 impl Platform {
     pub async fn open(config: PlatformConfig) -> anyhow::Result<Arc<Platform>> {
-        let registry = Registry::load(&config.tenants)?;
+        let registry = config.registry()?;
         for tenant in registry.tenants() {
             tenant
                 .paths

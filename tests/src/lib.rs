@@ -2,7 +2,7 @@
 //! by `build.rs`, and throw-away platforms (a temporary directory with its own
 //! registry, profiles, data directory and API port).
 
-use mysimbdp::config::{PlatformConfig, Registry};
+use mysimbdp::config::PlatformConfig;
 use mysimbdp::pipelines::{self, PipelineKind, PipelineVersion};
 use mysimbdp::platform::Platform;
 use mysimbdp::runtime::Runtime;
@@ -139,7 +139,7 @@ impl TestPlatform {
     /// Checks and stores `wasm` as the next version of a pipeline, as
     /// `mysimbdp pipeline upload` does.
     pub fn upload(&self, tenant: &str, kind: PipelineKind, name: &str, wasm: &str) -> PipelineVersion {
-        let registry = Registry::load(&self.config().tenants).expect("registry");
+        let registry = self.config().registry().expect("registry");
         let tenant = registry.require(tenant).expect("tenant");
         let name = pipelines::resolve_name(tenant, kind, Some(name)).expect("declared pipeline");
         let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("{wasm}: {e}"));

@@ -358,7 +358,7 @@ async fn a_host_killed_mid_ingestion_finishes_the_file_exactly_once_after_restar
     stage(&test, "retail", "big.csv", &orders_csv(1, rows));
 
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
-    let manifest = test.tenant_dir("retail").join("manifest.jsonl");
+    let manifest = test.dir.path().join("var/manifests/retail.jsonl");
     eventually("the host to start ingesting big.csv", Duration::from_secs(60), || {
         let started = read_log(&manifest).iter().any(|e| e["state"] == "ingesting");
         async move { started.then_some(()) }

@@ -77,8 +77,8 @@ impl BatchManager {
         let mut tenants = HashMap::new();
         let mut recovered = Vec::new();
         for tenant in platform.registry.tenants() {
-            let path = tenant.paths.root.join("manifest.jsonl");
-            let (manifest, entries) = Manifest::open(&path)
+            let path = &tenant.paths.manifest;
+            let (manifest, entries) = Manifest::open(path)
                 .map_err(|e| anyhow::anyhow!("cannot open the manifest {} of tenant `{}`: {e}", path.display(), tenant.id))?;
             let done = manifest::done_checksums(&entries);
             let state = TenantState {

@@ -1,5 +1,5 @@
 //! The durable record of what happened to each staged file, per tenant:
-//! `tenants/<id>/manifest.jsonl`, one JSON line per state change, fsync'd
+//! `<data_dir>/manifests/<tenant>.jsonl`, one JSON line per state change, fsync'd
 //! before the host acts on it. After a crash the host replays it: claimed or
 //! ingesting files are ingested again (document ids are deterministic, so a
 //! re-run overwrites), and done checksums are never ingested twice.

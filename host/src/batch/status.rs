@@ -63,7 +63,7 @@ fn from_reason(path: PathBuf, reason: Option<Reason>) -> FileStatus {
 }
 
 pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantStatus> {
-    let latest = manifest::read_latest(&tenant.paths.root.join("manifest.jsonl"))
+    let latest = manifest::read_latest(&tenant.paths.manifest)
         .with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
     let of = |state: FileState| latest.values().filter(|e| e.state == state).map(from_entry).collect::<Vec<_>>();
     let mut done: Vec<FileStatus> = of(FileState::Done).into_iter().chain(of(FileState::Duplicate)).collect();
@@ -114,7 +114,7 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
         dirs.push(&tenant.paths.quarantine);
     }
     let mut moved = Vec::new();
-    let manifest_path = tenant.paths.root.join("manifest.jsonl");
+    let manifest_path = &tenant.paths.manifest;
     let mut retried_entries = Vec::new();
     for dir in dirs {
         for (path, reason) in staging::with_reasons(dir) {
@@ -145,7 +145,7 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
     if !retried_entries.is_empty() {
         // Appended directly: a running host only reads the manifest at start.
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&manifest_path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(manifest_path)?;
         for entry in retried_entries {
             writeln!(file, "{}", serde_json::to_string(&entry)?)?;
         }

@@ -5,7 +5,7 @@ use super::{IngestArgs, QueryArgs};
 use crate::api::{ApiClient, IngestRequest};
 use crate::backends::SearchResult;
 use crate::batch::constraints::human_bytes;
-use crate::config::{PlatformConfig, Registry, Schedule};
+use crate::config::{PlatformConfig, Schedule};
 use crate::pipelines::{self, PipelineKind};
 use crate::platform::Platform;
 use crate::runtime::Runtime;
@@ -55,7 +55,7 @@ pub async fn upload(
     name: Option<&str>,
     file: &Path,
 ) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     let name = pipelines::resolve_name(tenant, kind, name)?;
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -83,7 +83,7 @@ pub async fn upload(
 }
 
 pub fn list_pipelines(config: &PlatformConfig, out: &Output, tenant: Option<&str>) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let tenants = match tenant {
         Some(id) => vec![registry.require(id)?.clone()],
         None => registry.tenants().cloned().collect(),
@@ -126,7 +126,7 @@ fn schedule_text(schedule: &Schedule) -> String {
 }
 
 pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     if out.json {
         let ids: Vec<_> = registry.tenants().map(|t| serde_json::json!({"id": t.id, "profile": t.profile})).collect();
         out.json(&ids);
@@ -153,7 +153,7 @@ pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<Exi
 }
 
 pub fn show_tenant(config: &PlatformConfig, out: &Output, tenant: &str) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     if out.json {
         out.json(&serde_json::json!({"id": tenant.id, "profile": tenant.profile, "root": tenant.paths.root}));
@@ -202,7 +202,7 @@ pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> an
 }
 
 pub fn stage_put(config: &PlatformConfig, out: &Output, tenant: &str, into: Option<&Path>, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     tenant.paths.create()?;
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
@@ -229,7 +229,7 @@ pub fn stage_put(config: &PlatformConfig, out: &Output, tenant: &str, into: Opti
 }
 
 pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<&str>, recent: usize) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let statuses = crate::batch::status::status(&registry, tenant, recent)?;
     if out.json {
         out.json(&statuses);
@@ -278,7 +278,7 @@ pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<
 }
 
 pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quarantined: bool, files: &[String]) -> anyhow::Result<ExitCode> {
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     let moved = crate::batch::status::retry(tenant, files, quarantined)?;
     if out.json {
@@ -400,7 +400,7 @@ pub async fn stream_produce(
 
 pub fn stats(config: &PlatformConfig, out: &Output, tenant: Option<&str>, since: Option<&str>) -> anyhow::Result<ExitCode> {
     use crate::telemetry::stats;
-    let registry = Registry::load(&config.tenants)?;
+    let registry = config.registry()?;
     let since = since.map(stats::parse_since).transpose()?;
     let records = stats::read_records(&registry, tenant)?;
     let stats = stats::compute(&records, since);

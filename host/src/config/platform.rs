@@ -185,6 +185,11 @@ impl PlatformConfig {
         Ok(config)
     }
 
+    /// The tenant registry of this platform.
+    pub fn registry(&self) -> Result<super::Registry, ConfigError> {
+        super::Registry::load(&self.tenants, &self.data_dir)
+    }
+
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         if self.batch.max_parallel_ingestions == 0 {
             return Err(ConfigError::new(file, "batch.max_parallel_ingestions", "must be at least 1"));

@@ -49,11 +49,16 @@ pub struct TenantPaths {
     pub logs: PathBuf,
     /// Uploaded pipeline components, versioned.
     pub pipelines: PathBuf,
+    /// What the host did with each staged file (claimed, done, failed, ...).
+    /// Host state, so it lives in the platform's data directory: two
+    /// platforms sharing the registry keep their own.
+    pub manifest: PathBuf,
 }
 
 impl TenantPaths {
-    fn new(root: PathBuf) -> Self {
+    fn new(root: PathBuf, manifest: PathBuf) -> Self {
         TenantPaths {
+            manifest,
             staging: root.join("staging"),
             quarantine: root.join("quarantine"),
             work: root.join("work"),
@@ -70,6 +75,9 @@ impl TenantPaths {
         for dir in [&self.staging, &self.quarantine, &self.work, &self.archive, &self.failed, &self.logs, &self.pipelines] {
             std::fs::create_dir_all(dir)?;
         }
+        if let Some(dir) = self.manifest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok(())
     }
 }
@@ -81,8 +89,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads the registry and every profile in it; the first invalid one is an error.
-    pub fn load(file: &Path) -> Result<Registry, ConfigError> {
+    /// Loads the registry and every profile in it; the first invalid one is an
+    /// error. Host state of the tenants goes under `data_dir`.
+    pub fn load(file: &Path, data_dir: &Path) -> Result<Registry, ConfigError> {
         let raw: RegistryFile = super::load_yaml(file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut tenants = BTreeMap::new();
@@ -92,7 +101,8 @@ impl Registry {
             }
             let profile_file = base.join(&entry.profile);
             let profile = Profile::load(&profile_file)?;
-            let paths = TenantPaths::new(base.join(entry.id.as_str()));
+            let manifest = data_dir.join("manifests").join(format!("{}.jsonl", entry.id));
+            let paths = TenantPaths::new(base.join(entry.id.as_str()), manifest);
             tenants.insert(entry.id.clone(), Arc::new(Tenant { id: entry.id, profile, profile_file, paths }));
         }
         Ok(Registry { file: file.to_path_buf(), tenants })
