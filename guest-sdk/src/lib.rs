@@ -42,6 +42,7 @@ pub use error::Error;
 pub use input::{ChunkSource, InputFile, ReadSource};
 pub use lines::{Line, LineReader};
 pub use mysimbdp_guest_macros::{batch_pipeline, stream_pipeline};
+pub use serde;
 pub use serde_json;
 pub use writer::DocumentWriter;
 

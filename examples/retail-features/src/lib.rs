@@ -8,7 +8,7 @@
 //! memory, hence its larger sandbox in the profile.
 
 use mysimbdp::prelude::*;
-use retail_model::{Columns, Settings, order_document};
+use retail_model::{Columns, Order, Settings, order_document};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Default)]
@@ -28,30 +28,40 @@ struct Customer {
 }
 
 impl Customer {
-    fn add(&mut self, order: &Value) {
-        let total = order["total_eur"].as_f64().unwrap_or(0.0);
-        let date = order["order_date"].as_str().unwrap_or_default().to_string();
-        self.name = order["customer"]["name"].as_str().unwrap_or_default().to_string();
-        self.country = order["customer"]["country"].as_str().unwrap_or_default().to_string();
+    fn add(&mut self, order: &Order<'_>) {
+        let total = order.total_eur;
+        let date = order.order_date;
+        if self.name != order.customer.name {
+            self.name = order.customer.name.to_string();
+        }
+        if self.country != order.customer.country {
+            self.country = order.customer.country.to_string();
+        }
         self.orders += 1;
-        self.units += order["quantity"].as_u64().unwrap_or(0);
+        self.units += u64::from(order.quantity);
         self.spend_eur += total;
         self.largest_eur = self.largest_eur.max(total);
-        if self.first.is_empty() || date < self.first {
-            self.first = date.clone();
+        if self.first.is_empty() || date < self.first.as_str() {
+            self.first = date.to_string();
         }
-        if date > self.last {
-            self.last = date.clone();
+        if date > self.last.as_str() {
+            self.last = date.to_string();
         }
-        self.days.insert(date);
-        if matches!(order["weekday"].as_str(), Some("saturday" | "sunday")) {
+        if !self.days.contains(date) {
+            self.days.insert(date.to_string());
+        }
+        if matches!(order.weekday, "saturday" | "sunday") {
             self.weekend_orders += 1;
         }
-        if order["size"] == "large" {
+        if order.size == "large" {
             self.large_orders += 1;
         }
-        let category = order["item"]["category"].as_str().unwrap_or("unknown").to_string();
-        *self.by_category.entry(category).or_default() += total;
+        match self.by_category.get_mut(order.item.category.as_ref()) {
+            Some(spend) => *spend += total,
+            None => {
+                self.by_category.insert(order.item.category.to_string(), total);
+            }
+        }
     }
 
     fn document(&self, id: &str, file: &str) -> Value {
@@ -86,10 +96,10 @@ fn ingest(file: &InputFile, ctx: &mut BatchContext) -> Result<(), Error> {
     let mut customers: HashMap<String, Customer> = HashMap::new();
     while let Some(row) = rows.next_row()? {
         match order_document(&row, &columns, &settings) {
-            Ok(order) => {
-                let id = order["customer"]["id"].as_str().unwrap_or_default().to_string();
-                customers.entry(id).or_default().add(&order);
-            }
+            Ok(order) => match customers.get_mut(order.customer.id) {
+                Some(customer) => customer.add(&order),
+                None => customers.entry(order.customer.id.to_string()).or_default().add(&order),
+            },
             Err(reason) => ctx.reject_row(&row, reason)?,
         }
     }

@@ -8,6 +8,8 @@
 //! shop currency and in EUR, weekday, size class), or says why it is rejected.
 
 use mysimbdp::prelude::*;
+use serde::Serialize;
+use std::borrow::Cow;
 
 /// Pipeline parameters, read once per file from the tenant's profile.
 pub struct Settings {
@@ -85,9 +87,47 @@ impl Columns {
     }
 }
 
+/// An order document. It borrows the row's text where it can: built and
+/// serialised once per row, so every allocation saved counts.
+#[derive(Debug, Serialize)]
+pub struct Order<'r> {
+    pub order_id: &'r str,
+    pub order_date: &'r str,
+    pub weekday: &'static str,
+    /// `YYYY-MM` of the order date.
+    pub month: &'r str,
+    pub customer: Customer<'r>,
+    pub item: Item<'r>,
+    pub quantity: u32,
+    pub unit_price: f64,
+    pub discount: f64,
+    /// ISO 4217, as the profile's rates spell it.
+    pub currency: &'r str,
+    pub total: f64,
+    pub total_eur: f64,
+    /// `small`, `medium` or `large` by the total in EUR.
+    pub size: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Customer<'r> {
+    pub id: &'r str,
+    pub name: &'r str,
+    /// ISO 3166 alpha-2, upper case.
+    pub country: Cow<'r, str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Item<'r> {
+    pub sku: &'r str,
+    pub product: &'r str,
+    /// Lower case.
+    pub category: Cow<'r, str>,
+}
+
 /// One CSV row to an order document, or the reason it is rejected.
-pub fn order_document(row: &Row<'_>, columns: &Columns, settings: &Settings) -> Result<Value, String> {
-    let field = |index: usize, name: &str| -> Result<&str, String> {
+pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settings) -> Result<Order<'r>, String> {
+    let field = |index: usize, name: &str| -> Result<&'r str, String> {
         match row.field(index).map(str::trim) {
             Some(value) if !value.is_empty() => Ok(value),
             _ => Err(format!("`{name}` is missing")),
@@ -96,9 +136,9 @@ pub fn order_document(row: &Row<'_>, columns: &Columns, settings: &Settings) -> 
     let order_id = field(columns.order_id, "order_id")?;
     let date = field(columns.order_date, "order_date")?;
     let (year, month, day) = parse_date(date).ok_or_else(|| format!("`order_date` {date:?} is not YYYY-MM-DD"))?;
-    let country = field(columns.country, "country")?.to_ascii_uppercase();
+    let country = field(columns.country, "country")?;
     if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
-        return Err(format!("`country` {country:?} is not an ISO 3166 alpha-2 code"));
+        return Err(format!("`country` {:?} is not an ISO 3166 alpha-2 code", country.to_ascii_uppercase()));
     }
     let quantity: u32 = field(columns.quantity, "quantity")?
         .parse()
@@ -118,13 +158,13 @@ pub fn order_document(row: &Row<'_>, columns: &Columns, settings: &Settings) -> 
             .filter(|d: &f64| (0.0..1.0).contains(d))
             .ok_or("`discount` must be a fraction in [0, 1)")?,
     };
-    let currency = field(columns.currency, "currency")?.to_ascii_uppercase();
-    let rate = settings
+    let currency = field(columns.currency, "currency")?;
+    let (currency, rate) = settings
         .eur_rates
         .iter()
-        .find(|(code, _)| *code == currency)
-        .map(|(_, rate)| *rate)
-        .ok_or_else(|| format!("`currency` {currency} has no EUR rate in the profile"))?;
+        .find(|(code, _)| code.eq_ignore_ascii_case(currency))
+        .map(|(code, rate)| (code.as_str(), *rate))
+        .ok_or_else(|| format!("`currency` {} has no EUR rate in the profile", currency.to_ascii_uppercase()))?;
 
     let total = round2(f64::from(quantity) * unit_price * (1.0 - discount));
     let total_eur = round2(total * rate);
@@ -135,44 +175,58 @@ pub fn order_document(row: &Row<'_>, columns: &Columns, settings: &Settings) -> 
     } else {
         "small"
     };
-    Ok(json!({
-        "order_id": order_id,
-        "order_date": date,
-        "weekday": WEEKDAYS[weekday(year, month, day)],
-        "month": format!("{year:04}-{month:02}"),
-        "customer": {
-            "id": field(columns.customer_id, "customer_id")?,
-            "name": field(columns.customer_name, "customer_name")?,
-            "country": country,
+    Ok(Order {
+        order_id,
+        order_date: date,
+        weekday: WEEKDAYS[weekday(year, month, day)],
+        month: &date[..7],
+        customer: Customer {
+            id: field(columns.customer_id, "customer_id")?,
+            name: field(columns.customer_name, "customer_name")?,
+            country: upper(country),
         },
-        "item": {
-            "sku": field(columns.sku, "sku")?,
-            "product": field(columns.product, "product")?,
-            "category": field(columns.category, "category")?.to_lowercase(),
+        item: Item {
+            sku: field(columns.sku, "sku")?,
+            product: field(columns.product, "product")?,
+            category: lower(field(columns.category, "category")?),
         },
-        "quantity": quantity,
-        "unit_price": unit_price,
-        "discount": discount,
-        "currency": currency,
-        "total": total,
-        "total_eur": total_eur,
-        "size": size,
-    }))
+        quantity,
+        unit_price,
+        discount,
+        currency,
+        total,
+        total_eur,
+        size,
+    })
+}
+
+/// `text` in upper case, copied only when it is not already.
+fn upper(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_lowercase()) { Cow::Owned(text.to_ascii_uppercase()) } else { Cow::Borrowed(text) }
+}
+
+/// `text` in lower case, copied only when it is not already.
+fn lower(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_uppercase) { Cow::Owned(text.to_lowercase()) } else { Cow::Borrowed(text) }
 }
 
 fn round2(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
+/// `YYYY-MM-DD` with four, two and two digits, and a day the month has.
 fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
-    let mut parts = text.splitn(3, '-');
-    let year: i32 = parts.next()?.parse().ok()?;
-    let month: u32 = parts.next()?.parse().ok()?;
-    let day: u32 = parts.next()?.parse().ok()?;
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+        return None;
+    }
+    let year: i32 = text[..4].parse().ok()?;
+    let month: u32 = text[5..7].parse().ok()?;
+    let day: u32 = text[8..].parse().ok()?;
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    (text.len() == 10 && (1..=12).contains(&month) && day >= 1 && day <= days[month as usize - 1])
-        .then_some((year, month, day))
+    ((1..=12).contains(&month) && day >= 1 && day <= days[month as usize - 1]).then_some((year, month, day))
 }
 
 const WEEKDAYS: [&str; 7] = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
@@ -200,5 +254,6 @@ mod tests {
         assert_eq!(parse_date("2023-02-29"), None);
         assert_eq!(parse_date("2023-13-01"), None);
         assert_eq!(parse_date("2023-1-01"), None);
+        assert_eq!(parse_date("+202-01-01"), None);
     }
 }

@@ -16,10 +16,10 @@ fn ingest(file: &InputFile, ctx: &mut BatchContext) -> Result<(), Error> {
     while let Some(row) = rows.next_row()? {
         match order_document(&row, &columns, &settings) {
             Ok(doc) => {
-                if doc["size"] == "large" {
+                if doc.size == "large" {
                     large += 1;
                 }
-                orders.push_value(ctx.row_id(row.number()), &doc)?;
+                orders.push_serialize(ctx.row_id(row.number()), &doc)?;
             }
             Err(reason) => ctx.reject_row(&row, reason)?,
         }

@@ -1,0 +1,167 @@
+//! An experiment, not the host: the host's batch invocation (same component,
+//! same `HostState` and host imports, same Cranelift settings) replicated with
+//! one engine setting changed, to measure what fuel metering and epoch
+//! interruption cost. The host's own engine settings cannot be changed from
+//! outside (`mysimbdp::runtime::Runtime` fixes them), hence the replica.
+//!
+//! What differs from `Runtime::run_batch` besides the toggled setting: no
+//! memory limiter (the guest stays far below its limit) and no deadline.
+
+use mysimbdp::batch::identify;
+use mysimbdp::capabilities::HostState;
+use mysimbdp::capabilities::staging::InputFile;
+use mysimbdp::pipelines::{self, PipelineKind};
+use mysimbdp::platform::Platform;
+use mysimbdp::runtime::bindings::BatchReport;
+use mysimbdp::runtime::bindings::batch::BatchPipelinePre;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
+
+/// As `mysimbdp::runtime`: host calls run on the guest's fiber below its stack.
+const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Fuel between yields when fuel alone interrupts the guest: at the ~4·10^9
+/// units per second measured here, about 5 ms.
+const FUEL_YIELD_INTERVAL: u64 = 20_000_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct EngineSettings {
+    pub fuel: bool,
+    pub epochs: bool,
+}
+
+impl EngineSettings {
+    pub fn name(self) -> &'static str {
+        match (self.fuel, self.epochs) {
+            (true, true) => "replica-fuel+epochs",
+            (false, true) => "replica-epochs-only",
+            (true, false) => "replica-fuel-only-yielding",
+            (false, false) => "replica-no-fuel-no-epochs",
+        }
+    }
+}
+
+/// A compiled component under `settings`, with an epoch ticker while it lives.
+pub struct Replica {
+    settings: EngineSettings,
+    engine: Engine,
+    pre: BatchPipelinePre<HostState>,
+    ticking: Arc<AtomicBool>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.ticking.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Replica {
+    pub fn name(&self) -> &'static str {
+        self.settings.name()
+    }
+
+    pub fn new(
+        settings: EngineSettings,
+        wasm: &Path,
+        stack_bytes: usize,
+    ) -> anyhow::Result<Replica> {
+        let mut config = Config::new();
+        config.consume_fuel(settings.fuel);
+        config.epoch_interruption(settings.epochs);
+        config.max_wasm_stack(stack_bytes);
+        config.async_stack_size(stack_bytes + HOST_STACK_BYTES);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        if std::env::var_os("MYSIMBDP_BENCH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        mysimbdp::runtime::bindings::batch::BatchPipeline::add_to_linker::<
+            HostState,
+            HasSelf<HostState>,
+        >(&mut linker, |s| s)?;
+        let component = Component::from_file(&engine, wasm)?;
+        let pre = BatchPipelinePre::new(linker.instantiate_pre(&component)?)?;
+        let ticking = Arc::new(AtomicBool::new(true));
+        if settings.epochs {
+            let (engine, ticking) = (engine.clone(), ticking.clone());
+            std::thread::spawn(move || {
+                while ticking.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            });
+        }
+        Ok(Replica {
+            settings,
+            engine,
+            pre,
+            ticking,
+        })
+    }
+
+    /// Ingests `path` as the tenant's batch pipeline `pipeline` would; returns
+    /// the report and the seconds taken (hashing included, as in `ingest_path`).
+    pub async fn ingest(
+        &self,
+        platform: &Platform,
+        tenant: &str,
+        pipeline: &str,
+        path: &Path,
+    ) -> anyhow::Result<(BatchReport, f64)> {
+        let started = Instant::now();
+        let tenant = platform.tenant(tenant)?;
+        let spec = tenant
+            .profile
+            .batch_pipeline(pipeline)
+            .ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
+        let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
+        let identity = identify(path).await?;
+        let input = InputFile {
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            size: identity.bytes,
+            checksum: identity.sha256,
+            file: std::fs::File::open(path)?,
+            progress: None,
+        };
+        let scope = platform.scope(
+            tenant,
+            PipelineKind::Batch,
+            &spec.name,
+            version.version,
+            &spec.parameters,
+        );
+        let limits = tenant.profile.sandbox.with(&spec.sandbox);
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(scope, limits.memory_bytes.bytes()),
+        );
+        if self.settings.fuel {
+            store.set_fuel(limits.fuel_per_invocation)?;
+        }
+        if self.settings.fuel && !self.settings.epochs {
+            // Without epochs, fuel is what makes a computing guest yield
+            // (about every few ms), so a deadline could still be enforced there.
+            store.fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))?;
+        }
+        if self.settings.epochs {
+            // As the host: yield to other tasks every tick.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+        }
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        let handle = store.data_mut().table().push(input)?;
+        let borrowed = Resource::<InputFile>::new_borrow(handle.rep());
+        let report = instance.call_ingest(&mut store, borrowed).await?;
+        let report = report.map_err(|e| anyhow::anyhow!("the pipeline failed: {e:?}"))?;
+        Ok((report, started.elapsed().as_secs_f64()))
+    }
+}

@@ -1,0 +1,59 @@
+//! Benchmarks of mysimbdp (see docs/benchmarks.md for what each measures and
+//! the numbers). Performance is measured here, never asserted in tests.
+//!
+//! Every subcommand prints a summary and writes
+//! `bench/data/results/<name>.json` with all runs, the machine and the commit.
+//! Ratios are always taken between variants measured in the same process, one
+//! after the other, because the benchmark machines are small and noisy.
+
+mod ablation;
+mod batch_core;
+mod batch_manager;
+mod common;
+mod stream;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mysimbdp-bench",
+    about = "Benchmarks of mysimbdp; run through scripts/bench.sh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// One large CSV through the retail-orders component (null sink, embedded
+    /// store) against the same transform compiled natively.
+    BatchCore(batch_core::Args),
+    /// Real Kafka → wasm stream pipeline → OpenSearch: throughput against a
+    /// plain bulk loader, and produce-to-searchable latency.
+    Stream(stream::Args),
+    /// Many small and a few large files of two tenants through the batch
+    /// manager, against direct ingestion of the same files.
+    BatchManager(batch_manager::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::BatchCore(args) => batch_core::run(args).await,
+            Command::Stream(args) => stream::run(args).await,
+            Command::BatchManager(args) => batch_manager::run(args).await,
+        }
+    })
+}
