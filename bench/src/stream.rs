@@ -21,6 +21,7 @@ use crate::common::{self, BenchPlatform, median, percentile, secs};
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use mysimbdp::pipelines::PipelineKind;
+use mysimbdp::platform::Platform;
 use mysimbdp::stream::StreamManager;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -324,19 +325,20 @@ async fn bulk_loader(search: &Search, lines: &[String]) -> anyhow::Result<Value>
     )
 }
 
-/// (a) The host's stream manager with `instances` instances on pre-produced readings.
-async fn host_stream(
+/// A fresh tenant (named from `prefix`) on a platform against the real
+/// services, with the sensor-stream component uploaded as `live` and
+/// compiled, and its `readings` topic created: (tenant, its platform files,
+/// the open platform, the topic).
+async fn stream_tenant(
     args: &Args,
-    search: &Search,
-    kafka: &Kafka,
-    lines: &[String],
-    instances: u32,
-) -> anyhow::Result<Value> {
-    let tenant = common::unique_tenant("bs");
+    prefix: &str,
+    run: &str,
+) -> anyhow::Result<(String, BenchPlatform, Arc<Platform>, String)> {
+    let tenant = common::unique_tenant(prefix);
     let bench = BenchPlatform::builder()
         .tenant(&tenant, profile()?)
         .config(&services_config(args))
-        .build("stream")?;
+        .build(run)?;
     bench.upload(
         &tenant,
         PipelineKind::Stream,
@@ -347,6 +349,18 @@ async fn host_stream(
     common::warm(&platform, &tenant, PipelineKind::Stream, "live").await?;
     let topic = format!("{tenant}.readings");
     platform.services.ensure_topic(&topic, PARTITIONS).await?;
+    Ok((tenant, bench, platform, topic))
+}
+
+/// (a) The host's stream manager with `instances` instances on pre-produced readings.
+async fn host_stream(
+    args: &Args,
+    search: &Search,
+    kafka: &Kafka,
+    lines: &[String],
+    instances: u32,
+) -> anyhow::Result<Value> {
+    let (tenant, bench, platform, topic) = stream_tenant(args, "bs", "stream").await?;
     let produced = kafka.produce_all(&topic, lines).await?;
 
     let manager = StreamManager::new(platform.clone());
@@ -503,22 +517,8 @@ async fn latency(
     kafka: &Kafka,
     lines: &[String],
 ) -> anyhow::Result<Value> {
-    let tenant = common::unique_tenant("bl");
-    let bench = BenchPlatform::builder()
-        .tenant(&tenant, profile()?)
-        .config(&services_config(args))
-        .build("stream-latency")?;
-    bench.upload(
-        &tenant,
-        PipelineKind::Stream,
-        "live",
-        &common::guest("sensor_stream")?,
-    )?;
-    let platform = bench.open().await?;
-    common::warm(&platform, &tenant, PipelineKind::Stream, "live").await?;
-    let topic = format!("{tenant}.readings");
+    let (tenant, _bench, platform, topic) = stream_tenant(args, "bl", "stream-latency").await?;
     let index = format!("{tenant}-readings");
-    platform.services.ensure_topic(&topic, PARTITIONS).await?;
     let manager = StreamManager::new(platform.clone());
     manager.start(&tenant, Some(1)).await?;
     println!(
