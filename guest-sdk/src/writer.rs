@@ -56,7 +56,7 @@ impl DocumentWriter {
     /// e.g. a `#[derive(Serialize)]` struct borrowing the row's fields: the
     /// cheapest way to build a document, with no `Value` tree in between.
     pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl Into<String>, doc: &T) -> Result<(), Error> {
-        let json = serde_json::to_string(doc).map_err(|e| Error::invalid_input(format!("document {}: {e}", self.collection)))?;
+        let json = serde_json::to_string(doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
         self.push(id, json)
     }
 
