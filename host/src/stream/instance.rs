@@ -93,8 +93,7 @@ impl Instance {
                     Ok(c) => consumer = Some(c),
                     Err(error) => {
                         self.event(&log, "error", &format!("cannot join consumer group {group}: {error}"));
-                        wait(&mut stop, retry).await;
-                        retry = (retry * 2).min(MAX_RETRY);
+                        back_off(&mut stop, &mut retry).await;
                         continue;
                     }
                 }
@@ -107,8 +106,7 @@ impl Instance {
                         Ok(records) => pending = records,
                         Err(error) => {
                             self.event(&log, "warn", &format!("poll failed: {error}"));
-                            wait(&mut stop, retry).await;
-                            retry = (retry * 2).min(MAX_RETRY);
+                            back_off(&mut stop, &mut retry).await;
                             continue;
                         }
                     },
@@ -123,8 +121,7 @@ impl Instance {
                 Ok(loaded) => Some(loaded),
                 Err(error) => {
                     self.event(&log, "error", &format!("{error:#}; the batch waits"));
-                    wait(&mut stop, retry).await;
-                    retry = (retry * 2).min(MAX_RETRY);
+                    back_off(&mut stop, &mut retry).await;
                     continue;
                 }
             };
@@ -144,8 +141,7 @@ impl Instance {
                     // Not committed: the same batch is retried here, or
                     // redelivered to another instance after a stop.
                     self.event(&log, "warn", &format!("batch of {} messages not ingested ({failure}); retrying in {retry:?}", pending.len()));
-                    wait(&mut stop, retry).await;
-                    retry = (retry * 2).min(MAX_RETRY);
+                    back_off(&mut stop, &mut retry).await;
                 }
             }
         }
@@ -304,9 +300,11 @@ fn describe(batch: &[InRecord]) -> String {
     ranges.iter().map(|((topic, p), (a, b))| format!("{topic}/{p}@{a}-{b}")).collect::<Vec<_>>().join(", ")
 }
 
-async fn wait(stop: &mut watch::Receiver<bool>, duration: Duration) {
+/// Waits `retry` (or until stopped), then doubles it up to `MAX_RETRY`.
+async fn back_off(stop: &mut watch::Receiver<bool>, retry: &mut Duration) {
     tokio::select! {
-        _ = tokio::time::sleep(duration) => {}
+        _ = tokio::time::sleep(*retry) => {}
         _ = stop.changed() => {}
     }
+    *retry = (*retry * 2).min(MAX_RETRY);
 }
