@@ -34,7 +34,7 @@ pub struct Args {
     /// The CSV to ingest (default bench/data/orders-110mb.csv).
     #[arg(long)]
     file: Option<PathBuf>,
-    /// Only these variants (wasm-null, wasm-embedded, native, replicas); all by default.
+    /// Only these variants (wasm-null, wasm-embedded, native, replicas or one replica by name); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -100,14 +100,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         started.elapsed(),
     )?;
     println!("  warm-up (compiles the component): {:.2} s", warm.seconds);
-    let replicas = if wanted("replicas") {
-        REPLICAS
-            .iter()
-            .map(|&s| Replica::new(s, &wasm, STACK))
-            .collect::<anyhow::Result<Vec<_>>>()?
-    } else {
-        Vec::new()
-    };
+    // `replicas` runs them all; each can also be named alone.
+    let replicas = REPLICAS
+        .iter()
+        .filter(|s| wanted("replicas") || wanted(s.name()))
+        .map(|&s| Replica::new(s, &wasm, STACK))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     // Round by round, so the machine's drift hits every variant alike.
     let mut hash_runs = Vec::new();

@@ -112,7 +112,22 @@ impl BatchContext {
     /// tenant, the file's checksum and the number, so ingesting the same file
     /// again overwrites instead of duplicating.
     pub fn row_id(&self, number: u64) -> String {
-        format!("{}{number}", self.id_prefix)
+        // Called for every document: the digits by hand, not through `fmt`.
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = number;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let mut id = String::with_capacity(self.id_prefix.len() + digits.len() - start);
+        id.push_str(&self.id_prefix);
+        id.extend(digits[start..].iter().map(|&d| char::from(d)));
+        id
     }
 
     /// Sends a CSV row to the dead-letter topic with `reason`; counted as rejected.

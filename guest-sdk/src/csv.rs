@@ -14,7 +14,10 @@ pub struct CsvReader<S> {
     fields: Vec<u8>,
     ends: Vec<usize>,
     field_count: usize,
-    raw: Vec<u8>,
+    /// Where the current record starts in `chunks.buf` (it ends at `chunks.pos`).
+    raw_start: usize,
+    /// Whether the current record's bytes are valid UTF-8 (then so is each field).
+    utf8: bool,
     number: u64,
 }
 
@@ -30,7 +33,8 @@ impl<S: ChunkSource> CsvReader<S> {
             fields: vec![0; 4096],
             ends: vec![0; 64],
             field_count: 0,
-            raw: Vec::new(),
+            raw_start: 0,
+            utf8: false,
             number: 0,
         };
         if reader.read_record()? {
@@ -69,28 +73,31 @@ impl<S: ChunkSource> CsvReader<S> {
             number: self.number,
             fields: &self.fields,
             ends: &self.ends[..self.field_count],
-            raw: &self.raw,
+            utf8: self.utf8,
+            raw: &self.chunks.buf[self.raw_start..self.chunks.pos],
             columns: &self.columns,
         }))
     }
 
     fn field_text(&self, i: usize) -> Option<&str> {
-        field(&self.fields, &self.ends[..self.field_count], i)
+        field(&self.fields, &self.ends[..self.field_count], self.utf8, i)
     }
 
-    /// Parses the next record into `fields`/`ends` and keeps its raw bytes.
+    /// Parses the next record into `fields`/`ends`; its raw bytes stay in the
+    /// chunk buffer (kept across refills) from `raw_start` to `chunks.pos`.
     fn read_record(&mut self) -> Result<bool, Error> {
-        self.raw.clear();
+        self.raw_start = self.chunks.pos;
         let (mut out, mut end) = (0, 0);
         loop {
             // An empty input means end of file to csv-core: refill first.
             if self.chunks.pending().is_empty() && !self.chunks.eof {
-                self.chunks.refill()?;
+                if self.chunks.refill_keeping(self.raw_start)? {
+                    self.raw_start = 0;
+                }
             }
             let input = &self.chunks.buf[self.chunks.pos..];
             let (result, nin, nout, nend) =
                 self.parser.read_record(input, &mut self.fields[out..], &mut self.ends[end..]);
-            self.raw.extend_from_slice(&input[..nin]);
             self.chunks.pos += nin;
             out += nout;
             end += nend;
@@ -108,6 +115,7 @@ impl<S: ChunkSource> CsvReader<S> {
                 }
                 ReadRecordResult::Record => {
                     self.field_count = end;
+                    self.utf8 = is_utf8(&self.chunks.buf[self.raw_start..self.chunks.pos]);
                     return Ok(true);
                 }
                 ReadRecordResult::End => return Ok(false),
@@ -116,10 +124,27 @@ impl<S: ChunkSource> CsvReader<S> {
     }
 }
 
-fn field<'r>(fields: &'r [u8], ends: &[usize], i: usize) -> Option<&'r str> {
+/// Whether `bytes` are UTF-8, with an ASCII check eight bytes at a time first
+/// (most rows are ASCII; on wasm32 `str::is_ascii` goes four bytes at a time).
+fn is_utf8(bytes: &[u8]) -> bool {
+    let (words, rest) = bytes.as_chunks::<8>();
+    let high = words.iter().fold(0, |high, word| high | u64::from_ne_bytes(*word)) & 0x8080_8080_8080_8080;
+    (high == 0 && rest.is_ascii()) || std::str::from_utf8(bytes).is_ok()
+}
+
+/// Field `i` as text. `utf8` says the whole record was valid UTF-8: then every
+/// field is too, since fields are the record's bytes cut at ASCII delimiters
+/// and quotes, which are always character boundaries.
+fn field<'r>(fields: &'r [u8], ends: &[usize], utf8: bool, i: usize) -> Option<&'r str> {
     let end = *ends.get(i)?;
     let start = if i == 0 { 0 } else { ends[i - 1] };
-    std::str::from_utf8(&fields[start..end]).ok()
+    let bytes = &fields[start..end];
+    if utf8 {
+        // SAFETY: checked above: a field of a UTF-8 record is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+    } else {
+        std::str::from_utf8(bytes).ok()
+    }
 }
 
 /// One data row of a CSV file.
@@ -127,6 +152,7 @@ pub struct Row<'r> {
     number: u64,
     fields: &'r [u8],
     ends: &'r [usize],
+    utf8: bool,
     raw: &'r [u8],
     columns: &'r HashMap<String, usize>,
 }
@@ -148,7 +174,7 @@ impl<'r> Row<'r> {
 
     /// Field `i`, or `None` when the row is shorter or the field is not UTF-8.
     pub fn field(&self, i: usize) -> Option<&'r str> {
-        field(self.fields, self.ends, i)
+        field(self.fields, self.ends, self.utf8, i)
     }
 
     /// The field under column `name`.
@@ -156,8 +182,72 @@ impl<'r> Row<'r> {
         self.columns.get(name).and_then(|&i| self.field(i))
     }
 
-    /// The row as it was in the file, for dead-lettering.
+    /// The row as it was in the file, for dead-lettering, without line ends
+    /// (with `\r\n` the parser ends a row at `\r` and skips `\n` before the next).
     pub fn raw(&self) -> &'r [u8] {
-        self.raw.strip_suffix(b"\n").map(|r| r.strip_suffix(b"\r").unwrap_or(r)).unwrap_or(self.raw)
+        let newline = |b: &u8| *b == b'\r' || *b == b'\n';
+        let start = self.raw.iter().position(|b| !newline(b)).unwrap_or(self.raw.len());
+        let end = self.raw.iter().rposition(|b| !newline(b)).map_or(start, |i| i + 1);
+        &self.raw[start..end]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out the input a few bytes at a time, so records straddle refills.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl ChunkSource for Trickle<'_> {
+        fn next_chunk(&mut self, _: u32) -> Result<Vec<u8>, Error> {
+            let n = self.1.min(self.0.len());
+            let (chunk, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(chunk.to_vec())
+        }
+    }
+
+    fn rows(input: &[u8], chunk: usize) -> Vec<(Vec<Option<String>>, Vec<u8>)> {
+        let mut reader = CsvReader::new("test.csv", Trickle(input, chunk)).unwrap();
+        let mut out = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            let fields = (0..row.len()).map(|i| row.field(i).map(str::to_string)).collect();
+            out.push((fields, row.raw().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn fields_and_raw_rows_survive_any_chunking() {
+        let input = "id,name,note\n1,\"Smith, J\",plain\r\n2,Åsa,\"say \"\"hi\"\"\"\n3,,last".as_bytes();
+        let expected = rows(input, input.len());
+        assert_eq!(expected.len(), 3);
+        assert_eq!(expected[0].0, [Some("1".into()), Some("Smith, J".into()), Some("plain".into())]);
+        assert_eq!(expected[0].1, b"1,\"Smith, J\",plain");
+        assert_eq!(expected[1].0, [Some("2".into()), Some("Åsa".into()), Some("say \"hi\"".into())]);
+        assert_eq!(expected[2].0, [Some("3".into()), Some(String::new()), Some("last".into())]);
+        assert_eq!(expected[2].1, b"3,,last");
+        for chunk in 1..input.len() {
+            assert_eq!(rows(input, chunk), expected, "read {chunk} bytes at a time");
+        }
+    }
+
+    #[test]
+    fn a_field_that_is_not_utf8_is_none_and_the_others_are_read() {
+        let input = b"a,b,c\nok,\xff\xfe,\xc3\xa9\n\xc3,\xa9,x\n";
+        let rows = rows(input, 4);
+        assert_eq!(rows[0].0, [Some("ok".into()), None, Some("é".into())]);
+        // Valid UTF-8 only across the comma: each field alone is not.
+        assert_eq!(rows[1].0, [None, None, Some("x".into())]);
+        assert_eq!(rows[1].1, b"\xc3,\xa9,x");
+    }
+
+    #[test]
+    fn utf8_check_matches_std() {
+        let long = "0123456789abcdef".repeat(3);
+        for text in [&b""[..], b"plain ascii", long.as_bytes(), "ascii then é".as_bytes(), b"\x80 high", b"01234567\xc3"] {
+            assert_eq!(is_utf8(text), std::str::from_utf8(text).is_ok(), "{text:?}");
+        }
     }
 }

@@ -103,6 +103,13 @@ impl<S: ChunkSource> Chunks<S> {
     /// Replaces the consumed part of the buffer with the next chunk; keeps what
     /// is unread. Returns false at the end of the file.
     pub fn refill(&mut self) -> Result<bool, Error> {
+        self.refill_keeping(self.pos)
+    }
+
+    /// As [`Chunks::refill`], but keeps the buffer from `keep` (at most `pos`)
+    /// on, e.g. the start of a record being parsed, so that the record stays
+    /// in one piece: positions shift down by `keep`.
+    pub fn refill_keeping(&mut self, keep: usize) -> Result<bool, Error> {
         if self.eof {
             return Ok(false);
         }
@@ -111,13 +118,13 @@ impl<S: ChunkSource> Chunks<S> {
             self.eof = true;
             return Ok(false);
         }
-        if self.pos == self.buf.len() {
+        if keep == self.buf.len() {
             self.buf = chunk;
         } else {
-            self.buf.drain(..self.pos);
+            self.buf.drain(..keep);
             self.buf.extend_from_slice(&chunk);
         }
-        self.pos = 0;
+        self.pos -= keep;
         Ok(true)
     }
 }

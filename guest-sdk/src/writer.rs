@@ -3,6 +3,8 @@ use crate::{Error, tally};
 
 const DEFAULT_BATCH_DOCS: usize = 1000;
 const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+/// Documents larger than this are written into a buffer that grows as needed.
+const MAX_JSON_CAPACITY: usize = 64 << 10;
 
 /// Writes documents to one of the tenant's collections, one host call per
 /// batch. Documents the store refuses are dead-lettered by the host and counted
@@ -15,6 +17,8 @@ pub struct DocumentWriter {
     bytes: usize,
     max_docs: usize,
     max_bytes: usize,
+    /// The size of the largest document serialised so far (up to `MAX_JSON_CAPACITY`).
+    json_capacity: usize,
 }
 
 impl DocumentWriter {
@@ -26,6 +30,7 @@ impl DocumentWriter {
             bytes: 0,
             max_docs: DEFAULT_BATCH_DOCS,
             max_bytes: DEFAULT_BATCH_BYTES,
+            json_capacity: 128,
         }
     }
 
@@ -56,8 +61,12 @@ impl DocumentWriter {
     /// e.g. a `#[derive(Serialize)]` struct borrowing the row's fields: the
     /// cheapest way to build a document, with no `Value` tree in between.
     pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl Into<String>, doc: &T) -> Result<(), Error> {
-        let json = serde_json::to_string(doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
-        self.push(id, json)
+        // Sized like the largest document so far: no regrowing (and copying) while writing.
+        let mut json = Vec::with_capacity(self.json_capacity);
+        serde_json::to_writer(&mut json, doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
+        self.json_capacity = self.json_capacity.max(json.len()).min(MAX_JSON_CAPACITY);
+        // SAFETY: serde_json writes UTF-8 only (what `serde_json::to_string` relies on too).
+        self.push(id, unsafe { String::from_utf8_unchecked(json) })
     }
 
     /// Writes the buffered documents now.
