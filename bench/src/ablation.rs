@@ -75,12 +75,6 @@ impl Replica {
         config.max_wasm_stack(stack_bytes);
         config.async_stack_size(stack_bytes + HOST_STACK_BYTES);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        if std::env::var_os("XINLINE").is_some() {
-            config.compiler_inlining(wasmtime::Inlining::Yes);
-        }
-        if std::env::var_os("XNOLAZY").is_some() {
-            config.table_lazy_init(false);
-        }
         if std::env::var_os("MYSIMBDP_BENCH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }

@@ -90,10 +90,8 @@ impl<S: ChunkSource> CsvReader<S> {
         let (mut out, mut end) = (0, 0);
         loop {
             // An empty input means end of file to csv-core: refill first.
-            if self.chunks.pending().is_empty() && !self.chunks.eof {
-                if self.chunks.refill_keeping(self.raw_start)? {
-                    self.raw_start = 0;
-                }
+            if self.chunks.pending().is_empty() && !self.chunks.eof && self.chunks.refill_keeping(self.raw_start)? {
+                self.raw_start = 0;
             }
             let input = &self.chunks.buf[self.chunks.pos..];
             let (result, nin, nout, nend) =

@@ -128,7 +128,7 @@ pub struct Item<'r> {
 /// One CSV row to an order document, or the reason it is rejected.
 pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settings) -> Result<Order<'r>, String> {
     let field = |index: usize, name: &str| -> Result<&'r str, String> {
-        match row.field(index).map(str::trim) {
+        match row.field(index).map(trim) {
             Some(value) if !value.is_empty() => Ok(value),
             _ => Err(format!("`{name}` is missing")),
         }
@@ -150,7 +150,7 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
         .ok()
         .filter(|p: &f64| p.is_finite() && *p >= 0.0)
         .ok_or("`unit_price` must be a number of at least 0")?;
-    let discount: f64 = match row.field(columns.discount).map(str::trim) {
+    let discount: f64 = match row.field(columns.discount).map(trim) {
         None | Some("") => 0.0,
         Some(text) => text
             .parse()
@@ -200,6 +200,13 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
     })
 }
 
+/// `str::trim`, with a shortcut for the usual field that starts and ends
+/// with a visible ASCII character (Unicode white space is never one).
+fn trim(text: &str) -> &str {
+    let visible = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if visible(text.as_bytes().first()) && visible(text.as_bytes().last()) { text } else { text.trim() }
+}
+
 /// `text` in upper case, copied only when it is not already.
 fn upper(text: &str) -> Cow<'_, str> {
     if text.bytes().any(|b| b.is_ascii_lowercase()) { Cow::Owned(text.to_ascii_uppercase()) } else { Cow::Borrowed(text) }
@@ -246,6 +253,13 @@ mod tests {
     fn weekday_of_known_dates() {
         assert_eq!(WEEKDAYS[weekday(2026, 11, 21)], "saturday");
         assert_eq!(WEEKDAYS[weekday(2000, 2, 29)], "tuesday");
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for text in ["", " ", "a", " a ", "a b", "\u{a0}a", "a\u{2003}", "\ta\r", "é", " é"] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
     }
 
     #[test]
