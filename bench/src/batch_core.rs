@@ -14,7 +14,7 @@ use clap::Args as ClapArgs;
 use mysimbdp::batch::{identify, ingest_path};
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
-use mysimbdp_guest::{CsvReader, ReadSource};
+use mysimbdp_guest::{CsvReader, JsonEncoder, ReadSource, RowIds};
 use retail_orders::{Columns, Settings, order_document};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -320,8 +320,8 @@ fn report(name: &str, runs: &[Run], bytes: u64, into: &mut serde_json::Map<Strin
 }
 
 /// The retail-orders transform without the sandbox: what the component does
-/// per row, down to the JSON text, the id and the batches handed to the
-/// store, which are dropped here. Rejected rows are turned into the same
+/// per row, down to the JSON text and the id (with the SDK's own `JsonEncoder`
+/// and `RowIds`) and the batches handed to the store, which are dropped here. Rejected rows are turned into the same
 /// dead records (origin, raw row, reason), also dropped.
 async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
     let identity = identify(path).await?;
@@ -331,7 +331,8 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let prefix = format!("{TENANT}:{}:", &identity.sha256[..16]);
+        let ids = RowIds::new(TENANT, &identity.sha256);
+        let mut json = JsonEncoder::default();
         let settings = Settings::default();
         let mut rows = CsvReader::new(name.clone(), ReadSource(std::fs::File::open(&path)?))?;
         let columns = Columns::resolve(&rows)?;
@@ -344,10 +345,7 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
                     if doc.size == "large" {
                         large += 1;
                     }
-                    batch.push((
-                        format!("{prefix}{}", row.number()),
-                        serde_json::to_string(&doc)?,
-                    ));
+                    batch.push((ids.id(row.number()), json.encode(&doc)?));
                     if batch.len() >= 1000 {
                         docs += batch.len() as u64;
                         // As the SDK's writer: the batch is handed over and a new one starts.

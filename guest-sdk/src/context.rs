@@ -98,20 +98,22 @@ macro_rules! common_methods {
     };
 }
 
-/// What a batch pipeline knows about its run besides the file.
-pub struct BatchContext {
-    common: Common,
-    file_name: String,
-    id_prefix: String,
+/// The default document ids of a file's rows (or lines): `<tenant>:<first 16
+/// hex digits of the file's SHA-256>:<number>`, so ingesting the same file
+/// again overwrites instead of duplicating. [`BatchContext::row_id`] uses the
+/// file being ingested; this is the same outside a pipeline (e.g. natively).
+#[derive(Debug, Clone)]
+pub struct RowIds {
+    prefix: String,
 }
 
-impl BatchContext {
-    common_methods!();
+impl RowIds {
+    pub fn new(tenant: &str, checksum: &str) -> Self {
+        RowIds { prefix: format!("{tenant}:{}:", &checksum[..16.min(checksum.len())]) }
+    }
 
-    /// The default document id of row (or line) `number`: built from the
-    /// tenant, the file's checksum and the number, so ingesting the same file
-    /// again overwrites instead of duplicating.
-    pub fn row_id(&self, number: u64) -> String {
+    /// The id of row `number`.
+    pub fn id(&self, number: u64) -> String {
         // Called for every document: the digits by hand, not through `fmt`.
         let mut digits = [0u8; 20];
         let mut start = digits.len();
@@ -124,10 +126,28 @@ impl BatchContext {
                 break;
             }
         }
-        let mut id = String::with_capacity(self.id_prefix.len() + digits.len() - start);
-        id.push_str(&self.id_prefix);
+        let mut id = String::with_capacity(self.prefix.len() + digits.len() - start);
+        id.push_str(&self.prefix);
         id.extend(digits[start..].iter().map(|&d| char::from(d)));
         id
+    }
+}
+
+/// What a batch pipeline knows about its run besides the file.
+pub struct BatchContext {
+    common: Common,
+    file_name: String,
+    ids: RowIds,
+}
+
+impl BatchContext {
+    common_methods!();
+
+    /// The default document id of row (or line) `number`: built from the
+    /// tenant, the file's checksum and the number, so ingesting the same file
+    /// again overwrites instead of duplicating.
+    pub fn row_id(&self, number: u64) -> String {
+        self.ids.id(number)
     }
 
     /// Sends a CSV row to the dead-letter topic with `reason`; counted as rejected.
@@ -173,12 +193,9 @@ pub fn run_batch(
 ) -> Result<BatchReport, WitError> {
     tally::take();
     let file = InputFile::new(handle);
-    let mut ctx = BatchContext {
-        common: Common::new(),
-        file_name: file.name().to_string(),
-        id_prefix: String::new(),
-    };
-    ctx.id_prefix = format!("{}:{}:", ctx.common.tenant, &file.checksum()[..16.min(file.checksum().len())]);
+    let common = Common::new();
+    let ids = RowIds::new(&common.tenant, file.checksum());
+    let mut ctx = BatchContext { common, file_name: file.name().to_string(), ids };
     let outcome = pipeline(&file, &mut ctx);
     let finished = ctx.common.finish();
     let tally = tally::take();

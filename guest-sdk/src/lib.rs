@@ -36,7 +36,7 @@ mod writer;
 
 pub mod log;
 
-pub use context::{BatchContext, StreamContext};
+pub use context::{BatchContext, RowIds, StreamContext};
 pub use csv::{CsvReader, Row};
 pub use error::Error;
 pub use input::{ChunkSource, InputFile, ReadSource};
@@ -44,7 +44,7 @@ pub use lines::{Line, LineReader};
 pub use mysimbdp_guest_macros::{batch_pipeline, stream_pipeline};
 pub use serde;
 pub use serde_json;
-pub use writer::DocumentWriter;
+pub use writer::{DocumentWriter, JsonEncoder};
 
 /// A message consumed from one of the tenant's topics.
 pub type Message = __private::bindings::mysimbdp::pipeline::types::Message;

@@ -6,6 +6,31 @@ const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 /// Documents larger than this are written into a buffer that grows as needed.
 const MAX_JSON_CAPACITY: usize = 64 << 10;
 
+/// Turns documents into JSON text, each written into a buffer sized like the
+/// largest document so far (up to 64 KiB), so that it is not regrown (and
+/// copied) while being written. [`DocumentWriter::push_serialize`] uses one.
+#[derive(Debug, Clone)]
+pub struct JsonEncoder {
+    capacity: usize,
+}
+
+impl Default for JsonEncoder {
+    fn default() -> Self {
+        JsonEncoder { capacity: 128 }
+    }
+}
+
+impl JsonEncoder {
+    /// `doc` as JSON text, as `serde_json::to_string` writes it.
+    pub fn encode<T: serde::Serialize + ?Sized>(&mut self, doc: &T) -> Result<String, serde_json::Error> {
+        let mut json = Vec::with_capacity(self.capacity);
+        serde_json::to_writer(&mut json, doc)?;
+        self.capacity = self.capacity.max(json.len()).min(MAX_JSON_CAPACITY);
+        // SAFETY: serde_json writes UTF-8 only (what `serde_json::to_string` relies on too).
+        Ok(unsafe { String::from_utf8_unchecked(json) })
+    }
+}
+
 /// Writes documents to one of the tenant's collections, one host call per
 /// batch. Documents the store refuses are dead-lettered by the host and counted
 /// as rejected. Call [`DocumentWriter::finish`] at the end; a writer dropped
@@ -17,8 +42,7 @@ pub struct DocumentWriter {
     bytes: usize,
     max_docs: usize,
     max_bytes: usize,
-    /// The size of the largest document serialised so far (up to `MAX_JSON_CAPACITY`).
-    json_capacity: usize,
+    encoder: JsonEncoder,
 }
 
 impl DocumentWriter {
@@ -30,7 +54,7 @@ impl DocumentWriter {
             bytes: 0,
             max_docs: DEFAULT_BATCH_DOCS,
             max_bytes: DEFAULT_BATCH_BYTES,
-            json_capacity: 128,
+            encoder: JsonEncoder::default(),
         }
     }
 
@@ -54,19 +78,15 @@ impl DocumentWriter {
 
     /// Adds a document built with `serde_json`.
     pub fn push_value(&mut self, id: impl Into<String>, value: &serde_json::Value) -> Result<(), Error> {
-        self.push(id, value.to_string())
+        self.push_serialize(id, value)
     }
 
     /// Adds any `serde::Serialize` value that serialises to a JSON object,
     /// e.g. a `#[derive(Serialize)]` struct borrowing the row's fields: the
     /// cheapest way to build a document, with no `Value` tree in between.
     pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl Into<String>, doc: &T) -> Result<(), Error> {
-        // Sized like the largest document so far: no regrowing (and copying) while writing.
-        let mut json = Vec::with_capacity(self.json_capacity);
-        serde_json::to_writer(&mut json, doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
-        self.json_capacity = self.json_capacity.max(json.len()).min(MAX_JSON_CAPACITY);
-        // SAFETY: serde_json writes UTF-8 only (what `serde_json::to_string` relies on too).
-        self.push(id, unsafe { String::from_utf8_unchecked(json) })
+        let json = self.encoder.encode(doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
+        self.push(id, json)
     }
 
     /// Writes the buffered documents now.
