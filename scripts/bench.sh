@@ -2,6 +2,8 @@
 # Runs the benchmarks of docs/benchmarks.md:
 #
 #   scripts/bench.sh [batch-core|stream|batch-manager|all] [-- extra arguments of the subcommand]
+#   scripts/bench.sh instructions   # batch-core's wasm-null and native, counted
+#                                   # in instructions (valgrind), not seconds
 #
 # Builds the host and the bench harness (release) and the example guests,
 # generates the input data under bench/data/ when it is missing (once; later
@@ -14,8 +16,8 @@ what=${1:-all}
 shift || true
 [ "${1:-}" = "--" ] && shift
 case "$what" in
-    batch-core|stream|batch-manager|all) ;;
-    -h|--help|help) sed -n '2,9p' "$0"; exit 0 ;;
+    batch-core|stream|batch-manager|all|instructions) ;;
+    -h|--help|help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "unknown benchmark: $what (batch-core, stream, batch-manager or all)" >&2; exit 2 ;;
 esac
 
@@ -37,6 +39,8 @@ data_for() {
     case "$1" in
         batch-core)
             gen "$data/orders-110mb.csv" orders --mb 110 --seed 1 ;;
+        instructions)
+            gen "$data/orders-5mb.csv" orders --mb 5 --seed 1 ;;
         stream)
             gen "$data/readings-200k.ndjson" readings --rows 200000 --bad-every 0 --seed 1 ;;
         batch-manager)
@@ -53,6 +57,41 @@ data_for() {
 echo "[bench] building the guests and the harness (release)" >&2
 scripts/build-guests.sh
 cargo build --release -p mysimbdp-bench
+
+# instructions VARIANT: the instructions one run of VARIANT executes, counted
+# by valgrind (callgrind), so the same on every run however busy the machine
+# is: the difference between two runs and one, which leaves out start-up,
+# compiling the component and the untimed warm-up.
+instructions() {
+    local variant=$1 runs
+    for runs in 1 2; do
+        valgrind --tool=callgrind --smc-check=all --callgrind-out-file=/dev/null \
+            target/release/mysimbdp-bench batch-core --file "$data/orders-5mb.csv" \
+            --only "$variant" --runs "$runs" 2>&1 | sed -n 's/.*Collected : //p' >"$data/results/instructions-$variant-$runs"
+    done
+    echo $(($(cat "$data/results/instructions-$variant-2") - $(cat "$data/results/instructions-$variant-1")))
+}
+
+if [ "$what" = instructions ]; then
+    if ! command -v valgrind >/dev/null; then
+        [ "$(id -u)" = 0 ] || { echo "valgrind is missing: apt-get install valgrind" >&2; exit 1; }
+        apt-get install -y -q valgrind >&2
+    fi
+    data_for instructions
+    rows=$(($(wc -l <"$data/orders-5mb.csv") - 1))
+    echo "[bench] counting instructions with valgrind (about 6 minutes)" >&2
+    native=$(instructions native)
+    wasm=$(instructions wasm-null)
+    python3 - "$rows" "$native" "$wasm" <<'PY'
+import sys
+rows, native, wasm = map(int, sys.argv[1:])
+print(f"instructions per CSV row ({rows} rows, valgrind; SHA-256 in software under valgrind):")
+print(f"  native     {native / rows:9,.0f}")
+print(f"  wasm-null  {wasm / rows:9,.0f}")
+print(f"  native / wasm-null: {native / wasm:.2f}")
+PY
+    exit 0
+fi
 
 if [ "$what" = all ]; then benches=(batch-core stream batch-manager); else benches=("$what"); fi
 for bench in "${benches[@]}"; do
