@@ -18,7 +18,7 @@ shift || true
 case "$what" in
     batch-core|stream|batch-manager|all|instructions) ;;
     -h|--help|help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager or all)" >&2; exit 2 ;;
+    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager, all or instructions)" >&2; exit 2 ;;
 esac
 
 data=bench/data
@@ -63,13 +63,13 @@ cargo build --release -p mysimbdp-bench
 # is: the difference between two runs and one, which leaves out start-up,
 # compiling the component and the untimed warm-up.
 instructions() {
-    local variant=$1 runs
+    local variant=$1 runs counts=()
     for runs in 1 2; do
-        valgrind --tool=callgrind --smc-check=all --callgrind-out-file=/dev/null \
+        counts+=("$(valgrind --tool=callgrind --smc-check=all --callgrind-out-file=/dev/null \
             target/release/mysimbdp-bench batch-core --file "$data/orders-5mb.csv" \
-            --only "$variant" --runs "$runs" 2>&1 | sed -n 's/.*Collected : //p' >"$data/results/instructions-$variant-$runs"
+            --only "$variant" --runs "$runs" 2>&1 | sed -n 's/.*Collected : //p')")
     done
-    echo $(($(cat "$data/results/instructions-$variant-2") - $(cat "$data/results/instructions-$variant-1")))
+    echo $((counts[1] - counts[0]))
 }
 
 if [ "$what" = instructions ]; then

@@ -321,8 +321,9 @@ fn report(name: &str, runs: &[Run], bytes: u64, into: &mut serde_json::Map<Strin
 
 /// The retail-orders transform without the sandbox: what the component does
 /// per row, down to the JSON text and the id (with the SDK's own `JsonEncoder`
-/// and `RowIds`) and the batches handed to the store, which are dropped here. Rejected rows are turned into the same
-/// dead records (origin, raw row, reason), also dropped.
+/// and `RowIds`) and the batches handed to the store, which are dropped here.
+/// Rejected rows are turned into the same dead records (origin, raw row,
+/// reason), also dropped.
 async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
     let identity = identify(path).await?;
     let path = path.to_path_buf();

@@ -114,21 +114,12 @@ impl RowIds {
 
     /// The id of row `number`.
     pub fn id(&self, number: u64) -> String {
-        // Called for every document: the digits by hand, not through `fmt`.
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        let mut rest = number;
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let mut id = String::with_capacity(self.prefix.len() + digits.len() - start);
+        // Called for every document: itoa, not `fmt`.
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(number);
+        let mut id = String::with_capacity(self.prefix.len() + digits.len());
         id.push_str(&self.prefix);
-        id.extend(digits[start..].iter().map(|&d| char::from(d)));
+        id.push_str(digits);
         id
     }
 }
@@ -227,4 +218,18 @@ pub fn run_stream(
         return Err(error.into());
     }
     Ok(StreamReport { records_in: batch.len() as u64, records_out: tally.records_out, rejected: ctx.rejected })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowIds;
+
+    #[test]
+    fn row_ids_are_tenant_checksum_prefix_and_number() {
+        let ids = RowIds::new("retail", "0123456789abcdef0123");
+        assert_eq!(ids.id(0), "retail:0123456789abcdef:0");
+        assert_eq!(ids.id(42), "retail:0123456789abcdef:42");
+        assert_eq!(ids.id(u64::MAX), format!("retail:0123456789abcdef:{}", u64::MAX));
+        assert_eq!(RowIds::new("t", "abc").id(7), "t:abc:7");
+    }
 }
