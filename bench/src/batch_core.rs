@@ -349,8 +349,9 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
                     batch.push((ids.id(row.number()), json.encode(&doc)?));
                     if batch.len() >= 1000 {
                         docs += batch.len() as u64;
-                        // As the SDK's writer: the batch is handed over and a new one starts.
-                        drop(std::hint::black_box(std::mem::take(&mut batch)));
+                        // As the SDK's writer: the batch is handed over, then emptied.
+                        std::hint::black_box(&batch);
+                        batch.clear();
                     }
                 }
                 Err(reason) => {

@@ -30,6 +30,7 @@ mod context;
 mod csv;
 mod error;
 mod input;
+mod json;
 mod lines;
 mod tally;
 mod writer;

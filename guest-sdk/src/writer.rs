@@ -23,86 +23,12 @@ impl Default for JsonEncoder {
 impl JsonEncoder {
     /// `doc` as JSON text, as `serde_json::to_string` writes it.
     pub fn encode<T: serde::Serialize + ?Sized>(&mut self, doc: &T) -> Result<String, serde_json::Error> {
-        let mut json = JsonBuf(Vec::with_capacity(self.capacity));
-        serde_json::to_writer(&mut json, doc)?;
-        let json = json.0;
+        let mut json = Vec::with_capacity(self.capacity);
+        crate::json::write(&mut json, doc)?;
         self.capacity = self.capacity.max(json.len()).min(MAX_JSON_CAPACITY);
-        // SAFETY: serde_json writes UTF-8 only (what `serde_json::to_string` relies on too).
+        // SAFETY: `json::write` writes UTF-8 only: the text of `&str`s, and
+        // ASCII around and inside it.
         Ok(unsafe { String::from_utf8_unchecked(json) })
-    }
-}
-
-/// The JSON text being written. serde_json writes a document in many short
-/// pieces (each key, each string value); `Vec::extend_from_slice` copies each
-/// with `memcpy`, which Rust compiles to wasm's `memory.copy`, and wasmtime
-/// runs every `memory.copy` as a call into the host: dearer than the copy of
-/// a few bytes itself. Pieces of up to 32 bytes are copied here with a few
-/// 8-byte loads and stores instead.
-struct JsonBuf(Vec<u8>);
-
-impl std::io::Write for JsonBuf {
-    #[inline]
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.write_all(data)?;
-        Ok(data.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
-        let n = data.len();
-        if n > 32 {
-            self.0.extend_from_slice(data);
-            return Ok(());
-        }
-        self.0.reserve(n);
-        let len = self.0.len();
-        // SAFETY: `reserve` made room for `n` more bytes after `len`;
-        // `copy_short` writes exactly the `n` bytes of `data` there, then
-        // they are counted. `data` cannot overlap the spare capacity.
-        unsafe {
-            copy_short(data.as_ptr(), self.0.as_mut_ptr().add(len), n);
-            self.0.set_len(len + n);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Copies `n <= 32` bytes with overlapping unaligned loads and stores: the
-/// first and last 8 (or 16, 4) bytes cover everything in between.
-///
-/// # Safety
-/// `src` readable and `dst` writable for `n` bytes, not overlapping.
-#[inline(always)]
-unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
-    use std::ptr::{read_unaligned as load, write_unaligned as store};
-    debug_assert!(n <= 32);
-    // SAFETY (all blocks): every offset read or written is below `n`.
-    unsafe {
-        if n >= 16 {
-            let (a, b) = (load(src as *const u64), load(src.add(8) as *const u64));
-            let (c, d) = (load(src.add(n - 16) as *const u64), load(src.add(n - 8) as *const u64));
-            store(dst as *mut u64, a);
-            store(dst.add(8) as *mut u64, b);
-            store(dst.add(n - 16) as *mut u64, c);
-            store(dst.add(n - 8) as *mut u64, d);
-        } else if n >= 8 {
-            let (a, b) = (load(src as *const u64), load(src.add(n - 8) as *const u64));
-            store(dst as *mut u64, a);
-            store(dst.add(n - 8) as *mut u64, b);
-        } else if n >= 4 {
-            let (a, b) = (load(src as *const u32), load(src.add(n - 4) as *const u32));
-            store(dst as *mut u32, a);
-            store(dst.add(n - 4) as *mut u32, b);
-        } else if n > 0 {
-            let (a, b, c) = (*src, *src.add(n / 2), *src.add(n - 1));
-            *dst = a;
-            *dst.add(n / 2) = b;
-            *dst.add(n - 1) = c;
-        }
     }
 }
 
@@ -169,11 +95,13 @@ impl DocumentWriter {
         if self.docs.is_empty() {
             return Ok(());
         }
-        // Taken out first: a failed write is the caller's to handle, and must
-        // not be written again when the writer is dropped.
-        let docs = std::mem::take(&mut self.docs);
+        let written = coredms::bulk_index(&self.collection, &self.docs);
+        // Emptied either way: a failed write is the caller's to handle, and
+        // must not be written again when the writer is dropped. The vector
+        // keeps its capacity for the next batch.
+        self.docs.clear();
         self.bytes = 0;
-        let report = coredms::bulk_index(&self.collection, &docs)?;
+        let report = written?;
         tally::with(|t| {
             t.records_out += u64::from(report.indexed);
             t.records_rejected += report.failed.len() as u64;
@@ -224,18 +152,6 @@ mod tests {
                 let doc = Doc { text: &text, key_of_forty_bytes_so_written_in_one_copy: len as u32, nested: BTreeMap::from([(key.as_str(), len as f64 / 7.0)]) };
                 assert_eq!(encoder.encode(&doc).unwrap(), serde_json::to_string(&doc).unwrap(), "length {len}");
             }
-        }
-    }
-
-    #[test]
-    fn copy_short_copies_exactly_n_bytes() {
-        let src: Vec<u8> = (1..=32).collect();
-        for n in 0..=32 {
-            let mut dst = [0u8; 40];
-            // SAFETY: `src` has 32 bytes, `dst` 40; they do not overlap.
-            unsafe { copy_short(src.as_ptr(), dst.as_mut_ptr(), n) };
-            assert_eq!(&dst[..n], &src[..n], "n = {n}");
-            assert!(dst[n..].iter().all(|&b| b == 0), "n = {n} wrote past the end");
         }
     }
 }

@@ -212,9 +212,16 @@ fn upper(text: &str) -> Cow<'_, str> {
     if text.bytes().any(|b| b.is_ascii_lowercase()) { Cow::Owned(text.to_ascii_uppercase()) } else { Cow::Borrowed(text) }
 }
 
-/// `text` in lower case, copied only when it is not already.
+/// `text` in lower case, copied only when it is not already; ASCII (the
+/// usual category) without Unicode's case tables.
 fn lower(text: &str) -> Cow<'_, str> {
-    if text.chars().any(char::is_uppercase) { Cow::Owned(text.to_lowercase()) } else { Cow::Borrowed(text) }
+    if text.is_ascii() {
+        if text.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(text.to_ascii_lowercase()) } else { Cow::Borrowed(text) }
+    } else if text.chars().any(char::is_uppercase) {
+        Cow::Owned(text.to_lowercase())
+    } else {
+        Cow::Borrowed(text)
+    }
 }
 
 fn round2(value: f64) -> f64 {
@@ -259,6 +266,14 @@ mod tests {
     fn trim_is_str_trim() {
         for text in ["", " ", "a", " a ", "a b", "\u{a0}a", "a\u{2003}", "\ta\r", "é", " é"] {
             assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lower_is_str_to_lowercase() {
+        for text in ["", "gear", "Outerwear", "ACCESSORIES", "Åsa", "ÉTÉ", "straße", "İstanbul", "a1-B2"] {
+            assert_eq!(lower(text), text.to_lowercase(), "{text:?}");
+            assert_eq!(matches!(lower(text), Cow::Borrowed(_)), text == text.to_lowercase(), "{text:?}");
         }
     }
 
