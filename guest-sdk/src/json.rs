@@ -217,7 +217,7 @@ fn write_cents(out: &mut Vec<u8>, value: f64) -> bool {
     write_int(out, cents / 100);
     let fraction = (cents % 100) as u8;
     let decimals = [b'.', b'0' + fraction / 10, b'0' + fraction % 10];
-    push_bytes(out, &decimals[..if fraction % 10 == 0 { 2 } else { 3 }]);
+    push_bytes(out, &decimals[..if fraction.is_multiple_of(10) { 2 } else { 3 }]);
     true
 }
 
