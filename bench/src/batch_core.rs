@@ -14,7 +14,7 @@ use clap::Args as ClapArgs;
 use mysimbdp::batch::{identify, ingest_path};
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
-use mysimbdp_guest::{CsvReader, JsonEncoder, ReadSource, RowIds};
+use mysimbdp_guest::{CsvReader, DocumentBatch, ReadSource, RowIds};
 use retail_orders::{Columns, Settings, order_document};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -320,8 +320,9 @@ fn report(name: &str, runs: &[Run], bytes: u64, into: &mut serde_json::Map<Strin
 }
 
 /// The retail-orders transform without the sandbox: what the component does
-/// per row, down to the JSON text and the id (with the SDK's own `JsonEncoder`
-/// and `RowIds`) and the batches handed to the store, which are dropped here.
+/// per row, down to the JSON text and the id (with the SDK's own
+/// `DocumentBatch` and `RowIds`, as its `DocumentWriter` uses them) and the
+/// batches handed to the store, which are dropped here.
 /// Rejected rows are turned into the same dead records (origin, raw row,
 /// reason), also dropped.
 async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
@@ -333,11 +334,10 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
         let ids = RowIds::new(TENANT, &identity.sha256);
-        let mut json = JsonEncoder::default();
         let settings = Settings::default();
         let mut rows = CsvReader::new(name.clone(), ReadSource(std::fs::File::open(&path)?))?;
         let columns = Columns::resolve(&rows)?;
-        let mut batch: Vec<(String, String)> = Vec::with_capacity(1000);
+        let mut batch = DocumentBatch::with_capacity(1000);
         let mut dead: Vec<(String, Vec<u8>, String)> = Vec::new();
         let (mut docs, mut rejected, mut large) = (0u64, 0u64, 0u64);
         while let Some(row) = rows.next_row()? {
@@ -346,11 +346,14 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
                     if doc.size == "large" {
                         large += 1;
                     }
-                    batch.push((ids.id(row.number()), json.encode(&doc)?));
+                    batch.push_serialize(ids.row(row.number()), &doc)?;
                     if batch.len() >= 1000 {
                         docs += batch.len() as u64;
-                        // As the SDK's writer: the batch is handed over, then emptied.
-                        std::hint::black_box(&batch);
+                        // As the SDK's writer: the batch is handed over as
+                        // borrowed strings, then emptied.
+                        let docs: Vec<(&str, &str)> = batch.iter().collect();
+                        std::hint::black_box(&docs);
+                        drop(docs);
                         batch.clear();
                     }
                 }

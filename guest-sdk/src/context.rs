@@ -15,7 +15,8 @@ struct Common {
     tenant: String,
     pipeline: String,
     counters: BTreeMap<String, u64>,
-    dead: Vec<DeadRecord>,
+    /// Dead records not sent yet: origin, raw record, reason.
+    dead: Vec<(String, Vec<u8>, String)>,
 }
 
 impl Common {
@@ -40,7 +41,7 @@ impl Common {
 
     fn dead_letter(&mut self, origin: String, payload: &[u8], reason: String) -> Result<(), Error> {
         tally::with(|t| t.records_rejected += 1);
-        self.dead.push(DeadRecord { origin, payload: payload.to_vec(), reason });
+        self.dead.push((origin, payload.to_vec(), reason));
         if self.dead.len() >= DEAD_LETTER_BATCH {
             self.flush_dead_letters()?;
         }
@@ -49,7 +50,10 @@ impl Common {
 
     fn flush_dead_letters(&mut self) -> Result<(), Error> {
         if !self.dead.is_empty() {
-            dead_letter::send(&self.dead)?;
+            let records: Vec<DeadRecord<'_>> =
+                self.dead.iter().map(|(origin, payload, reason)| DeadRecord { origin, payload, reason }).collect();
+            dead_letter::send(&records)?;
+            drop(records);
             self.dead.clear();
         }
         Ok(())
@@ -114,15 +118,47 @@ impl RowIds {
 
     /// The id of row `number`.
     pub fn id(&self, number: u64) -> String {
+        self.row(number).to_string()
+    }
+
+    /// The id of row `number`, not yet written out: a [`DocumentWriter`]
+    /// writes it straight into its batch.
+    ///
+    /// [`DocumentWriter`]: crate::DocumentWriter
+    pub fn row(&self, number: u64) -> RowId<'_> {
+        RowId { prefix: &self.prefix, number }
+    }
+}
+
+/// The id of one row, as [`RowIds::id`] spells it: a document id that costs
+/// no allocation. `to_string()` (or `String::from`) gives it as text.
+#[derive(Debug, Clone, Copy)]
+pub struct RowId<'a> {
+    prefix: &'a str,
+    number: u64,
+}
+
+impl RowId<'_> {
+    /// Appends the id to `out`.
+    #[inline]
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
         // Called for every document: itoa, not `fmt`, and both pieces copied
         // without `memcpy` (a call into the host in the sandbox; see `json`).
         let mut digits = itoa::Buffer::new();
-        let digits = digits.format(number);
-        let mut id = Vec::with_capacity(self.prefix.len() + digits.len());
-        crate::json::push_bytes(&mut id, self.prefix.as_bytes());
-        crate::json::push_bytes(&mut id, digits.as_bytes());
-        // SAFETY: the concatenation of two `str`s.
-        unsafe { String::from_utf8_unchecked(id) }
+        crate::json::push_bytes(out, self.prefix.as_bytes());
+        crate::json::push_bytes(out, digits.format(self.number).as_bytes());
+    }
+}
+
+impl std::fmt::Display for RowId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.prefix, self.number)
+    }
+}
+
+impl From<RowId<'_>> for String {
+    fn from(id: RowId<'_>) -> String {
+        id.to_string()
     }
 }
 
@@ -139,8 +175,8 @@ impl BatchContext {
     /// The default document id of row (or line) `number`: built from the
     /// tenant, the file's checksum and the number, so ingesting the same file
     /// again overwrites instead of duplicating.
-    pub fn row_id(&self, number: u64) -> String {
-        self.ids.id(number)
+    pub fn row_id(&self, number: u64) -> RowId<'_> {
+        self.ids.row(number)
     }
 
     /// Sends a CSV row to the dead-letter topic with `reason`; counted as rejected.
@@ -233,5 +269,11 @@ mod tests {
         assert_eq!(ids.id(42), "retail:0123456789abcdef:42");
         assert_eq!(ids.id(u64::MAX), format!("retail:0123456789abcdef:{}", u64::MAX));
         assert_eq!(RowIds::new("t", "abc").id(7), "t:abc:7");
+        for number in [0, 9, 10, 12_345, u64::MAX] {
+            let mut written = b"x".to_vec();
+            ids.row(number).write_to(&mut written);
+            assert_eq!(written, format!("x{}", ids.id(number)).into_bytes());
+            assert_eq!(String::from(ids.row(number)), ids.id(number));
+        }
     }
 }

@@ -37,7 +37,7 @@ mod writer;
 
 pub mod log;
 
-pub use context::{BatchContext, RowIds, StreamContext};
+pub use context::{BatchContext, RowId, RowIds, StreamContext};
 pub use csv::{CsvReader, Row};
 pub use error::Error;
 pub use input::{ChunkSource, InputFile, ReadSource};
@@ -45,13 +45,13 @@ pub use lines::{Line, LineReader};
 pub use mysimbdp_guest_macros::{batch_pipeline, stream_pipeline};
 pub use serde;
 pub use serde_json;
-pub use writer::{DocumentWriter, JsonEncoder};
+pub use writer::{DocumentBatch, DocumentId, DocumentWriter};
 
 /// A message consumed from one of the tenant's topics.
 pub type Message = __private::bindings::mysimbdp::pipeline::types::Message;
 
-/// A message to publish with [`publish`].
-pub type Outgoing = __private::bindings::mysimbdp::pipeline::types::Outgoing;
+/// A message to publish with [`publish`]; it borrows its key and value.
+pub type Outgoing<'a> = __private::bindings::mysimbdp::pipeline::types::Outgoing<'a>;
 
 /// Everything a pipeline usually needs.
 pub mod prelude {
@@ -63,7 +63,7 @@ pub mod prelude {
 }
 
 /// Publish messages to the tenant's topic `topic` (the host adds the tenant prefix).
-pub fn publish(topic: &str, messages: &[Outgoing]) -> Result<(), Error> {
+pub fn publish(topic: &str, messages: &[Outgoing<'_>]) -> Result<(), Error> {
     __private::bindings::mysimbdp::pipeline::messaging::publish(topic, messages).map_err(Error::from)
 }
 
@@ -94,6 +94,9 @@ pub mod __private {
         wit_bindgen::generate!({
             path: "../wit/pipeline.wit",
             world: "mysimbdp:pipeline/guest-imports",
+            // Import arguments borrow (`Document<'a>` holds `&str`s), so a
+            // batch of documents is passed without a `String` per document.
+            ownership: Borrowing { duplicate_if_necessary: false },
         });
     }
 

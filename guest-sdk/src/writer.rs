@@ -1,34 +1,120 @@
 use crate::__private::bindings::mysimbdp::pipeline::{coredms, types::Document};
+use crate::context::RowId;
 use crate::{Error, tally};
 
 const DEFAULT_BATCH_DOCS: usize = 1000;
 const DEFAULT_BATCH_BYTES: usize = 4 << 20;
-/// Documents larger than this are written into a buffer that grows as needed.
-const MAX_JSON_CAPACITY: usize = 64 << 10;
 
-/// Turns documents into JSON text, each written into a buffer sized like the
-/// largest document so far (up to 64 KiB), so that it is not regrown (and
-/// copied) while being written. [`DocumentWriter::push_serialize`] uses one.
-#[derive(Debug, Clone)]
-pub struct JsonEncoder {
-    capacity: usize,
+/// A document id: a `&str`, a `String` or a [`RowId`] (what
+/// [`BatchContext::row_id`](crate::BatchContext::row_id) returns), written
+/// straight into the batch.
+pub trait DocumentId {
+    fn write_id(&self, out: &mut Vec<u8>);
 }
 
-impl Default for JsonEncoder {
-    fn default() -> Self {
-        JsonEncoder { capacity: 128 }
+impl DocumentId for str {
+    fn write_id(&self, out: &mut Vec<u8>) {
+        crate::json::push_bytes(out, self.as_bytes());
     }
 }
 
-impl JsonEncoder {
-    /// `doc` as JSON text, as `serde_json::to_string` writes it.
-    pub fn encode<T: serde::Serialize + ?Sized>(&mut self, doc: &T) -> Result<String, serde_json::Error> {
-        let mut json = Vec::with_capacity(self.capacity);
-        crate::json::write(&mut json, doc)?;
-        self.capacity = self.capacity.max(json.len()).min(MAX_JSON_CAPACITY);
-        // SAFETY: `json::write` writes UTF-8 only: the text of `&str`s, and
-        // ASCII around and inside it.
-        Ok(unsafe { String::from_utf8_unchecked(json) })
+impl DocumentId for String {
+    fn write_id(&self, out: &mut Vec<u8>) {
+        self.as_str().write_id(out);
+    }
+}
+
+impl<T: DocumentId + ?Sized> DocumentId for &T {
+    fn write_id(&self, out: &mut Vec<u8>) {
+        (**self).write_id(out);
+    }
+}
+
+impl DocumentId for RowId<'_> {
+    #[inline]
+    fn write_id(&self, out: &mut Vec<u8>) {
+        self.write_to(out);
+    }
+}
+
+/// Documents as [`DocumentWriter`] buffers them: every id and JSON text one
+/// after the other in one buffer, which keeps its capacity from batch to
+/// batch. A document costs no allocation of its own, and the batch crosses to
+/// the host as strings borrowed from that buffer. Public so that a transform
+/// can be run natively with the same code (see `bench/`).
+#[derive(Debug, Default)]
+pub struct DocumentBatch {
+    text: Vec<u8>,
+    /// Per document, where its id ends and where its JSON ends in `text`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl DocumentBatch {
+    /// An empty batch with room for `docs` documents.
+    pub fn with_capacity(docs: usize) -> Self {
+        DocumentBatch { text: Vec::new(), ends: Vec::with_capacity(docs) }
+    }
+
+    /// Documents in the batch.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of the batch's ids and JSON texts.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Adds a document given as JSON text.
+    pub fn push(&mut self, id: impl DocumentId, json: &str) {
+        id.write_id(&mut self.text);
+        let id_end = self.text.len();
+        self.text.extend_from_slice(json.as_bytes());
+        self.ends.push((id_end, self.text.len()));
+    }
+
+    /// Adds `doc` as JSON text, exactly as `serde_json::to_string` writes it.
+    /// On error the batch is left as it was.
+    #[inline]
+    pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl DocumentId, doc: &T) -> Result<(), serde_json::Error> {
+        let start = self.text.len();
+        id.write_id(&mut self.text);
+        let id_end = self.text.len();
+        match crate::json::write(&mut self.text, doc) {
+            Ok(()) => {
+                self.ends.push((id_end, self.text.len()));
+                Ok(())
+            }
+            Err(error) => {
+                self.text.truncate(start);
+                Err(error)
+            }
+        }
+    }
+
+    /// Each document's id and JSON text, in the order they were added.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(id_end, end)| {
+            // SAFETY: `text` holds only whole `str`s (ids, JSON texts written
+            // by `json::write`, which writes UTF-8 only), and `ends` marks
+            // their boundaries.
+            let (id, json) = unsafe {
+                (std::str::from_utf8_unchecked(&self.text[start..id_end]), std::str::from_utf8_unchecked(&self.text[id_end..end]))
+            };
+            start = end;
+            (id, json)
+        })
+    }
+
+    /// Empties the batch; its buffers keep their capacity.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
 }
 
@@ -39,11 +125,9 @@ impl JsonEncoder {
 /// write fails.
 pub struct DocumentWriter {
     collection: String,
-    docs: Vec<Document>,
-    bytes: usize,
+    batch: DocumentBatch,
     max_docs: usize,
     max_bytes: usize,
-    encoder: JsonEncoder,
 }
 
 impl DocumentWriter {
@@ -51,11 +135,9 @@ impl DocumentWriter {
     pub fn new(collection: impl Into<String>) -> Self {
         DocumentWriter {
             collection: collection.into(),
-            docs: Vec::with_capacity(DEFAULT_BATCH_DOCS),
-            bytes: 0,
+            batch: DocumentBatch::with_capacity(DEFAULT_BATCH_DOCS),
             max_docs: DEFAULT_BATCH_DOCS,
             max_bytes: DEFAULT_BATCH_BYTES,
-            encoder: JsonEncoder::default(),
         }
     }
 
@@ -67,40 +149,46 @@ impl DocumentWriter {
 
     /// Adds a document (a JSON object as text) under `id`; writing the same id
     /// again overwrites it.
-    pub fn push(&mut self, id: impl Into<String>, json: impl Into<String>) -> Result<(), Error> {
-        let json = json.into();
-        self.bytes += json.len();
-        self.docs.push(Document { id: Some(id.into()), json });
-        if self.docs.len() >= self.max_docs || self.bytes >= self.max_bytes {
-            self.flush()?;
-        }
-        Ok(())
+    pub fn push(&mut self, id: impl DocumentId, json: impl AsRef<str>) -> Result<(), Error> {
+        self.batch.push(id, json.as_ref());
+        self.flush_if_full()
     }
 
     /// Adds a document built with `serde_json`.
-    pub fn push_value(&mut self, id: impl Into<String>, value: &serde_json::Value) -> Result<(), Error> {
+    pub fn push_value(&mut self, id: impl DocumentId, value: &serde_json::Value) -> Result<(), Error> {
         self.push_serialize(id, value)
     }
 
     /// Adds any `serde::Serialize` value that serialises to a JSON object,
     /// e.g. a `#[derive(Serialize)]` struct borrowing the row's fields: the
     /// cheapest way to build a document, with no `Value` tree in between.
-    pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl Into<String>, doc: &T) -> Result<(), Error> {
-        let json = self.encoder.encode(doc).map_err(|e| Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)))?;
-        self.push(id, json)
+    #[inline]
+    pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl DocumentId, doc: &T) -> Result<(), Error> {
+        if let Err(e) = self.batch.push_serialize(id, doc) {
+            return Err(Error::invalid_input(format!("a document for collection `{}` is not valid JSON: {e}", self.collection)));
+        }
+        self.flush_if_full()
+    }
+
+    #[inline]
+    fn flush_if_full(&mut self) -> Result<(), Error> {
+        if self.batch.len() >= self.max_docs || self.batch.bytes() >= self.max_bytes {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Writes the buffered documents now.
     pub fn flush(&mut self) -> Result<(), Error> {
-        if self.docs.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
-        let written = coredms::bulk_index(&self.collection, &self.docs);
+        let docs: Vec<Document<'_>> = self.batch.iter().map(|(id, json)| Document { id: Some(id), json }).collect();
+        let written = coredms::bulk_index(&self.collection, &docs);
+        drop(docs);
         // Emptied either way: a failed write is the caller's to handle, and
-        // must not be written again when the writer is dropped. The vector
-        // keeps its capacity for the next batch.
-        self.docs.clear();
-        self.bytes = 0;
+        // must not be written again when the writer is dropped.
+        self.batch.clear();
         let report = written?;
         tally::with(|t| {
             t.records_out += u64::from(report.indexed);
@@ -139,19 +227,42 @@ mod tests {
     }
 
     /// Every piece length up to past the 32-byte short-copy limit, with
-    /// escapes and multi-byte characters at both ends: the encoder writes
-    /// what `serde_json::to_string` writes.
+    /// escapes and multi-byte characters at both ends: the batch holds each
+    /// id and what `serde_json::to_string` writes, in order.
     #[test]
     fn encodes_as_serde_json() {
-        let mut encoder = JsonEncoder::default();
+        let mut batch = DocumentBatch::default();
+        let mut expected = Vec::new();
         let alphabet = ["a", "\"", "é", "\\", "\n", "€", "z", "\u{1}"];
         for len in 0..80 {
             for (shift, _) in alphabet.iter().enumerate() {
                 let text: String = (0..len).map(|i| alphabet[(i + shift) % alphabet.len()]).collect();
                 let key = "k".repeat(len);
                 let doc = Doc { text: &text, key_of_forty_bytes_so_written_in_one_copy: len as u32, nested: BTreeMap::from([(key.as_str(), len as f64 / 7.0)]) };
-                assert_eq!(encoder.encode(&doc).unwrap(), serde_json::to_string(&doc).unwrap(), "length {len}");
+                batch.push_serialize(format!("{len}/{shift}"), &doc).unwrap();
+                expected.push((format!("{len}/{shift}"), serde_json::to_string(&doc).unwrap()));
             }
         }
+        let held: Vec<(String, String)> = batch.iter().map(|(id, json)| (id.to_string(), json.to_string())).collect();
+        assert_eq!(held, expected);
+        assert_eq!(batch.len(), expected.len());
+        assert_eq!(batch.bytes(), expected.iter().map(|(id, json)| id.len() + json.len()).sum::<usize>());
+    }
+
+    /// A document that cannot be written leaves no trace: the documents
+    /// around it keep their ids and texts.
+    #[test]
+    fn refused_document_leaves_batch_as_it_was() {
+        let ids = crate::RowIds::new("t", "0123456789abcdef");
+        let mut batch = DocumentBatch::default();
+        batch.push(ids.row(1), r#"{"a":1}"#);
+        // A map with a key that is not a string: refused half-way through.
+        let bad = BTreeMap::from([("ok", BTreeMap::from([(vec![1u8], 2)]))]);
+        assert!(batch.push_serialize(ids.row(2), &bad).is_err());
+        batch.push_serialize("plain", &BTreeMap::from([("b", 2)])).unwrap();
+        let held: Vec<(&str, &str)> = batch.iter().collect();
+        assert_eq!(held, [("t:0123456789abcdef:1", r#"{"a":1}"#), ("plain", r#"{"b":2}"#)]);
+        batch.clear();
+        assert!(batch.is_empty() && batch.bytes() == 0 && batch.iter().next().is_none());
     }
 }
