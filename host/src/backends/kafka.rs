@@ -163,7 +163,7 @@ impl MessageBus for KafkaBus {
             .map_err(|e| sink_error(&format!("consumer of group {group}"), e))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| sink_error(&format!("subscribe to {}", topics.join(", ")), e))?;
-        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer) }))
+        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), uncommitted: BTreeMap::new() }))
     }
 
     async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
@@ -236,11 +236,48 @@ impl MessageBus for KafkaBus {
 
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer>,
+    /// Next offsets processed but not committed yet, per topic and partition:
+    /// a commit refused during a rebalance is retried at the next poll (which
+    /// is what lets the rebalance finish). With cooperative rebalancing a
+    /// partition this consumer keeps is not read again, so without the retry
+    /// its offsets would stay uncommitted until new messages arrive, and the
+    /// lag would show messages that were long ingested.
+    uncommitted: BTreeMap<(String, i32), i64>,
+}
+
+impl KafkaConsumer {
+    /// Commits `uncommitted` for the partitions this consumer still owns;
+    /// the others' new owners read them again from the group's committed
+    /// offset (and must not have theirs overwritten by older ones).
+    async fn commit_uncommitted(&mut self) -> Result<(), SinkError> {
+        let consumer = self.consumer.clone();
+        let pending = self.uncommitted.clone();
+        blocking(BACKEND, move || {
+            let owned = consumer.assignment().map_err(|e| sink_error("assignment", e))?;
+            let mut list = TopicPartitionList::new();
+            for ((topic, partition), offset) in &pending {
+                if owned.find_partition(topic, *partition).is_some() {
+                    list.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| sink_error("commit", e))?;
+                }
+            }
+            if list.count() > 0 {
+                consumer.commit(&list, CommitMode::Sync).map_err(|e| sink_error("commit offsets", e))?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.uncommitted.clear();
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<InRecord>, SinkError> {
+        if !self.uncommitted.is_empty() {
+            // Still refused: kept for the next poll; the caller was told when it failed.
+            let _ = self.commit_uncommitted().await;
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut records = Vec::new();
         while records.len() < max {
@@ -259,20 +296,18 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError> {
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for (topic, partition, offset) in processed {
-            let slot = next.entry((topic.clone(), *partition)).or_insert(offset + 1);
+            let slot = self.uncommitted.entry((topic.clone(), *partition)).or_insert(offset + 1);
             *slot = (*slot).max(offset + 1);
         }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            list.add_partition_offset(&topic, partition, Offset::Offset(offset)).map_err(|e| sink_error("commit", e))?;
-        }
-        let consumer = self.consumer.clone();
-        blocking(BACKEND, move || consumer.commit(&list, CommitMode::Sync).map_err(|e| sink_error("commit offsets", e))).await
+        self.commit_uncommitted().await
     }
 
-    async fn close(self: Box<Self>) {
+    async fn close(mut self: Box<Self>) {
+        if !self.uncommitted.is_empty() {
+            // A last try; what stays uncommitted is read again after a restart.
+            let _ = self.commit_uncommitted().await;
+        }
         let consumer = self.consumer.clone();
         let _ = tokio::task::spawn_blocking(move || consumer.unsubscribe()).await;
     }

@@ -132,7 +132,7 @@ impl Instance {
                         pending.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
                     if let Err(error) = active.commit(&processed).await {
                         // The documents are in; the messages come again and overwrite them.
-                        self.event(&log, "warn", &format!("offset commit failed, the batch may be delivered again: {error}"));
+                        self.event(&log, "warn", &format!("offset commit failed, retried at the next poll (until then the batch may be delivered again after a restart): {error}"));
                     }
                     pending.clear();
                     retry = FIRST_RETRY;
