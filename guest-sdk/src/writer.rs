@@ -9,6 +9,7 @@ const DEFAULT_BATCH_BYTES: usize = 4 << 20;
 /// [`BatchContext::row_id`](crate::BatchContext::row_id) returns), written
 /// straight into the batch.
 pub trait DocumentId {
+    /// Appends the id's text to `out`.
     fn write_id(&self, out: &mut Vec<u8>);
 }
 
