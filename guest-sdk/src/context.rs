@@ -118,7 +118,7 @@ impl RowIds {
 
     /// The id of row `number`.
     pub fn id(&self, number: u64) -> String {
-        self.row(number).to_string()
+        String::from(self.row(number))
     }
 
     /// The id of row `number`, not yet written out: a [`DocumentWriter`]
@@ -150,15 +150,18 @@ impl RowId<'_> {
     }
 }
 
-impl std::fmt::Display for RowId<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.prefix, self.number)
+impl From<RowId<'_>> for String {
+    fn from(id: RowId<'_>) -> String {
+        let mut text = Vec::new();
+        id.write_to(&mut text);
+        // SAFETY: the concatenation of two `str`s.
+        unsafe { String::from_utf8_unchecked(text) }
     }
 }
 
-impl From<RowId<'_>> for String {
-    fn from(id: RowId<'_>) -> String {
-        id.to_string()
+impl std::fmt::Display for RowId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from(*self))
     }
 }
 

@@ -101,9 +101,10 @@ async fn messages_from_a_kafka_client_become_documents() {
         assert!(hit["_id"].as_str().unwrap().starts_with("readings-"), "ids come from topic, partition and offset");
     }
     // Searchable is not yet committed: when the second instance joins, the
-    // rebalance can refuse the first one's commit, and the partitions' new
-    // owners read those messages again (same ids: overwritten, not doubled)
-    // before committing them.
+    // rebalance can refuse the first one's commit. It retries that commit at
+    // its next poll for the partitions it keeps; a moved partition's new
+    // owner reads those messages again (same ids: overwritten, not doubled)
+    // and commits them.
     let group = format!("mysimbdp.{tenant}.live");
     let topics = [format!("{tenant}.readings")];
     let messaging = &platform.services.messaging;
