@@ -77,6 +77,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => common::input("orders-110mb.csv", GENERATE)?,
     };
     let bytes = std::fs::metadata(&file)?.len();
+    let known: Vec<&str> = ["wasm-null", "wasm-embedded", "native", "replicas"].into_iter().chain(REPLICAS.iter().map(|s| s.name())).collect();
+    if let Some(unknown) = args.only.iter().find(|o| !known.contains(&o.as_str())) {
+        anyhow::bail!("--only: no variant `{unknown}` (variants: {})", known.join(", "));
+    }
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let wasm = common::guest("retail_orders")?;
     println!(

@@ -142,11 +142,10 @@ impl RowId<'_> {
     /// Appends the id to `out`.
     #[inline]
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
-        // Called for every document: itoa, not `fmt`, and both pieces copied
+        // Called for every document: not `fmt`, and both pieces copied
         // without `memcpy` (a call into the host in the sandbox; see `json`).
-        let mut digits = itoa::Buffer::new();
         crate::json::push_bytes(out, self.prefix.as_bytes());
-        crate::json::push_bytes(out, digits.format(self.number).as_bytes());
+        crate::json::write_u64(out, self.number);
     }
 }
 

@@ -32,6 +32,7 @@ mod error;
 mod input;
 mod json;
 mod lines;
+mod number;
 mod tally;
 mod writer;
 
@@ -42,6 +43,7 @@ pub use csv::{CsvReader, Row};
 pub use error::Error;
 pub use input::{ChunkSource, InputFile, ReadSource};
 pub use lines::{Line, LineReader};
+pub use number::parse_f64;
 pub use mysimbdp_guest_macros::{batch_pipeline, stream_pipeline};
 pub use serde;
 pub use serde_json;

@@ -56,10 +56,11 @@ impl Customer {
         if order.size == "large" {
             self.large_orders += 1;
         }
-        match self.by_category.get_mut(order.item.category.as_ref()) {
+        let category = order.item.category.to_cow();
+        match self.by_category.get_mut(category.as_ref()) {
             Some(spend) => *spend += total,
             None => {
-                self.by_category.insert(order.item.category.to_string(), total);
+                self.by_category.insert(category.into_owned(), total);
             }
         }
     }

@@ -8,8 +8,9 @@
 //! shop currency and in EUR, weekday, size class), or says why it is rejected.
 
 use mysimbdp::prelude::*;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::borrow::Cow;
+use std::fmt;
 
 /// Pipeline parameters, read once per file from the tenant's profile.
 pub struct Settings {
@@ -121,18 +122,47 @@ pub struct Customer<'r> {
 pub struct Item<'r> {
     pub sku: &'r str,
     pub product: &'r str,
-    /// Lower case.
-    pub category: Cow<'r, str>,
+    /// Written in lower case.
+    pub category: Lower<'r>,
+}
+
+/// Text that is written in lower case: kept as read, so a row costs no copy
+/// of it (every category arrives capitalised).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lower<'r>(pub &'r str);
+
+impl<'r> Lower<'r> {
+    /// The text in lower case, copied only when it is not already.
+    pub fn to_cow(self) -> Cow<'r, str> {
+        lower(self.0)
+    }
+}
+
+impl fmt::Display for Lower<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_cow())
+    }
+}
+
+impl Serialize for Lower<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.0.as_bytes();
+        let mut buffer = [0u8; 32];
+        if text.len() > buffer.len() || !text.is_ascii() {
+            return serializer.serialize_str(&self.to_cow());
+        }
+        let lowered = &mut buffer[..text.len()];
+        for (to, from) in lowered.iter_mut().zip(text) {
+            *to = from.to_ascii_lowercase();
+        }
+        // SAFETY: ASCII in (checked above), ASCII out.
+        serializer.serialize_str(unsafe { std::str::from_utf8_unchecked(lowered) })
+    }
 }
 
 /// One CSV row to an order document, or the reason it is rejected.
 pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settings) -> Result<Order<'r>, String> {
-    let field = |index: usize, name: &str| -> Result<&'r str, String> {
-        match row.field(index).map(trim) {
-            Some(value) if !value.is_empty() => Ok(value),
-            _ => Err(format!("`{name}` is missing")),
-        }
-    };
+    let field = |index: usize, name: &'static str| required(row, index, name);
     let order_id = field(columns.order_id, "order_id")?;
     let date = field(columns.order_date, "order_date")?;
     let (year, month, day) = parse_date(date).ok_or_else(|| format!("`order_date` {date:?} is not YYYY-MM-DD"))?;
@@ -145,16 +175,12 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
         .ok()
         .filter(|&q| q > 0)
         .ok_or("`quantity` must be a whole number above 0")?;
-    let unit_price: f64 = field(columns.unit_price, "unit_price")?
-        .parse()
-        .ok()
+    let unit_price: f64 = mysimbdp::parse_f64(field(columns.unit_price, "unit_price")?)
         .filter(|p: &f64| p.is_finite() && *p >= 0.0)
         .ok_or("`unit_price` must be a number of at least 0")?;
     let discount: f64 = match row.field(columns.discount).map(trim) {
         None | Some("") => 0.0,
-        Some(text) => text
-            .parse()
-            .ok()
+        Some(text) => mysimbdp::parse_f64(text)
             .filter(|d: &f64| (0.0..1.0).contains(d))
             .ok_or("`discount` must be a fraction in [0, 1)")?,
     };
@@ -188,7 +214,7 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
         item: Item {
             sku: field(columns.sku, "sku")?,
             product: field(columns.product, "product")?,
-            category: lower(field(columns.category, "category")?),
+            category: Lower(field(columns.category, "category")?),
         },
         quantity,
         unit_price,
@@ -200,14 +226,32 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
     })
 }
 
+/// Field `index` of `row`, trimmed, or why the row is rejected. Inlined (it
+/// runs for eight fields of every row), its error path is not.
+#[inline(always)]
+fn required<'r>(row: &Row<'r>, index: usize, name: &'static str) -> Result<&'r str, String> {
+    match row.field(index).map(trim) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(missing(name)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn missing(name: &str) -> String {
+    format!("`{name}` is missing")
+}
+
 /// `str::trim`, with a shortcut for the usual field that starts and ends
 /// with a visible ASCII character (Unicode white space is never one).
+#[inline(always)]
 fn trim(text: &str) -> &str {
     let visible = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
     if visible(text.as_bytes().first()) && visible(text.as_bytes().last()) { text } else { text.trim() }
 }
 
 /// `text` in upper case, copied only when it is not already.
+#[inline(always)]
 fn upper(text: &str) -> Cow<'_, str> {
     if text.bytes().any(|b| b.is_ascii_lowercase()) { Cow::Owned(text.to_ascii_uppercase()) } else { Cow::Borrowed(text) }
 }
@@ -225,7 +269,15 @@ fn lower(text: &str) -> Cow<'_, str> {
 }
 
 fn round2(value: f64) -> f64 {
-    (value * 100.0).round() / 100.0
+    round(value * 100.0) / 100.0
+}
+
+/// `f64::round` (half away from zero) from `trunc`, one instruction in wasm
+/// (`f64.trunc`), where `round` is a call into the maths library.
+/// `value - trunc(value)` is exact: the fraction of a double is a double.
+fn round(value: f64) -> f64 {
+    let whole = value.trunc();
+    if (value - whole).abs() >= 0.5 { whole + value.signum() } else { whole }
 }
 
 /// `YYYY-MM-DD` with four, two and two digits, and a day the month has.
@@ -235,9 +287,9 @@ fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
         return None;
     }
-    let year: i32 = text[..4].parse().ok()?;
-    let month: u32 = text[5..7].parse().ok()?;
-    let day: u32 = text[8..].parse().ok()?;
+    // Digits checked above: their values without `str::parse`.
+    let number = |range: std::ops::Range<usize>| b[range].iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'));
+    let (year, month, day) = (number(0..4) as i32, number(5..7), number(8..10));
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     ((1..=12).contains(&month) && day >= 1 && day <= days[month as usize - 1]).then_some((year, month, day))
@@ -246,6 +298,7 @@ fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
 const WEEKDAYS: [&str; 7] = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
 
 /// Sakamoto's method; 0 is Sunday.
+#[inline(always)]
 fn weekday(year: i32, month: u32, day: u32) -> usize {
     const OFFSETS: [i32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
     let y = if month < 3 { year - 1 } else { year };
@@ -274,6 +327,34 @@ mod tests {
         for text in ["", "gear", "Outerwear", "ACCESSORIES", "Åsa", "ÉTÉ", "straße", "İstanbul", "a1-B2"] {
             assert_eq!(lower(text), text.to_lowercase(), "{text:?}");
             assert_eq!(matches!(lower(text), Cow::Borrowed(_)), text == text.to_lowercase(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn lower_serialises_as_it_displays() {
+        for text in ["Gear", "OUTERWEAR", "gear", "", "ÉTÉ", "Accessories and more accessories, all of them"] {
+            let json = serde_json::to_string(&Lower(text)).unwrap();
+            assert_eq!(json, serde_json::to_string(&text.to_lowercase()).unwrap(), "{text:?}");
+            assert_eq!(Lower(text).to_string(), text.to_lowercase(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn round_is_f64_round() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let special = [0.5, -0.5, 1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994, 4503599627370495.5, 1e300, -0.0, 0.0];
+        let random = std::iter::repeat_with(|| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Values around whole and half numbers, and any bit pattern.
+            [(seed % 2_000_000) as f64 / 2.0 - 500_000.0, f64::from_bits(seed), (seed % 100_000) as f64 * 0.01 * 100.0]
+        })
+        .take(100_000)
+        .flatten();
+        for value in special.into_iter().chain(random).chain([f64::INFINITY, f64::NEG_INFINITY, f64::NAN]) {
+            let (ours, std) = (round(value), value.round());
+            assert!(ours.to_bits() == std.to_bits() || (ours.is_nan() && std.is_nan()), "{value:e}: {ours:e} against {std:e}");
         }
     }
 
