@@ -156,10 +156,7 @@ impl<S> CsvReader<S> {
     /// where csv-core would be. Also checks that the record is UTF-8.
     fn read_plain_record(&mut self) -> bool {
         let buf = &self.chunks.buf;
-        let mut start = self.chunks.pos;
-        while start < buf.len() && matches!(buf[start], b'\n' | b'\r') {
-            start += 1;
-        }
+        let start = skip_line_ends(buf, self.chunks.pos);
         let mut count = 0;
         let mut at = start;
         // The bytes read, OR-ed: no high bit means all ASCII.
@@ -220,11 +217,8 @@ impl<S> CsvReader<S> {
     /// it across the refill or flushes it at the end of the file.
     fn read_quoted_record(&mut self) -> bool {
         let buf = &self.chunks.buf;
-        let mut at = self.chunks.pos;
-        while at < buf.len() && matches!(buf[at], b'\n' | b'\r') {
-            at += 1;
-        }
-        let start = at;
+        let start = skip_line_ends(buf, self.chunks.pos);
+        let mut at = start;
         let (mut out, mut count) = (0, 0);
         let fields = &mut self.fields;
         let stop = loop {
@@ -233,7 +227,7 @@ impl<S> CsvReader<S> {
                 at += 1;
                 // Quoted text up to the closing quote; `""` goes on.
                 loop {
-                    let Some(quote) = copy_until(buf, &mut at, fields, &mut out, |word| bytes_equal(word, b'"'), |b| b == b'"') else {
+                    let Some(quote) = copy_until(buf, &mut at, fields, &mut out, [b'"']) else {
                         return false;
                     };
                     at = quote + 1;
@@ -248,8 +242,7 @@ impl<S> CsvReader<S> {
                 }
             }
             // Unquoted text (or what follows a closing quote) up to a comma or a line end.
-            let stops = |word| bytes_equal(word, b',') | bytes_equal(word, b'\n') | bytes_equal(word, b'\r');
-            let Some(end) = copy_until(buf, &mut at, fields, &mut out, stops, |b| matches!(b, b',' | b'\n' | b'\r')) else {
+            let Some(end) = copy_until(buf, &mut at, fields, &mut out, [b',', b'\n', b'\r']) else {
                 return false;
             };
             push_end(&mut self.ends, &mut count, out);
@@ -266,26 +259,20 @@ impl<S> CsvReader<S> {
     }
 }
 
-/// Copies `buf` from `*at` up to the first byte that `is_stop` matches (found
-/// eight bytes per step with `stops`, which marks such bytes in a word) to
-/// `out[*len..]`, growing `out` as needed, and returns where that byte is, or
-/// `None` when the buffer ends first. `*at` moves past the bytes checked.
+/// Copies `buf` from `*at` up to the first of the `stops` bytes (found eight
+/// bytes per step) to `out[*len..]`, growing `out` as needed, and returns
+/// where that byte is, or `None` when the buffer ends first. `*at` moves past
+/// the bytes checked.
 #[inline(always)]
-fn copy_until(
-    buf: &[u8],
-    at: &mut usize,
-    out: &mut Vec<u8>,
-    len: &mut usize,
-    stops: impl Fn(u64) -> u64,
-    is_stop: impl Fn(u8) -> bool,
-) -> Option<usize> {
+fn copy_until<const N: usize>(buf: &[u8], at: &mut usize, out: &mut Vec<u8>, len: &mut usize, stops: [u8; N]) -> Option<usize> {
     while let Some(word) = buf.get(*at..*at + 8) {
         if *len + 8 > out.len() {
             out.resize(out.len() * 2 + 8, 0);
         }
         // The whole word is stored; only the bytes before a stop are counted.
         out[*len..*len + 8].copy_from_slice(word);
-        let marks = stops(u64::from_le_bytes(word.try_into().unwrap()));
+        let word_bits = u64::from_le_bytes(word.try_into().unwrap());
+        let marks = stops.iter().fold(0, |marks, &stop| marks | bytes_equal(word_bits, stop));
         if marks != 0 {
             let n = (marks.trailing_zeros() / 8) as usize;
             *len += n;
@@ -296,7 +283,7 @@ fn copy_until(
         *at += 8;
     }
     while let Some(&byte) = buf.get(*at) {
-        if is_stop(byte) {
+        if stops.contains(&byte) {
             return Some(*at);
         }
         push_byte(out, len, byte);
@@ -312,6 +299,16 @@ fn push_byte(out: &mut Vec<u8>, len: &mut usize, byte: u8) {
     }
     out[*len] = byte;
     *len += 1;
+}
+
+/// The first position from `at` that is not a line end (blank lines are
+/// skipped, as csv-core skips them).
+#[inline(always)]
+fn skip_line_ends(buf: &[u8], mut at: usize) -> usize {
+    while at < buf.len() && matches!(buf[at], b'\n' | b'\r') {
+        at += 1;
+    }
+    at
 }
 
 /// Records that field number `count` ends at `end`.
@@ -484,13 +481,7 @@ mod tests {
     fn records_are_read_as_csv_core_reads_them() {
         let pieces: [&[u8]; 15] =
             [b"a", b"bcdefghij", b",", b",", b"\n", b"\r\n", b"\r", b"\"q\"", b"\"x,\"\"y\"", b"\"l\r\n\"", b"\xc3\xa9", b"\xff", b" ", b"1234567", b"z\"z"];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..400 {
             let len = (next() % 60) as usize;
             let input: Vec<u8> = (0..len).flat_map(|_| pieces[(next() % pieces.len() as u64) as usize].to_vec()).collect();

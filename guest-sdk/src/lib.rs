@@ -86,6 +86,17 @@ impl Message {
     }
 }
 
+/// Xorshift: the tests' generated inputs, the same on every run.
+#[cfg(test)]
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use wit_bindgen;
