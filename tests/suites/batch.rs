@@ -345,6 +345,56 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
     assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 50);
 }
 
+/// The manager records a file's outcome in the manifest before it moves the
+/// file out of `work/`. In between, the status must still show the file as
+/// running, and once the file is in `failed/` its reason must be there with it:
+/// otherwise a status read in that window sees the file nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_between_its_outcome_and_its_move_is_still_running() {
+    use mysimbdp::batch::manifest::{Entry, FileState, Manifest};
+    use mysimbdp::batch::staging::{self, Reason};
+    let test = constrained(&RETAIL, &[]).await;
+    let platform = test.open().await;
+    let tenant = platform.tenant("retail").unwrap().clone();
+    let entry = Entry {
+        id: mysimbdp::batch::manifest::new_id(),
+        state: FileState::Failed,
+        file: "tuesday.csv".into(),
+        pipeline: "orders".into(),
+        checksum: "0".repeat(64),
+        bytes: 10,
+        ts: chrono::Utc::now(),
+        reason: Some("guest-panic: boom".into()),
+    };
+    let work = entry.work_path(&tenant.paths.work);
+    std::fs::create_dir_all(work.parent().unwrap()).unwrap();
+    std::fs::write(&work, "order_id\n").unwrap();
+    let (manifest, _) = Manifest::open(&tenant.paths.manifest).unwrap();
+    manifest.record(std::slice::from_ref(&entry), true).unwrap();
+
+    let status = mysimbdp::batch::status::tenant_status(&tenant, 10).unwrap();
+    assert_eq!(status.running.iter().map(|f| (f.file.as_str(), f.state.as_str())).collect::<Vec<_>>(), [("tuesday.csv", "failed")]);
+    assert!(status.failed.is_empty(), "{status:?}");
+
+    let reason = Reason {
+        tenant: "retail".into(),
+        file: entry.file.clone(),
+        rule: "guest-panic".into(),
+        limit: None,
+        actual: None,
+        message: "boom".into(),
+        at: chrono::Utc::now(),
+        id: Some(entry.id.clone()),
+        pipeline: Some(entry.pipeline.clone()),
+    };
+    let moved = staging::move_with_reason(&work, &tenant.paths.failed, &entry.id, &reason).unwrap();
+    assert_eq!(moved, tenant.paths.failed.join("tuesday.csv"));
+    let status = mysimbdp::batch::status::tenant_status(&tenant, 10).unwrap();
+    assert!(status.running.is_empty(), "{status:?}");
+    assert_eq!(status.failed.len(), 1, "{status:?}");
+    assert_eq!((status.failed[0].state.as_str(), status.failed[0].reason.as_deref()), ("guest-panic", Some("boom")));
+}
+
 fn process_is_running(child: &mut std::process::Child) -> bool {
     child.try_wait().unwrap().is_none()
 }

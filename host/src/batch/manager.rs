@@ -441,24 +441,19 @@ impl Inner {
 
     fn finish_failed(&self, state: &TenantState, entry: &Entry, path: &Path, kind: &str, message: &str) {
         let tenant = &state.tenant;
-        match staging::move_into(path, &tenant.paths.failed, &entry.file, &entry.id) {
-            Ok(moved) => {
-                let reason = Reason {
-                    tenant: tenant.id.to_string(),
-                    file: entry.file.clone(),
-                    rule: kind.to_string(),
-                    limit: None,
-                    actual: None,
-                    message: message.to_string(),
-                    at: Utc::now(),
-                    id: Some(entry.id.clone()),
-                    pipeline: Some(entry.pipeline.clone()),
-                };
-                if let Err(error) = staging::write_reason(&moved, &reason) {
-                    tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot write the reason of a failed file.");
-                }
-            }
-            Err(error) => tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot move a failed file to failed/."),
+        let reason = Reason {
+            tenant: tenant.id.to_string(),
+            file: entry.file.clone(),
+            rule: kind.to_string(),
+            limit: None,
+            actual: None,
+            message: message.to_string(),
+            at: Utc::now(),
+            id: Some(entry.id.clone()),
+            pipeline: Some(entry.pipeline.clone()),
+        };
+        if let Err(error) = staging::move_with_reason(path, &tenant.paths.failed, &entry.id, &reason) {
+            tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot move a failed file to failed/.");
         }
     }
 

@@ -73,6 +73,14 @@ pub fn put(tenant: &Tenant, source: &Path, into: Option<&Path>) -> anyhow::Resul
 /// Moves `file` to `dir/relative`; if that name is taken, `-<suffix>` is added
 /// before the extension. Returns the new path.
 pub fn move_into(file: &Path, dir: &Path, relative: &str, suffix: &str) -> std::io::Result<PathBuf> {
+    let target = free_target(dir, relative, suffix)?;
+    std::fs::rename(file, &target)?;
+    Ok(target)
+}
+
+/// Where `move_into` puts a file: `dir/relative`, or with `-<suffix>` before
+/// the extension if that is taken. Creates the parent directory.
+fn free_target(dir: &Path, relative: &str, suffix: &str) -> std::io::Result<PathBuf> {
     let mut target = dir.join(relative);
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
@@ -85,7 +93,22 @@ pub fn move_into(file: &Path, dir: &Path, relative: &str, suffix: &str) -> std::
         };
         target.set_file_name(name);
     }
-    std::fs::rename(file, &target)?;
+    Ok(target)
+}
+
+/// `move_into` for `quarantine/` and `failed/`: the reason file is written
+/// first, so whoever lists the directory never sees the file without its
+/// reason. If the reason cannot be written the file is moved all the same
+/// (it is never left behind) and the error is logged.
+pub fn move_with_reason(file: &Path, dir: &Path, suffix: &str, reason: &Reason) -> std::io::Result<PathBuf> {
+    let target = free_target(dir, &reason.file, suffix)?;
+    let reason_file = reason_path(&target);
+    if let Err(error) = write_reason(&target, reason) {
+        tracing::error!(tenant = %reason.tenant, file = %reason.file, %error, "Cannot write {}; the file is moved without it.", reason_file.display());
+    }
+    std::fs::rename(file, &target).inspect_err(|_| {
+        let _ = std::fs::remove_file(&reason_file);
+    })?;
     Ok(target)
 }
 
@@ -116,29 +139,25 @@ pub fn reason_path(file: &Path) -> PathBuf {
     file.with_file_name(name)
 }
 
-/// Writes the reason file next to `moved`.
-pub fn write_reason(moved: &Path, reason: &Reason) -> std::io::Result<()> {
+/// Writes the reason file for `file` (which need not exist yet).
+fn write_reason(moved: &Path, reason: &Reason) -> std::io::Result<()> {
     std::fs::write(reason_path(moved), serde_json::to_vec_pretty(reason).expect("serializable"))
 }
 
 /// Moves a staged file to quarantine with its reason; never deletes it.
 pub fn quarantine(tenant: &Tenant, file: &StagedFile, violation: &Violation) -> std::io::Result<PathBuf> {
-    let moved = move_into(&file.path, &tenant.paths.quarantine, &file.relative, &super::manifest::new_id())?;
-    write_reason(
-        &moved,
-        &Reason {
-            tenant: tenant.id.to_string(),
-            file: file.relative.clone(),
-            rule: violation.rule.clone(),
-            limit: Some(violation.limit.clone()),
-            actual: Some(violation.actual.clone()),
-            message: violation.message(),
-            at: chrono::Utc::now(),
-            id: None,
-            pipeline: None,
-        },
-    )?;
-    Ok(moved)
+    let reason = Reason {
+        tenant: tenant.id.to_string(),
+        file: file.relative.clone(),
+        rule: violation.rule.clone(),
+        limit: Some(violation.limit.clone()),
+        actual: Some(violation.actual.clone()),
+        message: violation.message(),
+        at: chrono::Utc::now(),
+        id: None,
+        pipeline: None,
+    };
+    move_with_reason(&file.path, &tenant.paths.quarantine, &super::manifest::new_id(), &reason)
 }
 
 /// Files with their reasons in `quarantine/` or `failed/`.

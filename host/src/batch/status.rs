@@ -87,11 +87,17 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
     let mut quarantined: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.quarantine).into_iter().map(|(p, r)| from_reason(p, r)).collect();
     quarantined.sort_by_key(|f| std::cmp::Reverse(f.at));
+    // The manifest records an outcome before the file leaves work/; until it
+    // has moved (to failed/ with its reason, or archive/) it is still running.
+    let finishing = latest
+        .values()
+        .filter(|e| matches!(e.state, FileState::Failed | FileState::Done) && e.work_path(&tenant.paths.work).exists())
+        .map(from_entry);
     Ok(TenantStatus {
         tenant: tenant.id.to_string(),
         staged,
         queued: of(FileState::Claimed),
-        running: of(FileState::Ingesting),
+        running: of(FileState::Ingesting).into_iter().chain(finishing).collect(),
         done,
         failed,
         quarantined,
