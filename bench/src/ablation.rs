@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::component::{Component, Resource};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
 /// As `mysimbdp::runtime`: host calls run on the guest's fiber below its stack.
@@ -79,12 +79,7 @@ impl Replica {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        mysimbdp::runtime::bindings::batch::BatchPipeline::add_to_linker::<
-            HostState,
-            HasSelf<HostState>,
-        >(&mut linker, |s| s)?;
+        let linker = mysimbdp::runtime::linker(&engine, PipelineKind::Batch)?;
         let component = Component::from_file(&engine, wasm)?;
         let pre = BatchPipelinePre::new(linker.instantiate_pre(&component)?)?;
         let ticking = Arc::new(AtomicBool::new(true));

@@ -1,4 +1,4 @@
-use crate::__private::bindings::mysimbdp::pipeline::{coredms, types::Document};
+use crate::__private::bindings::mysimbdp::pipeline::coredms;
 use crate::context::RowId;
 use crate::{Error, tally};
 
@@ -41,13 +41,20 @@ impl DocumentId for RowId<'_> {
 /// Documents as [`DocumentWriter`] buffers them: every id and JSON text one
 /// after the other in one buffer, which keeps its capacity from batch to
 /// batch. A document costs no allocation of its own, and the batch crosses to
-/// the host as strings borrowed from that buffer. Public so that a transform
-/// can be run natively with the same code (see `bench/`).
+/// the host as it is, in two lists (`coredms.bulk-index-packed`). Public so
+/// that a transform can be run natively with the same code (see `bench/`).
 #[derive(Debug, Default)]
 pub struct DocumentBatch {
     text: Vec<u8>,
     /// Per document, where its id ends and where its JSON ends in `text`.
-    ends: Vec<(usize, usize)>,
+    ends: Vec<[u32; 2]>,
+}
+
+/// The length of `text` as an offset of `bulk-index-packed`. A batch is
+/// flushed at a few MiB, far below 4 GiB.
+#[inline]
+fn offset(text: &[u8]) -> u32 {
+    u32::try_from(text.len()).expect("a document batch under 4 GiB")
 }
 
 impl DocumentBatch {
@@ -73,9 +80,9 @@ impl DocumentBatch {
     /// Adds a document given as JSON text.
     pub fn push(&mut self, id: impl DocumentId, json: &str) {
         id.write_id(&mut self.text);
-        let id_end = self.text.len();
+        let id_end = offset(&self.text);
         self.text.extend_from_slice(json.as_bytes());
-        self.ends.push((id_end, self.text.len()));
+        self.ends.push([id_end, offset(&self.text)]);
     }
 
     /// Adds `doc` as JSON text, exactly as `serde_json::to_string` writes it.
@@ -84,10 +91,10 @@ impl DocumentBatch {
     pub fn push_serialize<T: serde::Serialize + ?Sized>(&mut self, id: impl DocumentId, doc: &T) -> Result<(), serde_json::Error> {
         let start = self.text.len();
         id.write_id(&mut self.text);
-        let id_end = self.text.len();
+        let id_end = offset(&self.text);
         match crate::json::write(&mut self.text, doc) {
             Ok(()) => {
-                self.ends.push((id_end, self.text.len()));
+                self.ends.push([id_end, offset(&self.text)]);
                 Ok(())
             }
             Err(error) => {
@@ -100,7 +107,8 @@ impl DocumentBatch {
     /// Each document's id and JSON text, in the order they were added.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
         let mut start = 0;
-        self.ends.iter().map(move |&(id_end, end)| {
+        self.ends.iter().map(move |&[id_end, end]| {
+            let (id_end, end) = (id_end as usize, end as usize);
             // SAFETY: `text` holds only whole `str`s (ids, JSON texts written
             // by `json::write`, which writes UTF-8 only), and `ends` marks
             // their boundaries.
@@ -110,6 +118,12 @@ impl DocumentBatch {
             start = end;
             (id, json)
         })
+    }
+
+    /// The batch as `bulk-index-packed` takes it: the text, and per document
+    /// where its id ends and where its JSON text ends.
+    pub fn packed(&self) -> (&[u8], &[u32]) {
+        (&self.text, self.ends.as_flattened())
     }
 
     /// Empties the batch; its buffers keep their capacity.
@@ -184,9 +198,8 @@ impl DocumentWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let docs: Vec<Document<'_>> = self.batch.iter().map(|(id, json)| Document { id: Some(id), json }).collect();
-        let written = coredms::bulk_index(&self.collection, &docs);
-        drop(docs);
+        let (text, ends) = self.batch.packed();
+        let written = coredms::bulk_index_packed(&self.collection, text, ends);
         // Emptied either way: a failed write is the caller's to handle, and
         // must not be written again when the writer is dropped.
         self.batch.clear();
@@ -263,7 +276,12 @@ mod tests {
         batch.push_serialize("plain", &BTreeMap::from([("b", 2)])).unwrap();
         let held: Vec<(&str, &str)> = batch.iter().collect();
         assert_eq!(held, [("t:0123456789abcdef:1", r#"{"a":1}"#), ("plain", r#"{"b":2}"#)]);
+        // What the host receives (`bulk-index-packed`): the text, and where
+        // each id and each JSON text ends.
+        let (text, ends) = batch.packed();
+        assert_eq!(std::str::from_utf8(text).unwrap(), r#"t:0123456789abcdef:1{"a":1}plain{"b":2}"#);
+        assert_eq!(ends, [20, 27, 32, 39]);
         batch.clear();
-        assert!(batch.is_empty() && batch.bytes() == 0 && batch.iter().next().is_none());
+        assert!(batch.is_empty() && batch.bytes() == 0 && batch.iter().next().is_none() && batch.packed() == (&[][..], &[][..]));
     }
 }

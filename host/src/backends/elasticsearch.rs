@@ -8,7 +8,7 @@
 //! them). The document id is always set, so a retry or a re-run overwrites
 //! instead of duplicating.
 
-use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
+use super::{BulkOutcome, Doc, DocumentStore, Docs, Hit, ItemFailure, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
@@ -70,11 +70,12 @@ impl ElasticStore {
 
     /// One `_bulk` request for the documents at `positions`; returns the
     /// outcome of each position.
-    async fn bulk_once(&self, index: &str, docs: &[Doc], positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
+    async fn bulk_once(&self, index: &str, docs: &Docs, positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
         let mut lines: Vec<String> = Vec::with_capacity(positions.len() * 2);
         for &i in positions {
-            lines.push(json!({ "index": { "_id": docs[i].id } }).to_string());
-            lines.push(docs[i].source.clone());
+            let doc = docs.get(i).expect("positions are documents of `docs`");
+            lines.push(json!({ "index": { "_id": doc.id } }).to_string());
+            lines.push(doc.source.to_string());
         }
         let response = self
             .client
@@ -110,13 +111,14 @@ impl ElasticStore {
     }
 }
 
-/// Makes a document one line, as `_bulk` needs; `None` if it is not JSON.
-fn one_line(doc: &Doc) -> Option<Doc> {
+/// Makes a document's JSON text one line, as `_bulk` needs; `None` if it is
+/// not JSON.
+fn one_line(doc: Doc<'_>) -> Option<std::borrow::Cow<'_, str>> {
     if !doc.source.contains('\n') {
-        return Some(doc.clone());
+        return Some(doc.source.into());
     }
-    let value: Value = serde_json::from_str(&doc.source).ok()?;
-    Some(Doc { id: doc.id.clone(), source: value.to_string() })
+    let value: Value = serde_json::from_str(doc.source).ok()?;
+    Some(value.to_string().into())
 }
 
 #[async_trait]
@@ -158,18 +160,18 @@ impl DocumentStore for ElasticStore {
         }
     }
 
-    async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+    async fn bulk_index(&self, index: &str, docs: &Docs) -> Result<BulkOutcome, SinkError> {
         let mut outcome = BulkOutcome::default();
-        let mut prepared = Vec::with_capacity(docs.len());
+        let mut prepared = Docs::with_capacity(docs.len(), 0);
         let mut pending = Vec::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
             match one_line(doc) {
-                Some(doc) => {
-                    prepared.push(doc);
+                Some(line) => {
+                    prepared.push(doc.id, &line);
                     pending.push(i);
                 }
                 None => {
-                    prepared.push(doc.clone());
+                    prepared.push(doc.id, doc.source);
                     outcome.failed.push(ItemFailure { index: i, status: 400, reason: "the document is not valid JSON".into() });
                 }
             }

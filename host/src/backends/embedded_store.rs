@@ -3,7 +3,7 @@
 //! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
 //! queries work as with Elasticsearch's query string.
 
-use super::{BulkOutcome, Doc, DocumentStore, Hit, ItemFailure, SearchResult, SinkError, blocking};
+use super::{BulkOutcome, DocumentStore, Docs, Hit, ItemFailure, SearchResult, SinkError, blocking};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -98,11 +98,11 @@ impl Collection {
         f(slot.as_mut().expect("writer just opened"))
     }
 
-    fn index_docs(&self, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+    fn index_docs(&self, docs: &Docs) -> Result<BulkOutcome, SinkError> {
         let mut outcome = BulkOutcome::default();
         self.with_writer(|writer| {
             for (i, doc) in docs.iter().enumerate() {
-                let value: serde_json::Value = match serde_json::from_str(&doc.source) {
+                let value: serde_json::Value = match serde_json::from_str(doc.source) {
                     Ok(value @ serde_json::Value::Object(_)) => value,
                     Ok(_) => {
                         outcome.failed.push(ItemFailure { index: i, status: 400, reason: "the document is not a JSON object".into() });
@@ -114,10 +114,10 @@ impl Collection {
                     }
                 };
                 let mut document = TantivyDocument::default();
-                document.add_text(self.id, &doc.id);
-                document.add_text(self.source, &doc.source);
+                document.add_text(self.id, doc.id);
+                document.add_text(self.source, doc.source);
                 document.add_field_value(self.body, &OwnedValue::from(value));
-                writer.delete_term(Term::from_field_text(self.id, &doc.id));
+                writer.delete_term(Term::from_field_text(self.id, doc.id));
                 writer.add_document(document).map_err(|e| sink_error("add document", e))?;
                 outcome.indexed += 1;
             }
@@ -203,9 +203,9 @@ impl DocumentStore for EmbeddedStore {
         self.collection(index, true).map(drop)
     }
 
-    async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+    async fn bulk_index(&self, index: &str, docs: &Docs) -> Result<BulkOutcome, SinkError> {
         let collection = self.collection(index, true)?.expect("created");
-        let docs = docs.to_vec();
+        let docs = docs.clone();
         blocking(BACKEND, move || collection.index_docs(&docs)).await
     }
 

@@ -22,11 +22,99 @@ pub(crate) async fn blocking<R: Send + 'static>(
 }
 
 /// A document as the host writes it: the id is always set.
-#[derive(Debug, Clone)]
-pub struct Doc {
-    pub id: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doc<'a> {
+    pub id: &'a str,
     /// A JSON object.
-    pub source: String,
+    pub source: &'a str,
+}
+
+/// The documents of one bulk write: every id and JSON text one after the
+/// other in one text, as the guest SDK packs them (`bulk-index-packed`), so a
+/// batch from a guest costs one copy and no allocation per document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Docs {
+    text: String,
+    /// Two per document: where its id ends and where its JSON text ends in `text`.
+    ends: Vec<u32>,
+}
+
+impl Docs {
+    /// Empty, with room for `docs` documents of `bytes` bytes in all.
+    pub fn with_capacity(docs: usize, bytes: usize) -> Docs {
+        Docs { text: String::with_capacity(bytes), ends: Vec::with_capacity(docs * 2) }
+    }
+
+    /// Documents packed as `bulk-index-packed` receives them, or what is
+    /// wrong with the packing.
+    pub fn from_packed(text: Vec<u8>, ends: Vec<u32>) -> Result<Docs, String> {
+        let text = String::from_utf8(text).map_err(|e| format!("the text is not UTF-8: {}", e.utf8_error()))?;
+        if ends.len() % 2 != 0 {
+            return Err(format!("{} offsets: two per document expected", ends.len()));
+        }
+        let mut previous = 0;
+        for (i, &end) in ends.iter().enumerate() {
+            let at = end as usize;
+            if at < previous || at > text.len() || !text.is_char_boundary(at) {
+                return Err(format!(
+                    "offset {i} ({end}) is not a character boundary after offset {previous} in the {} bytes of text",
+                    text.len()
+                ));
+            }
+            previous = at;
+        }
+        if previous != text.len() {
+            return Err(format!("the documents end at byte {previous} of {}", text.len()));
+        }
+        Ok(Docs { text, ends })
+    }
+
+    pub fn push(&mut self, id: &str, source: &str) {
+        let offset = |text: &String| u32::try_from(text.len()).expect("a bulk write under 4 GiB");
+        self.text.push_str(id);
+        self.ends.push(offset(&self.text));
+        self.text.push_str(source);
+        self.ends.push(offset(&self.text));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The document at position `index` (in the order pushed).
+    pub fn get(&self, index: usize) -> Option<Doc<'_>> {
+        let id_end = *self.ends.get(2 * index)? as usize;
+        let end = self.ends[2 * index + 1] as usize;
+        let start = match index {
+            0 => 0,
+            _ => self.ends[2 * index - 1] as usize,
+        };
+        Some(Doc { id: &self.text[start..id_end], source: &self.text[id_end..end] })
+    }
+
+    /// Empties it; the buffers keep their capacity.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Doc<'_>> {
+        (0..self.len()).map(|i| self.get(i).expect("in range"))
+    }
+}
+
+impl<'a> FromIterator<Doc<'a>> for Docs {
+    fn from_iter<I: IntoIterator<Item = Doc<'a>>>(docs: I) -> Docs {
+        let mut all = Docs::default();
+        for doc in docs {
+            all.push(doc.id, doc.source);
+        }
+        all
+    }
 }
 
 /// A document the store refused.
@@ -84,7 +172,7 @@ pub trait DocumentStore: Send + Sync {
 
     /// Writes `docs` (overwriting same ids). Returns once the store accepted
     /// them; per-document failures are in the outcome.
-    async fn bulk_index(&self, index: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError>;
+    async fn bulk_index(&self, index: &str, docs: &Docs) -> Result<BulkOutcome, SinkError>;
 
     /// Makes everything written so far durable, and searchable too when
     /// `searchable` (a refresh costs the cluster, so the stream path skips it).
@@ -157,4 +245,46 @@ pub trait Consumer: Send {
 
     /// Leaves the group cleanly.
     async fn close(self: Box<Self>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Doc, Docs};
+
+    #[test]
+    fn docs_give_back_each_document_as_pushed() {
+        let pushed = [("a-1", r#"{"x":1}"#), ("", "{}"), ("é-2", r#"{"city":"Jyväskylä"}"#), ("z", "")];
+        let mut docs: Docs = pushed.iter().map(|&(id, source)| Doc { id, source }).collect();
+        assert_eq!(docs.len(), 4);
+        let back: Vec<(&str, &str)> = docs.iter().map(|d| (d.id, d.source)).collect();
+        assert_eq!(back, pushed);
+        assert_eq!(docs.get(2), Some(Doc { id: "é-2", source: r#"{"city":"Jyväskylä"}"# }));
+        assert_eq!(docs.get(4), None);
+        docs.clear();
+        assert!(docs.is_empty() && docs.iter().next().is_none());
+        docs.push("b", "{}");
+        assert_eq!(docs.get(0), Some(Doc { id: "b", source: "{}" }));
+    }
+
+    #[test]
+    fn packed_documents_are_read_as_the_sdk_packs_them() {
+        let text = "r-1{\"a\":1}r-é{\"b\":\"ü\"}".as_bytes().to_vec();
+        let docs = Docs::from_packed(text.clone(), vec![3, 10, 14, 24]).unwrap();
+        let back: Vec<(&str, &str)> = docs.iter().map(|d| (d.id, d.source)).collect();
+        assert_eq!(back, [("r-1", r#"{"a":1}"#), ("r-é", r#"{"b":"ü"}"#)]);
+        assert_eq!(Docs::from_packed(Vec::new(), Vec::new()).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn packing_that_does_not_fit_the_text_is_refused() {
+        let text = || "r-1{}r-é{}".as_bytes().to_vec();
+        let refused = |ends: Vec<u32>| Docs::from_packed(text(), ends).unwrap_err();
+        assert!(Docs::from_packed(text(), vec![3, 5, 9, 11]).is_ok());
+        assert_eq!(refused(vec![3, 5, 9]), "3 offsets: two per document expected");
+        assert!(refused(vec![3, 5, 8, 11]).starts_with("offset 2 (8) is not a character boundary"), "inside é");
+        assert!(refused(vec![5, 3, 9, 11]).starts_with("offset 1 (3) is not a character boundary after offset 5"));
+        assert!(refused(vec![3, 5, 9, 12]).starts_with("offset 3 (12)"), "past the end");
+        assert_eq!(refused(vec![3, 5, 9, 10]), "the documents end at byte 10 of 11");
+        assert!(Docs::from_packed(vec![b'{', 0xff, b'}'], vec![0, 3]).unwrap_err().starts_with("the text is not UTF-8"));
+    }
 }

@@ -1,6 +1,6 @@
 //! A store that accepts and discards documents, to measure a pipeline alone.
 
-use super::{BulkOutcome, Doc, DocumentStore, SearchResult, SinkError};
+use super::{BulkOutcome, DocumentStore, Docs, SearchResult, SinkError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,7 +19,7 @@ impl DocumentStore for NullStore {
         Ok(())
     }
 
-    async fn bulk_index(&self, _: &str, docs: &[Doc]) -> Result<BulkOutcome, SinkError> {
+    async fn bulk_index(&self, _: &str, docs: &Docs) -> Result<BulkOutcome, SinkError> {
         self.accepted.fetch_add(docs.len() as u64, Ordering::Relaxed);
         Ok(BulkOutcome { indexed: docs.len(), failed: Vec::new() })
     }

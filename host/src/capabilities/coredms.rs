@@ -1,7 +1,7 @@
 //! `coredms`: bulk writes into the tenant's own indices.
 
 use super::HostState;
-use crate::backends::Doc;
+use crate::backends::Docs;
 use crate::deadletter::header;
 use crate::runtime::bindings::batch::mysimbdp::pipeline::coredms;
 use crate::runtime::bindings::{BulkReport, Document, GuestError, ItemFailure};
@@ -18,66 +18,76 @@ fn content_id(json: &str) -> String {
 
 impl coredms::Host for HostState {
     async fn bulk_index(&mut self, collection: String, docs: Vec<Document>) -> wasmtime::Result<Result<BulkReport, GuestError>> {
-        let index = match self.scope.index_name(&collection) {
+        let mut packed = Docs::with_capacity(docs.len(), 0);
+        for doc in &docs {
+            match &doc.id {
+                Some(id) => packed.push(id, &doc.json),
+                None => packed.push(&content_id(&doc.json), &doc.json),
+            }
+        }
+        Ok(self.write_docs(&collection, &packed).await)
+    }
+
+    async fn bulk_index_packed(&mut self, collection: String, text: Vec<u8>, ends: Vec<u32>) -> wasmtime::Result<Result<BulkReport, GuestError>> {
+        match Docs::from_packed(text, ends) {
+            Ok(docs) => Ok(self.write_docs(&collection, &docs).await),
+            Err(reason) => Ok(Err(GuestError::InvalidInput(format!("bulk-index-packed into `{collection}`: {reason}")))),
+        }
+    }
+}
+
+impl HostState {
+    /// Both forms of `bulk-index`, once the documents are out of the guest.
+    async fn write_docs(&mut self, collection: &str, docs: &Docs) -> Result<BulkReport, GuestError> {
+        let index = match self.scope.index_name(collection) {
             Ok(index) => index,
-            Err(reason) => return Ok(Err(self.deny("bulk-index", reason))),
+            Err(reason) => return Err(self.deny("bulk-index", reason)),
         };
         if docs.len() > MAX_DOCS_PER_CALL {
-            return Ok(Err(GuestError::QuotaExceeded(format!(
-                "{} documents in one bulk-index; send at most {MAX_DOCS_PER_CALL} per call",
-                docs.len()
-            ))));
+            return Err(GuestError::QuotaExceeded(format!(
+                "more than {MAX_DOCS_PER_CALL} documents in one bulk-index; send at most {MAX_DOCS_PER_CALL} per call"
+            )));
         }
-        let docs: Vec<Doc> = docs
-            .into_iter()
-            .map(|d| Doc { id: d.id.unwrap_or_else(|| content_id(&d.json)), source: d.json })
-            .collect();
         let services = self.scope.services.clone();
         let mappings = self.scope.tenant.profile.collections.iter().find(|(name, _)| name.as_str() == collection);
         let mappings = mappings.and_then(|(_, spec)| spec.mappings.as_ref());
         let written = async {
             services.ensure_index(&index, mappings).await?;
-            services.coredms.bulk_index(&index, &docs).await
+            services.coredms.bulk_index(&index, docs).await
         }
         .await;
         let outcome = match written {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.effects.sink_error.get_or_insert(error.to_string());
-                return Ok(Err(GuestError::Unavailable(error.to_string())));
+                return Err(GuestError::Unavailable(error.to_string()));
             }
         };
         self.effects.indices.insert(index.clone());
         self.effects.docs_indexed += outcome.indexed as u64;
         self.effects.docs_failed += outcome.failed.len() as u64;
+        let refused = |position: usize| docs.get(position).expect("failures name documents of the call");
         let letters = outcome
             .failed
             .iter()
             .map(|failure| {
-                let doc = &docs[failure.index];
+                let doc = refused(failure.index);
                 let kind = if failure.status < 500 && failure.status != 429 { "document-refused" } else { "store-retries-exhausted" };
                 let mut letter = self
-                    .letter(doc.source.clone().into_bytes(), kind, &failure.reason)
+                    .letter(doc.source.as_bytes().to_vec(), kind, &failure.reason)
                     .header(header::ORIGIN, format!("{index}/{}", doc.id));
-                letter.key = Some(doc.id.clone().into_bytes());
+                letter.key = Some(doc.id.as_bytes().to_vec());
                 letter
             })
             .collect();
-        if let Err(error) = self.send_dead_letters(letters).await {
-            return Ok(Err(error));
-        }
-        Ok(Ok(BulkReport {
+        self.send_dead_letters(letters).await?;
+        Ok(BulkReport {
             indexed: outcome.indexed as u32,
             failed: outcome
                 .failed
                 .into_iter()
-                .map(|f| ItemFailure {
-                    index: f.index as u32,
-                    id: Some(docs[f.index].id.clone()),
-                    status: f.status,
-                    reason: f.reason,
-                })
+                .map(|f| ItemFailure { index: f.index as u32, id: Some(refused(f.index).id.to_string()), status: f.status, reason: f.reason })
                 .collect(),
-        }))
+        })
     }
 }

@@ -51,14 +51,20 @@ impl EngineSet {
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config)?;
 
-        let mut batch = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut batch)?;
-        bindings::batch::BatchPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut batch, |s| s)?;
-        let mut stream = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut stream)?;
-        bindings::stream::StreamPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut stream, |s| s)?;
-        Ok(EngineSet { engine, batch, stream })
+        Ok(EngineSet { batch: linker(&engine, PipelineKind::Batch)?, stream: linker(&engine, PipelineKind::Stream)?, engine })
     }
+}
+
+/// What a pipeline of `kind` may import: WASI (with nothing granted by
+/// `HostState`) and the imports of its world.
+pub fn linker(engine: &Engine, kind: PipelineKind) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    match kind {
+        PipelineKind::Batch => bindings::batch::BatchPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?,
+        PipelineKind::Stream => bindings::stream::StreamPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?,
+    }
+    Ok(linker)
 }
 
 /// A component compiled and linked, ready to instantiate.

@@ -3,7 +3,7 @@
 //! task: once a second, or sooner when many arrive.
 
 use super::IngestionRecord;
-use crate::backends::{Doc, DocumentStore};
+use crate::backends::{DocumentStore, Docs};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,12 +63,12 @@ async fn write_loop(store: Arc<dyn DocumentStore>, mut receiver: mpsc::Unbounded
 }
 
 async fn write(store: &dyn DocumentStore, records: Vec<IngestionRecord>) {
-    let mut by_tenant: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<String, Docs> = BTreeMap::new();
     for record in records {
         // The same ingestion always gets the same id.
         let id = format!("{}-{}-{}-{}", record.kind, record.pipeline, record.started_at.timestamp_micros(), record.source);
         let source = serde_json::to_string(&record).expect("serializable");
-        by_tenant.entry(record.tenant.clone()).or_default().push(Doc { id, source });
+        by_tenant.entry(record.tenant.clone()).or_default().push(&id, &source);
     }
     for (tenant, docs) in by_tenant {
         let index = format!("{tenant}-{METRICS_COLLECTION}");
