@@ -165,6 +165,39 @@ async fn a_guest_cannot_leave_its_namespace() {
     assert_eq!(denials, 11, "7 collections and 4 topics refused");
 }
 
+/// The record form of `bulk-index`, which the SDK no longer sends: a document
+/// without an id gets one from its content, so the same content written again
+/// overwrites it. And `bulk-index-packed` refuses offsets that run past its
+/// text, as `invalid-input`, without failing the ingestion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn document_records_work_without_the_sdk_and_bad_packing_is_refused() {
+    let test = platform();
+    test.upload("sandbox", PipelineKind::Batch, "record-documents", artifacts::RECORD_DOCUMENTS);
+    let platform = test.open().await;
+    let staged = test.dir.path().join("notes.txt");
+    std::fs::write(&staged, "n-1 {\"n\":1}\n- {\"n\":2}\n- {\"n\":3}\n- {\"n\":2}\n").unwrap();
+    for _ in 0..2 {
+        let record = mysimbdp::batch::ingest_path(&platform, "sandbox", None, &staged, None).await.unwrap();
+        assert_eq!(record.outcome, Outcome::Ok, "{:?}", record.reason);
+    }
+    let found = platform.search("sandbox", "notes", "", 10).await.unwrap();
+    assert_eq!(found.total, 3, "n-1 by its id, n:2 and n:3 by their content: {:?}", found.hits);
+    let mut ids: Vec<(&str, i64)> = found.hits.iter().map(|h| (h.id.as_str(), h.source["n"].as_i64().unwrap())).collect();
+    ids.sort_by_key(|&(_, n)| n);
+    assert_eq!(ids[0], ("n-1", 1));
+    for (id, _) in &ids[1..] {
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "content id {id}");
+    }
+    let said: Vec<String> = read_log(&test.tenant_dir("sandbox").join("logs/batch.log"))
+        .into_iter()
+        .filter(|l| l["type"] == "guest-log")
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(said.iter().filter(|m| m.as_str() == "bulk-index: 4 indexed, 0 failed").count(), 2, "{said:?}");
+    let refused = said.iter().find(|m| m.starts_with("bulk-index-packed refused")).unwrap_or_else(|| panic!("{said:?}"));
+    assert!(refused.contains("invalid input") && refused.contains("offset 1 (4)"), "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_checks_the_world_of_the_component() {
     let runtime = mysimbdp::runtime::Runtime::new(None);
