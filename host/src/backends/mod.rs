@@ -96,24 +96,8 @@ impl Docs {
         Some(Doc { id: &self.text[start..id_end], source: &self.text[id_end..end] })
     }
 
-    /// Empties it; the buffers keep their capacity.
-    pub fn clear(&mut self) {
-        self.text.clear();
-        self.ends.clear();
-    }
-
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Doc<'_>> {
         (0..self.len()).map(|i| self.get(i).expect("in range"))
-    }
-}
-
-impl<'a> FromIterator<Doc<'a>> for Docs {
-    fn from_iter<I: IntoIterator<Item = Doc<'a>>>(docs: I) -> Docs {
-        let mut all = Docs::default();
-        for doc in docs {
-            all.push(doc.id, doc.source);
-        }
-        all
     }
 }
 
@@ -254,16 +238,16 @@ mod tests {
     #[test]
     fn docs_give_back_each_document_as_pushed() {
         let pushed = [("a-1", r#"{"x":1}"#), ("", "{}"), ("é-2", r#"{"city":"Jyväskylä"}"#), ("z", "")];
-        let mut docs: Docs = pushed.iter().map(|&(id, source)| Doc { id, source }).collect();
+        let mut docs = Docs::with_capacity(4, 0);
+        for (id, source) in pushed {
+            docs.push(id, source);
+        }
         assert_eq!(docs.len(), 4);
         let back: Vec<(&str, &str)> = docs.iter().map(|d| (d.id, d.source)).collect();
         assert_eq!(back, pushed);
         assert_eq!(docs.get(2), Some(Doc { id: "é-2", source: r#"{"city":"Jyväskylä"}"# }));
         assert_eq!(docs.get(4), None);
-        docs.clear();
-        assert!(docs.is_empty() && docs.iter().next().is_none());
-        docs.push("b", "{}");
-        assert_eq!(docs.get(0), Some(Doc { id: "b", source: "{}" }));
+        assert!(Docs::default().is_empty() && Docs::default().iter().next().is_none());
     }
 
     #[test]
