@@ -62,13 +62,12 @@ fn from_reason(path: PathBuf, reason: Option<Reason>) -> FileStatus {
     }
 }
 
+/// What the tenant's files are doing now. The manager records each step in
+/// the manifest before it moves the file, and every move is one rename, so
+/// reading in the manager's order (staging, then the manifest, then `work/`,
+/// then `failed/` and `quarantine/`) finds every file at least once even while
+/// it moves: one read after its step can only find it further along.
 pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantStatus> {
-    let latest = manifest::read_latest(&tenant.paths.manifest)
-        .with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
-    let of = |state: FileState| latest.values().filter(|e| e.state == state).map(from_entry).collect::<Vec<_>>();
-    let mut done: Vec<FileStatus> = of(FileState::Done).into_iter().chain(of(FileState::Duplicate)).collect();
-    done.sort_by_key(|f| std::cmp::Reverse(f.at));
-    done.truncate(recent);
     let staged = staging::list(&tenant.paths.staging)
         .unwrap_or_default()
         .into_iter()
@@ -81,18 +80,25 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
             path: Some(f.path),
         })
         .collect();
+    let latest = manifest::read_latest(&tenant.paths.manifest)
+        .with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
+    let of = |state: FileState| latest.values().filter(|e| e.state == state).map(from_entry).collect::<Vec<_>>();
+    let mut done: Vec<FileStatus> = of(FileState::Done).into_iter().chain(of(FileState::Duplicate)).collect();
+    done.sort_by_key(|f| std::cmp::Reverse(f.at));
+    done.truncate(recent);
+    // The manifest records an outcome before the file leaves work/; until it
+    // has moved (to failed/ with its reason, or archive/) it is still running.
+    let finishing: Vec<FileStatus> = latest
+        .values()
+        .filter(|e| matches!(e.state, FileState::Failed | FileState::Done) && e.work_path(&tenant.paths.work).exists())
+        .map(from_entry)
+        .collect();
     let mut failed: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.failed).into_iter().map(|(p, r)| from_reason(p, r)).collect();
     failed.sort_by_key(|f| std::cmp::Reverse(f.at));
     let mut quarantined: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.quarantine).into_iter().map(|(p, r)| from_reason(p, r)).collect();
     quarantined.sort_by_key(|f| std::cmp::Reverse(f.at));
-    // The manifest records an outcome before the file leaves work/; until it
-    // has moved (to failed/ with its reason, or archive/) it is still running.
-    let finishing = latest
-        .values()
-        .filter(|e| matches!(e.state, FileState::Failed | FileState::Done) && e.work_path(&tenant.paths.work).exists())
-        .map(from_entry);
     Ok(TenantStatus {
         tenant: tenant.id.to_string(),
         staged,
