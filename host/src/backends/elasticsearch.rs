@@ -19,6 +19,7 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::indices::{IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesRefreshParts};
 use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::time::Duration;
 
 const BACKEND: &str = "elasticsearch";
@@ -70,12 +71,13 @@ impl ElasticStore {
 
     /// One `_bulk` request for the documents at `positions`; returns the
     /// outcome of each position.
-    async fn bulk_once(&self, index: &str, docs: &Docs, positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
+    /// `sources` are the documents' JSON texts made one line each.
+    async fn bulk_once(&self, index: &str, docs: &Docs, sources: &[Cow<'_, str>], positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
         let mut lines: Vec<String> = Vec::with_capacity(positions.len() * 2);
         for &i in positions {
-            let doc = docs.get(i).expect("positions are documents of `docs`");
-            lines.push(json!({ "index": { "_id": doc.id } }).to_string());
-            lines.push(doc.source.to_string());
+            let id = docs.get(i).expect("positions are documents of `docs`").id;
+            lines.push(json!({ "index": { "_id": id } }).to_string());
+            lines.push(sources[i].to_string());
         }
         let response = self
             .client
@@ -113,7 +115,7 @@ impl ElasticStore {
 
 /// Makes a document's JSON text one line, as `_bulk` needs; `None` if it is
 /// not JSON.
-fn one_line(doc: Doc<'_>) -> Option<std::borrow::Cow<'_, str>> {
+fn one_line(doc: Doc<'_>) -> Option<Cow<'_, str>> {
     if !doc.source.contains('\n') {
         return Some(doc.source.into());
     }
@@ -162,16 +164,16 @@ impl DocumentStore for ElasticStore {
 
     async fn bulk_index(&self, index: &str, docs: &Docs) -> Result<BulkOutcome, SinkError> {
         let mut outcome = BulkOutcome::default();
-        let mut prepared = Docs::with_capacity(docs.len(), 0);
+        let mut sources = Vec::with_capacity(docs.len());
         let mut pending = Vec::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
             match one_line(doc) {
                 Some(line) => {
-                    prepared.push(doc.id, &line);
+                    sources.push(line);
                     pending.push(i);
                 }
                 None => {
-                    prepared.push(doc.id, doc.source);
+                    sources.push(doc.source.into());
                     outcome.failed.push(ItemFailure { index: i, status: 400, reason: "the document is not valid JSON".into() });
                 }
             }
@@ -181,7 +183,7 @@ impl DocumentStore for ElasticStore {
         while !pending.is_empty() {
             attempt += 1;
             let last = attempt > self.max_retries;
-            let answers = match self.bulk_once(index, &prepared, &pending).await {
+            let answers = match self.bulk_once(index, docs, &sources, &pending).await {
                 Ok(answers) => answers,
                 Err(error) if last => return Err(error),
                 Err(error) => {

@@ -140,8 +140,8 @@ pub fn reason_path(file: &Path) -> PathBuf {
 }
 
 /// Writes the reason file for `file` (which need not exist yet).
-fn write_reason(moved: &Path, reason: &Reason) -> std::io::Result<()> {
-    std::fs::write(reason_path(moved), serde_json::to_vec_pretty(reason).expect("serializable"))
+fn write_reason(file: &Path, reason: &Reason) -> std::io::Result<()> {
+    std::fs::write(reason_path(file), serde_json::to_vec_pretty(reason).expect("serializable"))
 }
 
 /// Moves a staged file to quarantine with its reason; never deletes it.

@@ -18,7 +18,8 @@ fn content_id(json: &str) -> String {
 
 impl coredms::Host for HostState {
     async fn bulk_index(&mut self, collection: String, docs: Vec<Document>) -> wasmtime::Result<Result<BulkReport, GuestError>> {
-        let mut packed = Docs::with_capacity(docs.len(), 0);
+        let bytes = docs.iter().map(|d| d.id.as_ref().map_or(32, String::len) + d.json.len()).sum();
+        let mut packed = Docs::with_capacity(docs.len(), bytes);
         for doc in &docs {
             match &doc.id {
                 Some(id) => packed.push(id, &doc.json),
@@ -45,7 +46,8 @@ impl HostState {
         };
         if docs.len() > MAX_DOCS_PER_CALL {
             return Err(GuestError::QuotaExceeded(format!(
-                "more than {MAX_DOCS_PER_CALL} documents in one bulk-index; send at most {MAX_DOCS_PER_CALL} per call"
+                "{} documents in one bulk-index; send at most {MAX_DOCS_PER_CALL} per call",
+                docs.len()
             )));
         }
         let services = self.scope.services.clone();
