@@ -64,11 +64,7 @@ impl Replica {
         self.settings.name()
     }
 
-    pub fn new(
-        settings: EngineSettings,
-        wasm: &Path,
-        stack_bytes: usize,
-    ) -> anyhow::Result<Replica> {
+    pub fn new(settings: EngineSettings, wasm: &Path, stack_bytes: usize) -> anyhow::Result<Replica> {
         let mut config = Config::new();
         config.consume_fuel(settings.fuel);
         config.epoch_interruption(settings.epochs);
@@ -92,53 +88,27 @@ impl Replica {
                 }
             });
         }
-        Ok(Replica {
-            settings,
-            engine,
-            pre,
-            ticking,
-        })
+        Ok(Replica { settings, engine, pre, ticking })
     }
 
     /// Ingests `path` as the tenant's batch pipeline `pipeline` would; returns
     /// the report and the seconds taken (hashing included, as in `ingest_path`).
-    pub async fn ingest(
-        &self,
-        platform: &Platform,
-        tenant: &str,
-        pipeline: &str,
-        path: &Path,
-    ) -> anyhow::Result<(BatchReport, f64)> {
+    pub async fn ingest(&self, platform: &Platform, tenant: &str, pipeline: &str, path: &Path) -> anyhow::Result<(BatchReport, f64)> {
         let started = Instant::now();
         let tenant = platform.tenant(tenant)?;
-        let spec = tenant
-            .profile
-            .batch_pipeline(pipeline)
-            .ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
+        let spec = tenant.profile.batch_pipeline(pipeline).ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
         let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
         let identity = identify(path).await?;
         let input = InputFile {
-            name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default(),
+            name: path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
             size: identity.bytes,
             checksum: identity.sha256,
             file: std::fs::File::open(path)?,
             progress: None,
         };
-        let scope = platform.scope(
-            tenant,
-            PipelineKind::Batch,
-            &spec.name,
-            version.version,
-            &spec.parameters,
-        );
+        let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
         let limits = tenant.profile.sandbox.with(&spec.sandbox);
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(scope, limits.memory_bytes.bytes()),
-        );
+        let mut store = Store::new(&self.engine, HostState::new(scope, limits.memory_bytes.bytes()));
         if self.settings.fuel {
             store.set_fuel(limits.fuel_per_invocation)?;
         }

@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 const TENANT: &str = "retail";
 const PIPELINE: &str = "orders";
-const GENERATE: &str =
-    "python3 scripts/gen-data.py orders --mb 110 --seed 1 > bench/data/orders-110mb.csv";
+const GENERATE: &str = "python3 scripts/gen-data.py orders --mb 110 --seed 1 > bench/data/orders-110mb.csv";
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -78,32 +77,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => common::input("orders-110mb.csv", GENERATE)?,
     };
     let bytes = std::fs::metadata(&file)?.len();
-    let known: Vec<&str> = ["sha256", "wasm-null", "wasm-embedded", "native", "replicas"].into_iter().chain(REPLICAS.iter().map(|s| s.name())).collect();
+    let known: Vec<&str> =
+        ["sha256", "wasm-null", "wasm-embedded", "native", "replicas"].into_iter().chain(REPLICAS.iter().map(|s| s.name())).collect();
     if let Some(unknown) = args.only.iter().find(|o| !known.contains(&o.as_str())) {
         anyhow::bail!("--only: no variant `{unknown}` (variants: {})", known.join(", "));
     }
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let wasm = common::guest("retail_orders")?;
-    println!(
-        "batch-core: {} ({:.1} MB), {} runs per variant, interleaved",
-        file.display(),
-        mb(bytes),
-        args.runs
-    );
+    println!("batch-core: {} ({:.1} MB), {} runs per variant, interleaved", file.display(), mb(bytes), args.runs);
 
     // The null-sink platform; its warm-up fills the disk cache of compiled
     // components that the fresh embedded-store platforms reuse.
-    let null = BenchPlatform::builder()
-        .tenant(TENANT, profile()?)
-        .config("coredms:\n  kind: null")
-        .build("batch-core-null")?;
+    let null = BenchPlatform::builder().tenant(TENANT, profile()?).config("coredms:\n  kind: null").build("batch-core-null")?;
     null.upload(TENANT, PipelineKind::Batch, PIPELINE, &wasm)?;
     let platform = null.open().await?;
     let started = Instant::now();
-    let warm = Run::from_record(
-        &ingest_path(&platform, TENANT, Some(PIPELINE), &file, None).await?,
-        started.elapsed(),
-    )?;
+    let warm = Run::from_record(&ingest_path(&platform, TENANT, Some(PIPELINE), &file, None).await?, started.elapsed())?;
     println!("  warm-up (compiles the component): {:.2} s", warm.seconds);
     // `replicas` runs them all; each can also be named alone.
     let replicas = REPLICAS
@@ -127,38 +116,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if wanted("wasm-null") {
             let started = Instant::now();
             let record = ingest_path(&platform, TENANT, Some(PIPELINE), &file, None).await?;
-            timings
-                .entry("wasm-null")
-                .or_default()
-                .push(Run::from_record(&record, started.elapsed())?);
+            timings.entry("wasm-null").or_default().push(Run::from_record(&record, started.elapsed())?);
         }
         if wanted("native") {
             let started = Instant::now();
             let (docs, rejected) = native(&file).await?;
-            timings.entry("native").or_default().push(Run {
-                seconds: secs(started.elapsed()),
-                docs,
-                rejected,
-                fuel: 0,
-                peak_memory: 0,
-            });
+            timings.entry("native").or_default().push(Run { seconds: secs(started.elapsed()), docs, rejected, fuel: 0, peak_memory: 0 });
         }
         for replica in &replicas {
             let (report, seconds) = replica.ingest(&platform, TENANT, PIPELINE, &file).await?;
-            let run = Run {
-                seconds,
-                docs: report.records_out,
-                rejected: report.records_rejected,
-                fuel: 0,
-                peak_memory: 0,
-            };
+            let run = Run { seconds, docs: report.records_out, rejected: report.records_rejected, fuel: 0, peak_memory: 0 };
             timings.entry(replica.name()).or_default().push(run);
         }
         if wanted("wasm-embedded") {
-            timings
-                .entry("wasm-embedded")
-                .or_default()
-                .push(embedded(&null, &file, &wasm).await?);
+            timings.entry("wasm-embedded").or_default().push(embedded(&null, &file, &wasm).await?);
         }
     }
     platform.close().await;
@@ -168,15 +139,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut variants = serde_json::Map::new();
     let mut medians: HashMap<&'static str, f64> = HashMap::new();
-    for name in ["wasm-null", "wasm-embedded", "native"]
-        .into_iter()
-        .chain(REPLICAS.iter().map(|s| s.name()))
-    {
+    for name in ["wasm-null", "wasm-embedded", "native"].into_iter().chain(REPLICAS.iter().map(|s| s.name())) {
         if let Some(runs) = timings.get(name) {
             if name.starts_with("replica") && !medians.keys().any(|k| k.starts_with("replica")) {
-                println!(
-                    "  experiment, not the host: the host's invocation replicated with engine settings changed"
-                );
+                println!("  experiment, not the host: the host's invocation replicated with engine settings changed");
             }
             medians.insert(name, report(name, runs, bytes, &mut variants));
         }
@@ -192,10 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(wasm), Some(native)) = (medians.get("wasm-null"), medians.get("native")) {
         // Medians of seconds, so the ratio of throughputs is native / wasm.
         let ratio = native / wasm;
-        println!(
-            "\n  ratio wasm-null / native throughput: {ratio:.3} (target >= 0.5: {})",
-            if ratio >= 0.5 { "met" } else { "MISSED" }
-        );
+        println!("\n  ratio wasm-null / native throughput: {ratio:.3} (target >= 0.5: {})", if ratio >= 0.5 { "met" } else { "MISSED" });
         result["ratio_wasm_null_over_native"] = json!(ratio);
         if !hash_runs.is_empty() {
             let hash = median(&hash_runs);
@@ -206,21 +169,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         result["target"] = json!({ "ratio_at_least": 0.5, "met": ratio >= 0.5 });
     }
     if let (Some(embedded), Some(null)) = (medians.get("wasm-embedded"), medians.get("wasm-null")) {
-        println!(
-            "  ratio wasm-embedded / wasm-null:     {:.3}",
-            null / embedded
-        );
+        println!("  ratio wasm-embedded / wasm-null:     {:.3}", null / embedded);
         result["ratio_wasm_embedded_over_wasm_null"] = json!(null / embedded);
     }
     if let Some(native) = medians.get("native") {
         let mut ratios = serde_json::Map::new();
         for settings in REPLICAS {
             if let Some(seconds) = medians.get(settings.name()) {
-                println!(
-                    "  ratio {} / native: {:.3}",
-                    settings.name(),
-                    native / seconds
-                );
+                println!("  ratio {} / native: {:.3}", settings.name(), native / seconds);
                 ratios.insert(settings.name().to_string(), json!(native / seconds));
             }
         }
@@ -233,22 +189,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// The engine settings of the experiment: the host's (fuel and epochs) as a
 /// check that the replica matches `wasm-null`, then each alone, then neither.
 const REPLICAS: [EngineSettings; 4] = [
-    EngineSettings {
-        fuel: true,
-        epochs: true,
-    },
-    EngineSettings {
-        fuel: false,
-        epochs: true,
-    },
-    EngineSettings {
-        fuel: true,
-        epochs: false,
-    },
-    EngineSettings {
-        fuel: false,
-        epochs: false,
-    },
+    EngineSettings { fuel: true, epochs: true },
+    EngineSettings { fuel: false, epochs: true },
+    EngineSettings { fuel: true, epochs: false },
+    EngineSettings { fuel: false, epochs: false },
 ];
 /// `max_wasm_stack_bytes` of the retail profile.
 const STACK: usize = 512 * 1024;
@@ -256,40 +200,22 @@ const STACK: usize = 512 * 1024;
 /// One run into the embedded store, in a fresh data directory that gets the
 /// compiled component of `compiled`'s warm-up.
 async fn embedded(compiled: &BenchPlatform, file: &Path, wasm: &Path) -> anyhow::Result<Run> {
-    let fresh = BenchPlatform::builder()
-        .tenant(TENANT, profile()?)
-        .build("batch-core-embedded")?;
+    let fresh = BenchPlatform::builder().tenant(TENANT, profile()?).build("batch-core-embedded")?;
     fresh.upload(TENANT, PipelineKind::Batch, PIPELINE, wasm)?;
-    copy_dir(
-        &compiled.data_dir().join("compiled"),
-        &fresh.data_dir().join("compiled"),
-    )?;
+    copy_dir(&compiled.data_dir().join("compiled"), &fresh.data_dir().join("compiled"))?;
     let platform = fresh.open().await?;
     let started = Instant::now();
     let record = ingest_path(&platform, TENANT, Some(PIPELINE), file, None).await?;
     let took = started.elapsed();
-    let indexed = platform
-        .services
-        .coredms
-        .count(&format!("{TENANT}-orders"))
-        .await?;
-    anyhow::ensure!(
-        indexed == record.records_out,
-        "{indexed} documents in the index, {} reported",
-        record.records_out
-    );
+    let indexed = platform.services.coredms.count(&format!("{TENANT}-orders")).await?;
+    anyhow::ensure!(indexed == record.records_out, "{indexed} documents in the index, {} reported", record.records_out);
     platform.close().await;
     Run::from_record(&record, took)
 }
 
 fn describe_secs(runs: &[f64], bytes: u64) -> String {
     let all: Vec<String> = runs.iter().map(|s| format!("{s:.2}")).collect();
-    format!(
-        "median {:.2} s = {:.1} MB/s (runs: {} s)",
-        median(runs),
-        mb(bytes) / median(runs),
-        all.join(", ")
-    )
+    format!("median {:.2} s = {:.1} MB/s (runs: {} s)", median(runs), mb(bytes) / median(runs), all.join(", "))
 }
 
 /// Prints and records a variant; returns its median seconds.
@@ -340,10 +266,7 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
     let identity = identify(path).await?;
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64)> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let ids = RowIds::new(TENANT, &identity.sha256);
         let settings = Settings::default();
         let mut rows = CsvReader::new(name.clone(), ReadSource(std::fs::File::open(&path)?))?;
@@ -368,11 +291,7 @@ async fn native(path: &Path) -> anyhow::Result<(u64, u64)> {
                 }
                 Err(reason) => {
                     rejected += 1;
-                    dead.push((
-                        format!("{name}:row {}", row.number()),
-                        row.raw().to_vec(),
-                        reason,
-                    ));
+                    dead.push((format!("{name}:row {}", row.number()), row.raw().to_vec(), reason));
                     if dead.len() >= 256 {
                         drop(std::hint::black_box(std::mem::take(&mut dead)));
                     }

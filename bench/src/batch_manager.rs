@@ -70,20 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let mut scenarios = Vec::new();
     if wanted("small") || wanted("small-null") {
-        let retail = slice(
-            &source("orders-51mb-s2.csv")?,
-            "small/retail",
-            "orders",
-            "csv",
-            true,
-        )?;
-        let sensors = slice(
-            &source("readings-51mb-s2.ndjson")?,
-            "small/sensors",
-            "readings",
-            "ndjson",
-            false,
-        )?;
+        let retail = slice(&source("orders-51mb-s2.csv")?, "small/retail", "orders", "csv", true)?;
+        let sensors = slice(&source("readings-51mb-s2.ndjson")?, "small/sensors", "readings", "ndjson", false)?;
         let files = interleave(retail, sensors);
         if wanted("small") {
             scenarios.push(("small", files.clone(), Store::Embedded));
@@ -93,23 +81,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if wanted("large") {
-        let retail = vec![
-            source("orders-200mb-s3.csv")?,
-            source("orders-200mb-s4.csv")?,
-        ];
-        let sensors = vec![
-            source("readings-200mb-s3.ndjson")?,
-            source("readings-200mb-s4.ndjson")?,
-        ];
+        let retail = vec![source("orders-200mb-s3.csv")?, source("orders-200mb-s4.csv")?];
+        let sensors = vec![source("readings-200mb-s3.ndjson")?, source("readings-200mb-s4.ndjson")?];
         scenarios.push(("large", interleave(retail, sensors), Store::Embedded));
     }
 
     let mut result = serde_json::Map::new();
     for (name, files, store) in scenarios {
-        let bytes: u64 = files
-            .iter()
-            .map(|(_, f)| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
-            .sum();
+        let bytes: u64 = files.iter().map(|(_, f)| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
         println!(
             "\nbatch-manager {name}: {} files, {:.1} MB, 2 tenants, {} store, max_parallel_ingestions {PARALLEL}",
             files.len(),
@@ -123,20 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             managed.push(through_manager(&files, bytes, store).await?);
             direct.push(directly(&files, bytes, store).await?);
         }
-        let wall = |runs: &[Value]| {
-            median(
-                &runs
-                    .iter()
-                    .map(|r| r["wall_s"].as_f64().unwrap_or(f64::NAN))
-                    .collect::<Vec<_>>(),
-            )
-        };
+        let wall = |runs: &[Value]| median(&runs.iter().map(|r| r["wall_s"].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>());
         let (manager_s, direct_s) = (wall(&managed), wall(&direct));
         let overhead_ms = (manager_s - direct_s) / files.len() as f64 * 1000.0;
-        println!(
-            "  per-file overhead of the manager: ({manager_s:.2} s - {direct_s:.2} s) / {} files = {overhead_ms:.1} ms",
-            files.len()
-        );
+        println!("  per-file overhead of the manager: ({manager_s:.2} s - {direct_s:.2} s) / {} files = {overhead_ms:.1} ms", files.len());
         result.insert(
             name.to_string(),
             json!({
@@ -151,54 +120,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }),
         );
     }
-    common::write_result(
-        "batch-manager",
-        json!({ "parallel": PARALLEL, "scenarios": result }),
-    )?;
+    common::write_result("batch-manager", json!({ "parallel": PARALLEL, "scenarios": result }))?;
     Ok(())
 }
 
 /// Cuts `source` into `SMALL_FILES_PER_TENANT` files of about
 /// `SMALL_FILE_BYTES` at line ends (each CSV with the header line), once.
-fn slice(
-    source: &Path,
-    dir: &str,
-    stem: &str,
-    ext: &str,
-    header: bool,
-) -> anyhow::Result<Vec<PathBuf>> {
+fn slice(source: &Path, dir: &str, stem: &str, ext: &str, header: bool) -> anyhow::Result<Vec<PathBuf>> {
     let dir = common::data_dir().join(dir);
     let done = dir.join(".complete");
-    let names: Vec<PathBuf> = (0..SMALL_FILES_PER_TENANT)
-        .map(|i| dir.join(format!("{stem}-{i:04}.{ext}")))
-        .collect();
+    let names: Vec<PathBuf> = (0..SMALL_FILES_PER_TENANT).map(|i| dir.join(format!("{stem}-{i:04}.{ext}"))).collect();
     if done.exists() {
         return Ok(names);
     }
     std::fs::create_dir_all(&dir)?;
-    let text =
-        std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
+    let text = std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
     let (head, mut rest) = if header {
-        let end = text
-            .iter()
-            .position(|&b| b == b'\n')
-            .context("no header line")?
-            + 1;
+        let end = text.iter().position(|&b| b == b'\n').context("no header line")? + 1;
         (&text[..end], &text[end..])
     } else {
         (&text[..0], &text[..])
     };
     for name in &names {
         let want = SMALL_FILE_BYTES.saturating_sub(head.len()).min(rest.len());
-        let cut = rest[want..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(rest.len(), |p| want + p + 1);
-        anyhow::ensure!(
-            cut > 0,
-            "{} is too small for {SMALL_FILES_PER_TENANT} files",
-            source.display()
-        );
+        let cut = rest[want..].iter().position(|&b| b == b'\n').map_or(rest.len(), |p| want + p + 1);
+        anyhow::ensure!(cut > 0, "{} is too small for {SMALL_FILES_PER_TENANT} files", source.display());
         let mut content = head.to_vec();
         content.extend_from_slice(&rest[..cut]);
         std::fs::write(name, content)?;
@@ -250,18 +196,8 @@ async fn platform(name: &str, store: Store) -> anyhow::Result<(BenchPlatform, Ar
         builder = builder.config("coredms:\n  kind: null");
     }
     let bench = builder.build(name)?;
-    bench.upload(
-        RETAIL,
-        PipelineKind::Batch,
-        "orders",
-        &common::guest("retail_orders")?,
-    )?;
-    bench.upload(
-        SENSORS,
-        PipelineKind::Batch,
-        "readings",
-        &common::guest("sensor_readings")?,
-    )?;
+    bench.upload(RETAIL, PipelineKind::Batch, "orders", &common::guest("retail_orders")?)?;
+    bench.upload(SENSORS, PipelineKind::Batch, "readings", &common::guest("sensor_readings")?)?;
     let platform = bench.open().await?;
     common::warm(&platform, RETAIL, PipelineKind::Batch, "orders").await?;
     common::warm(&platform, SENSORS, PipelineKind::Batch, "readings").await?;
@@ -271,37 +207,18 @@ async fn platform(name: &str, store: Store) -> anyhow::Result<(BenchPlatform, Ar
 /// What the tenants' batch logs say about the ingestions of a run.
 fn logged(bench: &BenchPlatform, files: usize) -> anyhow::Result<Value> {
     let mut records = common::ingestion_records(&bench.tenant_dir(RETAIL), PipelineKind::Batch);
-    records.extend(common::ingestion_records(
-        &bench.tenant_dir(SENSORS),
-        PipelineKind::Batch,
-    ));
+    records.extend(common::ingestion_records(&bench.tenant_dir(SENSORS), PipelineKind::Batch));
     let failed: Vec<String> = records
         .iter()
         .filter(|r| r.outcome != Outcome::Ok)
         .map(|r| format!("{}: {}", r.source, r.reason.clone().unwrap_or_default()))
         .collect();
-    anyhow::ensure!(
-        failed.is_empty(),
-        "{} ingestions failed, e.g. {}",
-        failed.len(),
-        failed[0]
-    );
-    anyhow::ensure!(
-        records.len() == files,
-        "{} ingestions logged for {files} files",
-        records.len()
-    );
+    anyhow::ensure!(failed.is_empty(), "{} ingestions failed, e.g. {}", failed.len(), failed[0]);
+    anyhow::ensure!(records.len() == files, "{} ingestions logged for {files} files", records.len());
     let durations: Vec<f64> = records.iter().map(|r| r.duration_ms).collect();
-    let first_start = records
-        .iter()
-        .map(|r| r.started_at)
-        .min()
-        .expect("files > 0");
-    let last_end = records
-        .iter()
-        .map(|r| r.started_at + chrono::Duration::microseconds((r.duration_ms * 1000.0) as i64))
-        .max()
-        .expect("files > 0");
+    let first_start = records.iter().map(|r| r.started_at).min().expect("files > 0");
+    let last_end =
+        records.iter().map(|r| r.started_at + chrono::Duration::microseconds((r.duration_ms * 1000.0) as i64)).max().expect("files > 0");
     Ok(json!({
         "ingestions": records.len(),
         "sum_duration_s": durations.iter().sum::<f64>() / 1000.0,
@@ -314,19 +231,9 @@ fn logged(bench: &BenchPlatform, files: usize) -> anyhow::Result<Value> {
     }))
 }
 
-fn summarize(
-    mode: &str,
-    wall: f64,
-    started_at: chrono::DateTime<chrono::Utc>,
-    files: usize,
-    bytes: u64,
-    mut log: Value,
-) -> Value {
-    let first_start = log["first_start"]
-        .as_str()
-        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
-    let until_first =
-        first_start.map(|t| (t - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
+fn summarize(mode: &str, wall: f64, started_at: chrono::DateTime<chrono::Utc>, files: usize, bytes: u64, mut log: Value) -> Value {
+    let first_start = log["first_start"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+    let until_first = first_start.map(|t| (t - started_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
     println!(
         "  {mode:<8} wall {wall:>7.2} s  {:>6.1} MB/s  {:>7.2} files/s  | sum of ingestion durations {:>7.2} s, median {:.0} ms; first ingestion started after {:.2} s",
         mb(bytes) / wall,
@@ -340,91 +247,53 @@ fn summarize(
 }
 
 /// Stages every file, starts the manager, waits until both tenants are idle.
-async fn through_manager(
-    files: &[(&'static str, PathBuf)],
-    bytes: u64,
-    store: Store,
-) -> anyhow::Result<Value> {
+async fn through_manager(files: &[(&'static str, PathBuf)], bytes: u64, store: Store) -> anyhow::Result<Value> {
     let (bench, platform) = platform("batch-manager", store).await?;
     for (tenant, file) in files {
         // Hard links: staging 1 GB by copying would measure the disk, not the
         // manager. `.part` then rename, as `mysimbdp stage put` does.
         let staging = &platform.tenant(tenant)?.paths.staging;
-        let name = file
-            .file_name()
-            .context("file name")?
-            .to_string_lossy()
-            .to_string();
+        let name = file.file_name().context("file name")?.to_string_lossy().to_string();
         let partial = staging.join(format!(".{name}.part"));
-        std::fs::hard_link(file, &partial)
-            .with_context(|| format!("cannot link {} into staging", file.display()))?;
+        std::fs::hard_link(file, &partial).with_context(|| format!("cannot link {} into staging", file.display()))?;
         std::fs::rename(&partial, staging.join(&name))?;
     }
     let started_at = chrono::Utc::now();
     let started = Instant::now();
     let manager = BatchManager::start(platform.clone()).await?;
-    let tenants = [
-        platform.tenant(RETAIL)?.clone(),
-        platform.tenant(SENSORS)?.clone(),
-    ];
+    let tenants = [platform.tenant(RETAIL)?.clone(), platform.tenant(SENSORS)?.clone()];
     loop {
         // The manager's in-memory load is cheap to poll; reading the
         // manifests and directories (tenant_status) every 50 ms would take CPU
         // from the run being measured, so it only confirms.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if manager
-            .load()
-            .values()
-            .any(|&(queued, running)| queued + running > 0)
-        {
-            anyhow::ensure!(
-                started.elapsed() < TIMEOUT,
-                "the manager did not finish within {TIMEOUT:?}"
-            );
+        if manager.load().values().any(|&(queued, running)| queued + running > 0) {
+            anyhow::ensure!(started.elapsed() < TIMEOUT, "the manager did not finish within {TIMEOUT:?}");
             continue;
         }
         let mut idle = true;
         let mut finished = 0;
         for tenant in &tenants {
             let status = tenant_status(tenant, 100_000)?;
-            idle &=
-                status.staged.is_empty() && status.queued.is_empty() && status.running.is_empty();
+            idle &= status.staged.is_empty() && status.queued.is_empty() && status.running.is_empty();
             finished += status.done.len() + status.failed.len() + status.quarantined.len();
-            anyhow::ensure!(
-                status.failed.is_empty() && status.quarantined.is_empty(),
-                "files of {} failed or were quarantined",
-                tenant.id
-            );
+            anyhow::ensure!(status.failed.is_empty() && status.quarantined.is_empty(), "files of {} failed or were quarantined", tenant.id);
         }
         if idle && finished == files.len() {
             break;
         }
-        anyhow::ensure!(
-            started.elapsed() < TIMEOUT,
-            "the manager did not finish within {TIMEOUT:?}"
-        );
+        anyhow::ensure!(started.elapsed() < TIMEOUT, "the manager did not finish within {TIMEOUT:?}");
     }
     let wall = secs(started.elapsed());
     manager.shutdown().await;
     platform.close().await;
     let log = logged(&bench, files.len())?;
-    Ok(summarize(
-        "manager",
-        wall,
-        started_at,
-        files.len(),
-        bytes,
-        log,
-    ))
+    Ok(summarize("manager", wall, started_at, files.len(), bytes, log))
 }
 
 /// The same files with `ingest_path`, at most `PARALLEL` at a time, each on
 /// its own task as the manager's workers are.
-async fn directly(
-    files: &[(&'static str, PathBuf)],
-    bytes: u64,
-    store: Store,
-) -> anyhow::Result<Value> {
+async fn directly(files: &[(&'static str, PathBuf)], bytes: u64, store: Store) -> anyhow::Result<Value> {
     let (bench, platform) = platform("batch-direct", store).await?;
     let slots = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let started_at = chrono::Utc::now();
@@ -441,22 +310,10 @@ async fn directly(
     }
     for task in tasks {
         let record = task.await??;
-        anyhow::ensure!(
-            record.outcome == Outcome::Ok,
-            "{} failed: {}",
-            record.source,
-            record.reason.unwrap_or_default()
-        );
+        anyhow::ensure!(record.outcome == Outcome::Ok, "{} failed: {}", record.source, record.reason.unwrap_or_default());
     }
     let wall = secs(started.elapsed());
     platform.close().await;
     let log = logged(&bench, files.len())?;
-    Ok(summarize(
-        "direct",
-        wall,
-        started_at,
-        files.len(),
-        bytes,
-        log,
-    ))
+    Ok(summarize("direct", wall, started_at, files.len(), bytes, log))
 }

@@ -12,10 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is in the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository").to_path_buf()
 }
 
 /// Generated inputs, results and run directories (git-ignored).
@@ -25,25 +22,15 @@ pub fn data_dir() -> PathBuf {
 
 /// A component built by `scripts/build-guests.sh`, e.g. `retail_orders`.
 pub fn guest(name: &str) -> anyhow::Result<PathBuf> {
-    let path = repo_root()
-        .join("target/guests/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"));
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run scripts/build-guests.sh (or scripts/bench.sh)",
-        path.display()
-    );
+    let path = repo_root().join("target/guests/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    anyhow::ensure!(path.exists(), "{} is missing: run scripts/build-guests.sh (or scripts/bench.sh)", path.display());
     Ok(path)
 }
 
 /// An input under bench/data, with the command that generates it when missing.
 pub fn input(name: &str, generate: &str) -> anyhow::Result<PathBuf> {
     let path = data_dir().join(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: generate it with `{generate}` (scripts/bench.sh does)",
-        path.display()
-    );
+    anyhow::ensure!(path.exists(), "{} is missing: generate it with `{generate}` (scripts/bench.sh does)", path.display());
     Ok(path)
 }
 
@@ -77,11 +64,7 @@ pub fn unique_tenant(base: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-        % 100_000_000;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs() % 100_000_000;
     format!("{base}_{stamp}_{n}")
 }
 
@@ -130,8 +113,7 @@ pub fn write_result(name: &str, mut result: Value) -> anyhow::Result<PathBuf> {
     result["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
     result["machine"] = machine();
     result["commit"] = json!(git(&["rev-parse", "--short", "HEAD"]));
-    result["worktree_dirty"] =
-        json!(!git(&["status", "--porcelain", "--untracked-files=no"]).is_empty());
+    result["worktree_dirty"] = json!(!git(&["status", "--porcelain", "--untracked-files=no"]).is_empty());
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
     println!("\nresults: {}", path.display());
@@ -142,16 +124,13 @@ pub fn write_result(name: &str, mut result: Value) -> anyhow::Result<PathBuf> {
 /// `("constraints.max_files_per_run", "2000")` (values are YAML), so the
 /// benchmarks follow the real profiles and change only what they must.
 pub fn profile_with(profile: &str, changes: &[(&str, &str)]) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(repo_root().join(profile))
-        .with_context(|| format!("cannot read {profile}"))?;
+    let text = std::fs::read_to_string(repo_root().join(profile)).with_context(|| format!("cannot read {profile}"))?;
     let mut value: serde_norway::Value = serde_norway::from_str(&text)?;
     for (key, new) in changes {
         let parts: Vec<&str> = key.split('.').collect();
         let mut cursor = &mut value;
         for part in &parts[..parts.len() - 1] {
-            cursor = cursor
-                .get_mut(*part)
-                .with_context(|| format!("{profile} has no `{key}`"))?;
+            cursor = cursor.get_mut(*part).with_context(|| format!("{profile} has no `{key}`"))?;
         }
         cursor[*parts.last().expect("non-empty key")] = serde_norway::from_str(new)?;
     }
@@ -188,9 +167,7 @@ impl Builder {
     pub fn build(self, name: &str) -> anyhow::Result<BenchPlatform> {
         let runs = data_dir().join("runs");
         std::fs::create_dir_all(&runs)?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{name}-"))
-            .tempdir_in(&runs)?;
+        let dir = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(&runs)?;
         let tenants_dir = dir.path().join("tenants");
         let mut registry = String::from("tenants:\n");
         for (id, profile) in &self.tenants {
@@ -200,10 +177,7 @@ impl Builder {
         }
         std::fs::write(tenants_dir.join("tenants.yaml"), registry)?;
         // The API never listens here; the port only has to be valid.
-        let config = format!(
-            "tenants: tenants/tenants.yaml\ndata_dir: var\napi:\n  listen: 127.0.0.1:0\n{}",
-            self.config
-        );
+        let config = format!("tenants: tenants/tenants.yaml\ndata_dir: var\napi:\n  listen: 127.0.0.1:0\n{}", self.config);
         let config_file = dir.path().join("mysimbdp.yaml");
         std::fs::write(&config_file, config)?;
         Ok(BenchPlatform { dir, config_file })
@@ -225,21 +199,12 @@ impl BenchPlatform {
 
     /// Checks and stores `wasm` as the next version of a pipeline, as
     /// `mysimbdp pipeline upload` does.
-    pub fn upload(
-        &self,
-        tenant: &str,
-        kind: PipelineKind,
-        name: &str,
-        wasm: &Path,
-    ) -> anyhow::Result<PipelineVersion> {
+    pub fn upload(&self, tenant: &str, kind: PipelineKind, name: &str, wasm: &Path) -> anyhow::Result<PipelineVersion> {
         let registry = self.config()?.registry()?;
         let tenant = registry.require(tenant)?;
         let name = pipelines::resolve_name(tenant, kind, Some(name))?;
-        let bytes =
-            std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-        Runtime::new(None)
-            .check(kind, &bytes)
-            .with_context(|| format!("{} rejected", wasm.display()))?;
+        let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+        Runtime::new(None).check(kind, &bytes).with_context(|| format!("{} rejected", wasm.display()))?;
         pipelines::store(tenant, kind, &name, &bytes)
     }
 
@@ -254,43 +219,21 @@ impl BenchPlatform {
 
 /// Compiles (or loads from the disk cache) the active version of a tenant's
 /// pipeline, so that the timed part never includes Cranelift.
-pub async fn warm(
-    platform: &Platform,
-    tenant: &str,
-    kind: PipelineKind,
-    name: &str,
-) -> anyhow::Result<()> {
+pub async fn warm(platform: &Platform, tenant: &str, kind: PipelineKind, name: &str) -> anyhow::Result<()> {
     let tenant = platform.tenant(tenant)?;
     let name = pipelines::resolve_name(tenant, kind, Some(name))?;
     let version = pipelines::active(tenant, kind, &name)?;
     let overrides = match kind {
-        PipelineKind::Batch => tenant
-            .profile
-            .batch_pipeline(name.as_str())
-            .map(|p| p.sandbox)
-            .unwrap_or_default(),
-        PipelineKind::Stream => tenant
-            .profile
-            .stream
-            .as_ref()
-            .map(|s| s.sandbox)
-            .unwrap_or_default(),
+        PipelineKind::Batch => tenant.profile.batch_pipeline(name.as_str()).map(|p| p.sandbox).unwrap_or_default(),
+        PipelineKind::Stream => tenant.profile.stream.as_ref().map(|s| s.sandbox).unwrap_or_default(),
     };
-    let stack = tenant
-        .profile
-        .sandbox
-        .with(&overrides)
-        .max_wasm_stack_bytes
-        .bytes();
+    let stack = tenant.profile.sandbox.with(&overrides).max_wasm_stack_bytes.bytes();
     platform.runtime.load(&version, stack).await?;
     Ok(())
 }
 
 /// The `"type":"ingestion"` records of a tenant's batch or stream log.
-pub fn ingestion_records(
-    tenant_dir: &Path,
-    kind: PipelineKind,
-) -> Vec<mysimbdp::telemetry::IngestionRecord> {
+pub fn ingestion_records(tenant_dir: &Path, kind: PipelineKind) -> Vec<mysimbdp::telemetry::IngestionRecord> {
     let path = tenant_dir.join("logs").join(format!("{kind}.log"));
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -15,10 +15,7 @@ mod stream;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "mysimbdp-bench",
-    about = "Benchmarks of mysimbdp; run through scripts/bench.sh"
-)]
+#[command(name = "mysimbdp-bench", about = "Benchmarks of mysimbdp; run through scripts/bench.sh")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,15 +37,12 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::BatchCore(args) => batch_core::run(args).await,

@@ -69,20 +69,13 @@ pub struct Args {
     only: Vec<String>,
     #[arg(long, env = "MYSIMBDP_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
-    #[arg(
-        long,
-        env = "MYSIMBDP_ELASTICSEARCH_URL",
-        default_value = "http://127.0.0.1:9200"
-    )]
+    #[arg(long, env = "MYSIMBDP_ELASTICSEARCH_URL", default_value = "http://127.0.0.1:9200")]
     opensearch: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let search = Search::new(&args.opensearch);
-    search
-        .health()
-        .await
-        .with_context(|| format!("OpenSearch at {} (scripts/services.sh up)", args.opensearch))?;
+    search.health().await.with_context(|| format!("OpenSearch at {} (scripts/services.sh up)", args.opensearch))?;
     let kafka = Kafka::new(&args.brokers)?;
     let lines = readings(args.messages)?;
     println!(
@@ -110,9 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             if wanted("native-consumer") {
                 let native = native_consumer(&args, &search, &kafka, &lines).await?;
-                runs.entry("native-consumer".into())
-                    .or_default()
-                    .push(native);
+                runs.entry("native-consumer".into()).or_default().push(native);
             }
         }
     }
@@ -123,41 +114,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     if !runs.is_empty() {
         let mut summary = serde_json::Map::new();
-        println!(
-            "\nthroughput (median of {} rounds; from start / after the first document)",
-            args.runs
-        );
+        println!("\nthroughput (median of {} rounds; from start / after the first document)", args.runs);
         for (name, list) in &runs {
-            let rates: Vec<f64> = list
-                .iter()
-                .map(|r| r["msgs_per_s"].as_f64().unwrap_or(f64::NAN))
-                .collect();
-            let steady: Vec<f64> = list
-                .iter()
-                .map(|r| r["steady_msgs_per_s"].as_f64().unwrap_or(f64::NAN))
-                .collect();
+            let rates: Vec<f64> = list.iter().map(|r| r["msgs_per_s"].as_f64().unwrap_or(f64::NAN)).collect();
+            let steady: Vec<f64> = list.iter().map(|r| r["steady_msgs_per_s"].as_f64().unwrap_or(f64::NAN)).collect();
             let all: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
-            println!(
-                "  {name:<16} {:>8.0} msg/s  steady {:>8.0} msg/s  (runs: {})",
-                median(&rates),
-                median(&steady),
-                all.join(", ")
+            println!("  {name:<16} {:>8.0} msg/s  steady {:>8.0} msg/s  (runs: {})", median(&rates), median(&steady), all.join(", "));
+            summary.insert(
+                name.clone(),
+                json!({ "median_msgs_per_s": median(&rates), "median_steady_msgs_per_s": median(&steady), "runs": list }),
             );
-            summary.insert(name.clone(), json!({ "median_msgs_per_s": median(&rates), "median_steady_msgs_per_s": median(&steady), "runs": list }));
         }
         let mut ratios = serde_json::Map::new();
-        let rate_of = |name: &str, key: &str| -> Option<f64> {
-            summary.get(name).and_then(|s| s[key].as_f64())
-        };
+        let rate_of = |name: &str, key: &str| -> Option<f64> { summary.get(name).and_then(|s| s[key].as_f64()) };
         if let Some(bulk) = rate_of("bulk", "median_msgs_per_s") {
             for &n in &args.instances {
                 let name = format!("host-{n}");
                 if let Some(host) = rate_of(&name, "median_msgs_per_s") {
                     let ratio = host / bulk;
-                    println!(
-                        "  ratio {name} / bulk: {ratio:.3} (target >= 0.8: {})",
-                        if ratio >= 0.8 { "met" } else { "MISSED" }
-                    );
+                    println!("  ratio {name} / bulk: {ratio:.3} (target >= 0.8: {})", if ratio >= 0.8 { "met" } else { "MISSED" });
                     ratios.insert(format!("{name}_over_bulk"), json!(ratio));
                     if let Some(steady) = rate_of(&name, "median_steady_msgs_per_s") {
                         ratios.insert(format!("{name}_steady_over_bulk"), json!(steady / bulk));
@@ -195,36 +170,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// The first `n` readings of the generated file (all valid).
 fn readings(n: usize) -> anyhow::Result<Vec<String>> {
     let path = common::input("readings-200k.ndjson", GENERATE)?;
-    let lines: Vec<String> = std::fs::read_to_string(&path)?
-        .lines()
-        .take(n)
-        .map(str::to_string)
-        .collect();
-    anyhow::ensure!(
-        lines.len() == n,
-        "{} has {} readings, {n} wanted: generate more",
-        path.display(),
-        lines.len()
-    );
+    let lines: Vec<String> = std::fs::read_to_string(&path)?.lines().take(n).map(str::to_string).collect();
+    anyhow::ensure!(lines.len() == n, "{} has {} readings, {n} wanted: generate more", path.display(), lines.len());
     Ok(lines)
 }
 
 fn services_config(args: &Args) -> String {
-    format!(
-        "coredms:\n  kind: elasticsearch\n  url: {}\nmessaging:\n  kind: kafka\n  brokers: {}",
-        args.opensearch, args.brokers
-    )
+    format!("coredms:\n  kind: elasticsearch\n  url: {}\nmessaging:\n  kind: kafka\n  brokers: {}", args.opensearch, args.brokers)
 }
 
 /// The sensors profile with the run's partitions and instances.
 fn profile() -> anyhow::Result<String> {
     common::profile_with(
         "tenants/sensors/profile.yaml",
-        &[
-            ("stream.partitions", &PARTITIONS.to_string()),
-            ("stream.max_instances", "3"),
-            ("stream.min_instances", "1"),
-        ],
+        &[("stream.partitions", &PARTITIONS.to_string()), ("stream.max_instances", "3"), ("stream.min_instances", "1")],
     )
 }
 
@@ -237,8 +196,7 @@ struct Progress {
 
 impl Progress {
     fn json(&self, messages: usize, extra: Value) -> Value {
-        let steady =
-            (messages as u64 - self.count_at_first) as f64 / (self.seconds - self.first_visible);
+        let steady = (messages as u64 - self.count_at_first) as f64 / (self.seconds - self.first_visible);
         let mut value = json!({
             "seconds": self.seconds,
             "msgs_per_s": messages as f64 / self.seconds,
@@ -253,12 +211,7 @@ impl Progress {
 }
 
 /// Refreshes and counts `index` every ~250 ms until it holds `target` documents.
-async fn wait_for_count(
-    search: &Search,
-    index: &str,
-    target: u64,
-    started: Instant,
-) -> anyhow::Result<Progress> {
+async fn wait_for_count(search: &Search, index: &str, target: u64, started: Instant) -> anyhow::Result<Progress> {
     let mut first: Option<(f64, u64)> = None;
     loop {
         let count = search.refresh_count(index).await?;
@@ -268,16 +221,9 @@ async fn wait_for_count(
         }
         if count >= target {
             let (first_visible, count_at_first) = first.expect("count > 0");
-            return Ok(Progress {
-                seconds: now,
-                first_visible,
-                count_at_first,
-            });
+            return Ok(Progress { seconds: now, first_visible, count_at_first });
         }
-        anyhow::ensure!(
-            now < TIMEOUT.as_secs_f64(),
-            "{index}: {count} of {target} documents after {now:.0} s"
-        );
+        anyhow::ensure!(now < TIMEOUT.as_secs_f64(), "{index}: {count} of {target} documents after {now:.0} s");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -295,11 +241,7 @@ async fn bulk_loader(search: &Search, lines: &[String]) -> anyhow::Result<Value>
             let reading: Value = serde_json::from_str(line)?;
             let doc = reading_document(&reading, &limits).map_err(anyhow::Error::msg)?;
             // The ids an instance gives: topic-partition-offset.
-            let id = format!(
-                "readings-{}-{}",
-                i % PARTITIONS as usize,
-                i / PARTITIONS as usize
-            );
+            let id = format!("readings-{}-{}", i % PARTITIONS as usize, i / PARTITIONS as usize);
             body.push_str(&json!({ "index": { "_id": id } }).to_string());
             body.push('\n');
             body.push_str(&doc.to_string());
@@ -310,16 +252,9 @@ async fn bulk_loader(search: &Search, lines: &[String]) -> anyhow::Result<Value>
     let acknowledged = secs(started.elapsed());
     let count = search.refresh_count(&index).await?;
     let seconds = secs(started.elapsed());
-    anyhow::ensure!(
-        count == lines.len() as u64,
-        "{index}: {count} documents, {} written",
-        lines.len()
-    );
+    anyhow::ensure!(count == lines.len() as u64, "{index}: {count} documents, {} written", lines.len());
     search.delete(&index).await;
-    println!(
-        "  bulk             {seconds:>6.2} s  {:>8.0} msg/s",
-        lines.len() as f64 / seconds
-    );
+    println!("  bulk             {seconds:>6.2} s  {:>8.0} msg/s", lines.len() as f64 / seconds);
     Ok(
         json!({ "seconds": seconds, "acknowledged_s": acknowledged, "msgs_per_s": lines.len() as f64 / seconds, "steady_msgs_per_s": lines.len() as f64 / seconds }),
     )
@@ -329,22 +264,10 @@ async fn bulk_loader(search: &Search, lines: &[String]) -> anyhow::Result<Value>
 /// services, with the sensor-stream component uploaded as `live` and
 /// compiled, and its `readings` topic created: (tenant, its platform files,
 /// the open platform, the topic).
-async fn stream_tenant(
-    args: &Args,
-    prefix: &str,
-    run: &str,
-) -> anyhow::Result<(String, BenchPlatform, Arc<Platform>, String)> {
+async fn stream_tenant(args: &Args, prefix: &str, run: &str) -> anyhow::Result<(String, BenchPlatform, Arc<Platform>, String)> {
     let tenant = common::unique_tenant(prefix);
-    let bench = BenchPlatform::builder()
-        .tenant(&tenant, profile()?)
-        .config(&services_config(args))
-        .build(run)?;
-    bench.upload(
-        &tenant,
-        PipelineKind::Stream,
-        "live",
-        &common::guest("sensor_stream")?,
-    )?;
+    let bench = BenchPlatform::builder().tenant(&tenant, profile()?).config(&services_config(args)).build(run)?;
+    bench.upload(&tenant, PipelineKind::Stream, "live", &common::guest("sensor_stream")?)?;
     let platform = bench.open().await?;
     common::warm(&platform, &tenant, PipelineKind::Stream, "live").await?;
     let topic = format!("{tenant}.readings");
@@ -353,13 +276,7 @@ async fn stream_tenant(
 }
 
 /// (a) The host's stream manager with `instances` instances on pre-produced readings.
-async fn host_stream(
-    args: &Args,
-    search: &Search,
-    kafka: &Kafka,
-    lines: &[String],
-    instances: u32,
-) -> anyhow::Result<Value> {
+async fn host_stream(args: &Args, search: &Search, kafka: &Kafka, lines: &[String], instances: u32) -> anyhow::Result<Value> {
     let (tenant, bench, platform, topic) = stream_tenant(args, "bs", "stream").await?;
     let produced = kafka.produce_all(&topic, lines).await?;
 
@@ -372,9 +289,7 @@ async fn host_stream(
     platform.close().await;
     let records = common::ingestion_records(&bench.tenant_dir(&tenant), PipelineKind::Stream);
     search.delete(&format!("{tenant}-*")).await;
-    kafka
-        .delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)])
-        .await;
+    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)]).await;
     let progress = progress?;
 
     // Where the time went, from the host's own records of each batch.
@@ -409,12 +324,7 @@ async fn host_stream(
 }
 
 /// (c) What one instance does, written by hand with rdkafka and reqwest.
-async fn native_consumer(
-    args: &Args,
-    search: &Search,
-    kafka: &Kafka,
-    lines: &[String],
-) -> anyhow::Result<Value> {
+async fn native_consumer(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) -> anyhow::Result<Value> {
     let base = common::unique_tenant("bn");
     let topic = format!("{base}.readings");
     let index = format!("{base}-readings");
@@ -424,13 +334,7 @@ async fn native_consumer(
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let task = {
-        let (brokers, topic, index, stop, search) = (
-            args.brokers.clone(),
-            topic.clone(),
-            index.clone(),
-            stop.clone(),
-            search.clone(),
-        );
+        let (brokers, topic, index, stop, search) = (args.brokers.clone(), topic.clone(), index.clone(), stop.clone(), search.clone());
         tokio::spawn(async move { consume(&brokers, &topic, &index, &search, &stop).await })
     };
     let progress = wait_for_count(search, &index, lines.len() as u64, started).await;
@@ -451,13 +355,7 @@ async fn native_consumer(
 
 /// The loop of a stream instance, without the sandbox: same consumer
 /// settings, same poll (≤ 500 messages, ≤ 200 ms), same ids, commit after `_bulk`.
-async fn consume(
-    brokers: &str,
-    topic: &str,
-    index: &str,
-    search: &Search,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
+async fn consume(brokers: &str, topic: &str, index: &str, search: &Search, stop: &AtomicBool) -> anyhow::Result<()> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{topic}.native"))
@@ -511,71 +409,35 @@ async fn consume(
 }
 
 /// (d) Produce → searchable with one instance under background load.
-async fn latency(
-    args: &Args,
-    search: &Search,
-    kafka: &Kafka,
-    lines: &[String],
-) -> anyhow::Result<Value> {
+async fn latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) -> anyhow::Result<Value> {
     let (tenant, _bench, platform, topic) = stream_tenant(args, "bl", "stream-latency").await?;
     let index = format!("{tenant}-readings");
     let manager = StreamManager::new(platform.clone());
     manager.start(&tenant, Some(1)).await?;
-    println!(
-        "\nlatency: 1 instance, {} msg/s background, {} probes every 100 ms",
-        args.rate, args.probes
-    );
+    println!("\nlatency: 1 instance, {} msg/s background, {} probes every 100 ms", args.rate, args.probes);
 
     let result = measure_latency(args, search, kafka, lines, &topic, &index).await;
     manager.stop(&tenant).await?;
     platform.close().await;
     search.delete(&format!("{tenant}-*")).await;
-    kafka
-        .delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)])
-        .await;
+    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)]).await;
     result
 }
 
-async fn measure_latency(
-    args: &Args,
-    search: &Search,
-    kafka: &Kafka,
-    lines: &[String],
-    topic: &str,
-    index: &str,
-) -> anyhow::Result<Value> {
+async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String], topic: &str, index: &str) -> anyhow::Result<Value> {
     // Wait until the instance has joined and the index exists: one message through.
     let warmup = probe_reading("warmup-0");
-    kafka
-        .producer
-        .send(
-            FutureRecord::<(), str>::to(topic).payload(warmup.as_str()),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+    kafka.producer.send(FutureRecord::<(), str>::to(topic).payload(warmup.as_str()), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while search
-        .find(index, &["warmup-0".to_string()])
-        .await?
-        .is_empty()
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the warm-up message never became searchable in {index}"
-        );
+    while search.find(index, &["warmup-0".to_string()]).await?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the warm-up message never became searchable in {index}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let outstanding: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let sending = Arc::new(AtomicBool::new(true));
     let sender = {
-        let (producer, topic, outstanding, sending) = (
-            kafka.producer.clone(),
-            topic.to_string(),
-            outstanding.clone(),
-            sending.clone(),
-        );
+        let (producer, topic, outstanding, sending) = (kafka.producer.clone(), topic.to_string(), outstanding.clone(), sending.clone());
         let (lines, probes, per_tick) = (lines.to_vec(), args.probes, (args.rate / 10) as usize);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -585,30 +447,19 @@ async fn measure_latency(
                 tick.tick().await;
                 for _ in 0..per_tick {
                     let line = background.next().expect("cycle");
-                    if let Ok(delivery) = producer
-                        .send_result(FutureRecord::<(), str>::to(&topic).payload(line.as_str()))
-                    {
+                    if let Ok(delivery) = producer.send_result(FutureRecord::<(), str>::to(&topic).payload(line.as_str())) {
                         deliveries.push(delivery);
                     }
                 }
                 let id = format!("probe-{n}");
                 let probe = probe_reading(&id);
-                outstanding
-                    .lock()
-                    .expect("poisoned")
-                    .insert(id, Instant::now());
-                if let Ok(delivery) = producer
-                    .send_result(FutureRecord::<(), str>::to(&topic).payload(probe.as_str()))
-                {
+                outstanding.lock().expect("poisoned").insert(id, Instant::now());
+                if let Ok(delivery) = producer.send_result(FutureRecord::<(), str>::to(&topic).payload(probe.as_str())) {
                     deliveries.push(delivery);
                 }
             }
             sending.store(false, Ordering::Release);
-            futures::future::join_all(deliveries)
-                .await
-                .into_iter()
-                .filter(|d| !matches!(d, Ok(Ok(_))))
-                .count()
+            futures::future::join_all(deliveries).await.into_iter().filter(|d| !matches!(d, Ok(Ok(_)))).count()
         })
     };
 
@@ -617,23 +468,14 @@ async fn measure_latency(
     let mut query_ms = Vec::new();
     let mut last_probe_sent = Instant::now();
     loop {
-        let wanted: Vec<String> = outstanding
-            .lock()
-            .expect("poisoned")
-            .keys()
-            .cloned()
-            .collect();
+        let wanted: Vec<String> = outstanding.lock().expect("poisoned").keys().cloned().collect();
         if wanted.is_empty() && !sending.load(Ordering::Acquire) {
             break;
         }
         if sending.load(Ordering::Acquire) {
             last_probe_sent = Instant::now();
         }
-        anyhow::ensure!(
-            last_probe_sent.elapsed() < Duration::from_secs(60),
-            "{} probes never became searchable",
-            wanted.len()
-        );
+        anyhow::ensure!(last_probe_sent.elapsed() < Duration::from_secs(60), "{} probes never became searchable", wanted.len());
         if !wanted.is_empty() {
             let asked = Instant::now();
             let found = search.find(index, &wanted).await?;
@@ -697,26 +539,13 @@ impl Kafka {
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
             .create()?;
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()?;
+        let admin = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
         Ok(Kafka { producer, admin })
     }
 
     async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in self
-            .admin
-            .create_topics(
-                [&NewTopic::new(
-                    topic,
-                    partitions,
-                    TopicReplication::Fixed(1),
-                )],
-                &options,
-            )
-            .await?
-        {
+        for result in self.admin.create_topics([&NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &options).await? {
             result.map_err(|(topic, code)| anyhow::anyhow!("create topic {topic}: {code}"))?;
         }
         Ok(())
@@ -733,12 +562,7 @@ impl Kafka {
         for (c, chunk) in lines.chunks(20_000).enumerate() {
             let sends = chunk.iter().enumerate().map(|(j, line)| {
                 let partition = ((c * 20_000 + j) % PARTITIONS as usize) as i32;
-                self.producer.send(
-                    FutureRecord::<(), str>::to(topic)
-                        .payload(line.as_str())
-                        .partition(partition),
-                    Duration::from_secs(60),
-                )
+                self.producer.send(FutureRecord::<(), str>::to(topic).payload(line.as_str()).partition(partition), Duration::from_secs(60))
             });
             for delivery in futures::future::join_all(sends).await {
                 delivery.map_err(|(error, _)| anyhow::anyhow!("produce to {topic}: {error}"))?;
@@ -757,59 +581,34 @@ struct Search {
 
 impl Search {
     fn new(url: &str) -> Search {
-        Search {
-            url: url.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
-        }
+        Search { url: url.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
     }
 
     async fn health(&self) -> anyhow::Result<()> {
-        self.http
-            .get(format!("{}/_cluster/health", self.url))
-            .send()
-            .await?
-            .error_for_status()?;
+        self.http.get(format!("{}/_cluster/health", self.url)).send().await?.error_for_status()?;
         Ok(())
     }
 
     /// Documents in `index` after a refresh (0 while it does not exist).
     async fn refresh_count(&self, index: &str) -> anyhow::Result<u64> {
-        let refreshed = self
-            .http
-            .post(format!("{}/{index}/_refresh", self.url))
-            .send()
-            .await?;
+        let refreshed = self.http.post(format!("{}/{index}/_refresh", self.url)).send().await?;
         if refreshed.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(0);
         }
-        let answer: Value = self
-            .http
-            .get(format!("{}/{index}/_count", self.url))
-            .send()
-            .await?
-            .json()
-            .await?;
+        let answer: Value = self.http.get(format!("{}/{index}/_count", self.url)).send().await?.json().await?;
         Ok(answer["count"].as_u64().unwrap_or(0))
     }
 
     /// Creates the index as the host does: no mappings (the sensors profile has none).
     async fn create_index(&self, index: &str) -> anyhow::Result<()> {
-        self.http
-            .put(format!("{}/{index}", self.url))
-            .json(&json!({}))
-            .send()
-            .await?
-            .error_for_status()?;
+        self.http.put(format!("{}/{index}", self.url)).json(&json!({})).send().await?.error_for_status()?;
         Ok(())
     }
 
     async fn bulk(&self, index: &str, body: String) -> anyhow::Result<()> {
         let answer: Value = self
             .http
-            .post(format!(
-                "{}/{index}/_bulk?filter_path=errors,items.*.error",
-                self.url
-            ))
+            .post(format!("{}/{index}/_bulk?filter_path=errors,items.*.error", self.url))
             .header("content-type", "application/x-ndjson")
             .body(body)
             .send()
@@ -817,50 +616,27 @@ impl Search {
             .error_for_status()?
             .json()
             .await?;
-        anyhow::ensure!(
-            answer["errors"] == false,
-            "bulk into {index} failed: {answer}"
-        );
+        anyhow::ensure!(answer["errors"] == false, "bulk into {index} failed: {answer}");
         Ok(())
     }
 
     /// Which of the sensor ids are searchable now (no refresh: what a user sees).
     async fn find(&self, index: &str, sensor_ids: &[String]) -> anyhow::Result<Vec<String>> {
-        let query = sensor_ids
-            .iter()
-            .map(|id| format!("sensor_id:\"{id}\""))
-            .collect::<Vec<_>>()
-            .join(" OR ");
+        let query = sensor_ids.iter().map(|id| format!("sensor_id:\"{id}\"")).collect::<Vec<_>>().join(" OR ");
         let body = json!({ "query": { "query_string": { "query": query } }, "size": sensor_ids.len(), "_source": ["sensor_id"] });
-        let response = self
-            .http
-            .post(format!("{}/{index}/_search", self.url))
-            .json(&body)
-            .send()
-            .await?;
+        let response = self.http.post(format!("{}/{index}/_search", self.url)).json(&body).send().await?;
         // Not created yet, or created but its shard not started yet: nothing is searchable.
-        if matches!(
-            response.status(),
-            reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::SERVICE_UNAVAILABLE
-        ) {
+        if matches!(response.status(), reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::SERVICE_UNAVAILABLE) {
             return Ok(Vec::new());
         }
         let answer: Value = response.error_for_status()?.json().await?;
         Ok(answer["hits"]["hits"]
             .as_array()
-            .map(|hits| {
-                hits.iter()
-                    .filter_map(|h| h["_source"]["sensor_id"].as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|hits| hits.iter().filter_map(|h| h["_source"]["sensor_id"].as_str().map(str::to_string)).collect())
             .unwrap_or_default())
     }
 
     async fn delete(&self, pattern: &str) {
-        let _ = self
-            .http
-            .delete(format!("{}/{pattern}", self.url))
-            .send()
-            .await;
+        let _ = self.http.delete(format!("{}/{pattern}", self.url)).send().await;
     }
 }

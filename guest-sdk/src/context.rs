@@ -1,6 +1,4 @@
-use crate::__private::bindings::mysimbdp::pipeline::types::{
-    BatchReport, DeadRecord, Error as WitError, Message, Rejection, StreamReport,
-};
+use crate::__private::bindings::mysimbdp::pipeline::types::{BatchReport, DeadRecord, Error as WitError, Message, Rejection, StreamReport};
 use crate::__private::bindings::mysimbdp::pipeline::{config, dead_letter, metrics, staging};
 use crate::{Error, InputFile, Line, Row, tally};
 use std::collections::BTreeMap;
@@ -235,11 +233,7 @@ pub fn run_batch(
     if let Some(error) = tally.lost_write {
         return Err(error.into());
     }
-    Ok(BatchReport {
-        records_in: tally.records_in,
-        records_out: tally.records_out,
-        records_rejected: tally.records_rejected,
-    })
+    Ok(BatchReport { records_in: tally.records_in, records_out: tally.records_out, records_rejected: tally.records_rejected })
 }
 
 /// Runs the tenant's stream function and builds the report. Used by `#[stream_pipeline]`.

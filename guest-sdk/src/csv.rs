@@ -60,11 +60,7 @@ impl<S: ChunkSource> CsvReader<S> {
     /// The position of column `name`, resolved once so rows can be read by index.
     pub fn column(&self, name: &str) -> Result<usize, Error> {
         self.columns.get(name).copied().ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "{}: the header row has no column `{name}` (columns: {})",
-                self.file_name,
-                self.headers.join(", ")
-            ))
+            Error::InvalidInput(format!("{}: the header row has no column `{name}` (columns: {})", self.file_name, self.headers.join(", ")))
         })
     }
 
@@ -119,8 +115,7 @@ impl<S: ChunkSource> CsvReader<S> {
                 self.raw_start = 0;
             }
             let input = &self.chunks.buf[self.chunks.pos..];
-            let (result, nin, nout, nend) =
-                self.parser.read_record(input, &mut self.fields[out..], &mut self.ends[end..]);
+            let (result, nin, nout, nend) = self.parser.read_record(input, &mut self.fields[out..], &mut self.ends[end..]);
             self.chunks.pos += nin;
             out += nout;
             end += nend;
@@ -479,8 +474,23 @@ mod tests {
     /// record without a line end): the same fields as csv-core alone.
     #[test]
     fn records_are_read_as_csv_core_reads_them() {
-        let pieces: [&[u8]; 15] =
-            [b"a", b"bcdefghij", b",", b",", b"\n", b"\r\n", b"\r", b"\"q\"", b"\"x,\"\"y\"", b"\"l\r\n\"", b"\xc3\xa9", b"\xff", b" ", b"1234567", b"z\"z"];
+        let pieces: [&[u8]; 15] = [
+            b"a",
+            b"bcdefghij",
+            b",",
+            b",",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"\"q\"",
+            b"\"x,\"\"y\"",
+            b"\"l\r\n\"",
+            b"\xc3\xa9",
+            b"\xff",
+            b" ",
+            b"1234567",
+            b"z\"z",
+        ];
         let mut next = crate::xorshift(0x9e37_79b9_7f4a_7c15);
         for case in 0..400 {
             let len = (next() % 60) as usize;

@@ -398,13 +398,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a, 'o>> {
         self.serialize_seq(Some(len))
     }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<Compound<'a, 'o>> {
+    fn serialize_tuple_variant(self, _name: &'static str, _index: u32, variant: &'static str, _len: usize) -> Result<Compound<'a, 'o>> {
         self.out.push(b'{');
         write_str(self.out, variant);
         push_bytes(self.out, b":[");
@@ -422,13 +416,7 @@ impl<'a, 'o> ser::Serializer for &'a mut Json<'o> {
         self.out.push(b'{');
         Ok(Compound::new(self, b"}"))
     }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<Compound<'a, 'o>> {
+    fn serialize_struct_variant(self, _name: &'static str, _index: u32, variant: &'static str, _len: usize) -> Result<Compound<'a, 'o>> {
         self.out.push(b'{');
         write_str(self.out, variant);
         push_bytes(self.out, b":{");
@@ -843,7 +831,22 @@ mod tests {
             huge: u128::MAX,
             min: i64::MIN,
             max: u64::MAX,
-            floats: vec![0.0, -0.0, 1.0, 0.1, 189.5, 1e300, -2.5e-310, f64::MAX, f64::MIN_POSITIVE, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e21, 123456789.125],
+            floats: vec![
+                0.0,
+                -0.0,
+                1.0,
+                0.1,
+                189.5,
+                1e300,
+                -2.5e-310,
+                f64::MAX,
+                f64::MIN_POSITIVE,
+                f64::NAN,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                1e21,
+                123456789.125,
+            ],
             single: 0.3,
             nan32: f32::NAN,
             letter: '"',
@@ -903,7 +906,17 @@ mod tests {
 
     #[test]
     fn cents_take_the_short_path_and_others_do_not() {
-        for (value, short) in [(189.5, true), (0.05, true), (1200.0, true), (-0.01, true), (0.0, true), (0.005, false), (1e9, false), (0.1 + 0.2, false), (f64::NAN, false)] {
+        for (value, short) in [
+            (189.5, true),
+            (0.05, true),
+            (1200.0, true),
+            (-0.01, true),
+            (0.0, true),
+            (0.005, false),
+            (1e9, false),
+            (0.1 + 0.2, false),
+            (f64::NAN, false),
+        ] {
             assert_eq!(write_cents(&mut Vec::new(), value), short, "{value}");
         }
     }

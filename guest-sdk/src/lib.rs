@@ -43,8 +43,8 @@ pub use csv::{CsvReader, Row};
 pub use error::Error;
 pub use input::{ChunkSource, InputFile, ReadSource};
 pub use lines::{Line, LineReader};
-pub use number::parse_f64;
 pub use mysimbdp_guest_macros::{batch_pipeline, stream_pipeline};
+pub use number::parse_f64;
 pub use serde;
 pub use serde_json;
 pub use writer::{DocumentBatch, DocumentId, DocumentWriter};
@@ -58,8 +58,7 @@ pub type Outgoing<'a> = __private::bindings::mysimbdp::pipeline::types::Outgoing
 /// Everything a pipeline usually needs.
 pub mod prelude {
     pub use crate::{
-        BatchContext, CsvReader, DocumentWriter, Error, InputFile, LineReader, Message, Outgoing,
-        Row, StreamContext, publish,
+        BatchContext, CsvReader, DocumentWriter, Error, InputFile, LineReader, Message, Outgoing, Row, StreamContext, publish,
     };
     pub use serde_json::{self, Value, json};
 }

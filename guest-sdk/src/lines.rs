@@ -55,8 +55,7 @@ impl<'r> Line<'r> {
     }
 
     pub fn text(&self) -> Result<&'r str, Error> {
-        std::str::from_utf8(self.bytes)
-            .map_err(|e| Error::InvalidInput(format!("line {} is not UTF-8: {e}", self.number)))
+        std::str::from_utf8(self.bytes).map_err(|e| Error::InvalidInput(format!("line {} is not UTF-8: {e}", self.number)))
     }
 
     /// Parses the line as one JSON value.

@@ -252,7 +252,11 @@ mod tests {
             for (shift, _) in alphabet.iter().enumerate() {
                 let text: String = (0..len).map(|i| alphabet[(i + shift) % alphabet.len()]).collect();
                 let key = "k".repeat(len);
-                let doc = Doc { text: &text, key_of_forty_bytes_so_written_in_one_copy: len as u32, nested: BTreeMap::from([(key.as_str(), len as f64 / 7.0)]) };
+                let doc = Doc {
+                    text: &text,
+                    key_of_forty_bytes_so_written_in_one_copy: len as u32,
+                    nested: BTreeMap::from([(key.as_str(), len as f64 / 7.0)]),
+                };
                 batch.push_serialize(format!("{len}/{shift}"), &doc).unwrap();
                 expected.push((format!("{len}/{shift}"), serde_json::to_string(&doc).unwrap()));
             }

@@ -36,10 +36,7 @@ impl DeadLetter {
         DeadLetter {
             key: None,
             payload,
-            headers: vec![
-                (header::ERROR_KIND.into(), error_kind.as_bytes().to_vec()),
-                (header::REASON.into(), reason.as_bytes().to_vec()),
-            ],
+            headers: vec![(header::ERROR_KIND.into(), error_kind.as_bytes().to_vec()), (header::REASON.into(), reason.as_bytes().to_vec())],
         }
     }
 
@@ -55,9 +52,6 @@ pub async fn send(bus: &dyn MessageBus, tenant: &TenantId, letters: Vec<DeadLett
     if letters.is_empty() {
         return Ok(());
     }
-    let records = letters
-        .into_iter()
-        .map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers })
-        .collect();
+    let records = letters.into_iter().map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers }).collect();
     bus.publish(&topic(tenant), records).await
 }

@@ -32,10 +32,9 @@ impl Platform {
     pub async fn open(config: PlatformConfig) -> anyhow::Result<Arc<Platform>> {
         let registry = config.registry()?;
         for tenant in registry.tenants() {
-            tenant
-                .paths
-                .create()
-                .with_context(|| format!("cannot create the directories of tenant `{}` under {}", tenant.id, tenant.paths.root.display()))?;
+            tenant.paths.create().with_context(|| {
+                format!("cannot create the directories of tenant `{}` under {}", tenant.id, tenant.paths.root.display())
+            })?;
         }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
@@ -74,9 +73,10 @@ impl Platform {
     /// The tenant's batch or stream log.
     pub fn tenant_log(&self, tenant: &Tenant, kind: PipelineKind) -> LogSink {
         let path = tenant_log_path(&tenant.paths.logs, kind);
-        self.services.logs.sink(&path).unwrap_or_else(|error| {
-            panic!("cannot open the log {} of tenant `{}`: {error}", path.display(), tenant.id)
-        })
+        self.services
+            .logs
+            .sink(&path)
+            .unwrap_or_else(|error| panic!("cannot open the log {} of tenant `{}`: {error}", path.display(), tenant.id))
     }
 
     /// The platform's own log.

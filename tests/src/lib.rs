@@ -99,14 +99,13 @@ impl Builder {
         }
         std::fs::write(tenants_dir.join("tenants.yaml"), registry).unwrap();
         let port = free_port();
-        let mut config = format!(
-            "tenants: tenants/tenants.yaml\ndata_dir: var\napi:\n  listen: 127.0.0.1:{port}\n"
-        );
+        let mut config = format!("tenants: tenants/tenants.yaml\ndata_dir: var\napi:\n  listen: 127.0.0.1:{port}\n");
         if self.services {
             let services = Services::from_env();
             config.push_str(&format!(
                 "coredms:\n  kind: elasticsearch\n  url: {}\nmessaging:\n  kind: kafka\n  brokers: {}\n",
-                self.search_url.as_deref().unwrap_or(&services.elasticsearch_url), services.brokers
+                self.search_url.as_deref().unwrap_or(&services.elasticsearch_url),
+                services.brokers
             ));
         }
         config.push_str(&self.extra);
@@ -169,11 +168,7 @@ fn free_port() -> u16 {
 
 /// Lines of a JSON-lines log file, parsed.
 pub fn read_log(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+    std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -210,7 +205,8 @@ pub fn profile_with(profile: &str, changes: &[(&str, &str)]) -> String {
 
 /// `rows` valid order lines in the retail tenant's CSV format, ids from `first`.
 pub fn orders_csv(first: usize, rows: usize) -> String {
-    let mut text = String::from("order_id,order_date,customer_id,customer_name,country,sku,product,category,quantity,unit_price,discount,currency\n");
+    let mut text =
+        String::from("order_id,order_date,customer_id,customer_name,country,sku,product,category,quantity,unit_price,discount,currency\n");
     for i in first..first + rows {
         text.push_str(&format!(
             "O-{i:08},2026-{:02}-{:02},C-{:06},Test Customer {},FI,SKU-{},Product {},Gear,{},{}.50,0.1,EUR\n",
@@ -276,8 +272,7 @@ impl Search {
     /// Documents in `index` after a refresh (0 when it does not exist).
     pub async fn count(&self, index: &str) -> u64 {
         let _ = self.http.post(format!("{}/{index}/_refresh", self.url)).send().await;
-        let answer: serde_json::Value =
-            self.http.get(format!("{}/{index}/_count", self.url)).send().await.unwrap().json().await.unwrap();
+        let answer: serde_json::Value = self.http.get(format!("{}/{index}/_count", self.url)).send().await.unwrap().json().await.unwrap();
         answer["count"].as_u64().unwrap_or(0)
     }
 
@@ -343,9 +338,7 @@ pub fn kcat_read(brokers: &str, topic: &str) -> Vec<serde_json::Value> {
 /// kcat's headers (`["k1","v1","k2","v2"]`) as a map.
 pub fn kcat_headers(message: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
     let flat = message["headers"].as_array().cloned().unwrap_or_default();
-    flat.chunks(2)
-        .filter_map(|pair| Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_str().unwrap_or("").to_string())))
-        .collect()
+    flat.chunks(2).filter_map(|pair| Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_str().unwrap_or("").to_string()))).collect()
 }
 
 /// An HTTP proxy in front of the real OpenSearch that injects the failures a
@@ -402,7 +395,8 @@ impl FaultProxy {
                 if let Some(items) = body.get_mut("items").and_then(|i| i.as_array_mut()) {
                     for item in items.iter_mut().take(proxy.reject_items) {
                         item["index"]["status"] = 429.into();
-                        item["index"]["error"] = serde_json::json!({"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"});
+                        item["index"]["error"] =
+                            serde_json::json!({"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"});
                     }
                     body["errors"] = true.into();
                 }

@@ -4,9 +4,7 @@
 use mysimbdp::batch::BatchManager;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::Outcome;
-use mysimbdp_tests::{
-    TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled,
-};
+use mysimbdp_tests::{TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled};
 use std::path::Path;
 use std::time::Duration;
 
@@ -131,7 +129,8 @@ async fn sensors_files_breaking_file_rules_are_quarantined() {
 /// A file no pipeline pattern takes is quarantined as `no-pipeline`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_no_pipeline_takes_are_quarantined() {
-    let profile = profile_with(RETAIL.profile, &[("batch", r#"[{name: orders, files: "shops/*.csv"}]"#), ("agreement.schedule", "on-arrival")]);
+    let profile =
+        profile_with(RETAIL.profile, &[("batch", r#"[{name: orders, files: "shops/*.csv"}]"#), ("agreement.schedule", "on-arrival")]);
     let test = TestPlatform::builder().tenant_yaml("retail", &profile).config(QUICK_SCANS).build();
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     std::fs::create_dir_all(test.tenant_dir("retail").join("staging/shops")).unwrap();
@@ -204,7 +203,11 @@ async fn sensors_files_beyond_the_staging_quota_are_quarantined() {
 /// Recorded start and end times never show more than the tenant's cap running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ingestions_stay_within_the_tenants_cap() {
-    let test = constrained(&RETAIL, &[("agreement.max_concurrent_ingestions", "2"), ("constraints.max_file_bytes", "4MiB"), ("constraints.max_staging_bytes", "64MiB")]).await;
+    let test = constrained(
+        &RETAIL,
+        &[("agreement.max_concurrent_ingestions", "2"), ("constraints.max_file_bytes", "4MiB"), ("constraints.max_staging_bytes", "64MiB")],
+    )
+    .await;
     for i in 0..6 {
         stage(&test, "retail", &format!("batch-{i}.csv"), &orders_csv(i * 100_000, 20_000));
     }

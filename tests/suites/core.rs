@@ -134,9 +134,8 @@ async fn adversarial_guests_are_reported_by_kind_and_the_host_goes_on() {
     assert!(panic["reason"].as_str().unwrap().contains("fixture panic after reading"), "{panic}");
 
     // And right after all of them a normal ingestion still succeeds.
-    let after = mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None)
-        .await
-        .unwrap();
+    let after =
+        mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
     assert_eq!(after.outcome, Outcome::Ok);
 }
 
@@ -145,9 +144,7 @@ async fn a_guest_cannot_leave_its_namespace() {
     let test = platform();
     test.upload("sandbox", PipelineKind::Batch, "escape-namespace", artifacts::ESCAPE_NAMESPACE);
     let platform = test.open().await;
-    mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None)
-        .await
-        .unwrap();
+    mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
     let before = platform.search("sensors", "readings", "", 0).await.unwrap().total;
 
     let staged = test.dir.path().join("escape.txt");
@@ -157,7 +154,12 @@ async fn a_guest_cannot_leave_its_namespace() {
     assert_eq!(platform.search("sensors", "readings", "", 0).await.unwrap().total, before);
     assert_eq!(platform.search("sensors", "readings", "escaped:true", 0).await.unwrap().total, 0);
     let indices = platform.services.coredms.indices("").await.unwrap();
-    assert!(indices.iter().all(|i| !i.contains("escape") && (i.starts_with("sensors-") || i.starts_with("retail-") || i.starts_with("sandbox-"))), "{indices:?}");
+    assert!(
+        indices
+            .iter()
+            .all(|i| !i.contains("escape") && (i.starts_with("sensors-") || i.starts_with("retail-") || i.starts_with("sandbox-"))),
+        "{indices:?}"
+    );
     let denials = read_log(&test.tenant_dir("sandbox").join("logs/batch.log"))
         .into_iter()
         .filter(|l| l["type"] == "event" && l["message"].as_str().is_some_and(|m| m.contains("denied")))

@@ -9,8 +9,8 @@ use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::stream::StreamManager;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{
-    Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with,
-    read_log, repo_root, unique_tenant,
+    Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with, read_log,
+    repo_root, unique_tenant,
 };
 use std::time::Duration;
 
@@ -80,8 +80,10 @@ async fn messages_from_a_kafka_client_become_documents() {
     manager.start(&tenant, Some(2)).await.unwrap();
 
     let readings = mysimbdp_tests::readings_ndjson(0, 300);
-    let lines: Vec<String> =
-        readings.lines().map(|l| format!("{}|{l}", serde_json::from_str::<serde_json::Value>(l).unwrap()["sensor_id"].as_str().unwrap())).collect();
+    let lines: Vec<String> = readings
+        .lines()
+        .map(|l| format!("{}|{l}", serde_json::from_str::<serde_json::Value>(l).unwrap()["sensor_id"].as_str().unwrap()))
+        .collect();
     kcat_produce(&brokers(), &format!("{tenant}.readings"), &lines);
 
     let search = search();
@@ -203,7 +205,10 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
 
     // Then a whole host, killed with SIGKILL mid-stream, and restarted.
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
-    eventually("the host to accept a stream start", Duration::from_secs(60), || async { start_stream(test.port, &tenant).await.then_some(()) }).await;
+    eventually("the host to accept a stream start", Duration::from_secs(60), || async {
+        start_stream(test.port, &tenant).await.then_some(())
+    })
+    .await;
     eventually("more documents", Duration::from_secs(60), || async { (count().await > after_stop).then_some(()) }).await;
     host.kill().unwrap();
     host.wait().unwrap();
@@ -211,7 +216,10 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
     assert!(after_kill < total as u64, "killed mid-stream ({after_kill} of {total})");
 
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
-    eventually("the restarted host to accept a stream start", Duration::from_secs(60), || async { start_stream(test.port, &tenant).await.then_some(()) }).await;
+    eventually("the restarted host to accept a stream start", Duration::from_secs(60), || async {
+        start_stream(test.port, &tenant).await.then_some(())
+    })
+    .await;
     eventually("all documents", Duration::from_secs(120), || async { (count().await >= total as u64).then_some(()) }).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     host.kill().unwrap();

@@ -109,13 +109,15 @@ async fn prometheus_scrapes_the_host_and_answers_per_tenant_counts() {
 #[test]
 fn the_shipped_prometheus_files_pass_promtool() {
     let deploy = repo_root().join("deploy/prometheus");
-    for args in [
-        vec!["check", "config", "prometheus.yml"],
-        vec!["check", "rules", "alerts.yml"],
-        vec!["test", "rules", "alerts_test.yml"],
-    ] {
+    for args in [vec!["check", "config", "prometheus.yml"], vec!["check", "rules", "alerts.yml"], vec!["test", "rules", "alerts_test.yml"]]
+    {
         let output = Command::new("promtool").args(&args).current_dir(&deploy).output().expect("promtool is installed");
-        assert!(output.status.success(), "promtool {args:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo_root().join("deploy/grafana/mysimbdp-dashboard.json")).unwrap()).unwrap();
@@ -148,7 +150,11 @@ async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
     let listener = monitor::spawn_alert_listener(platform.clone(), manager.clone());
     manager.start("sensors", None).await.unwrap();
     let messages: Vec<mysimbdp::backends::OutRecord> = (0..3000)
-        .map(|i| mysimbdp::backends::OutRecord { key: Some(format!("k{}", i % 16).into_bytes()), value: format!("job {i}").into_bytes(), headers: vec![] })
+        .map(|i| mysimbdp::backends::OutRecord {
+            key: Some(format!("k{}", i % 16).into_bytes()),
+            value: format!("job {i}").into_bytes(),
+            headers: vec![],
+        })
         .collect();
     StreamManager::produce(&platform, "sensors", "work", messages).await.unwrap();
 
@@ -156,7 +162,8 @@ async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
         let manager = manager.clone();
         async move { manager.status(Some("sensors")).await.unwrap()[0].instances.len() }
     };
-    eventually("the stream to be scaled up to 3 instances", Duration::from_secs(120), || async { (instances().await == 3).then_some(()) }).await;
+    eventually("the stream to be scaled up to 3 instances", Duration::from_secs(120), || async { (instances().await == 3).then_some(()) })
+        .await;
     eventually("the stream to be scaled down to 1 instance once idle", Duration::from_secs(180), || async {
         (instances().await == 1).then_some(())
     })

@@ -34,8 +34,7 @@ impl Settings {
     pub fn from_context(ctx: &BatchContext) -> Result<Self, Error> {
         let mut settings = Settings::default();
         if let Some(rates) = ctx.param("eur_rates") {
-            settings.eur_rates = parse_rates(&rates)
-                .map_err(|e| Error::invalid_input(format!("parameter `eur_rates` ({rates}): {e}")))?;
+            settings.eur_rates = parse_rates(&rates).map_err(|e| Error::invalid_input(format!("parameter `eur_rates` ({rates}): {e}")))?;
         }
         settings.large_order_eur = ctx.param_or("large_order_eur", settings.large_order_eur)?;
         Ok(settings)
@@ -170,19 +169,16 @@ pub fn order_document<'r>(row: &Row<'r>, columns: &Columns, settings: &'r Settin
     if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
         return Err(format!("`country` {:?} is not an ISO 3166 alpha-2 code", country.to_ascii_uppercase()));
     }
-    let quantity: u32 = field(columns.quantity, "quantity")?
-        .parse()
-        .ok()
-        .filter(|&q| q > 0)
-        .ok_or("`quantity` must be a whole number above 0")?;
+    let quantity: u32 =
+        field(columns.quantity, "quantity")?.parse().ok().filter(|&q| q > 0).ok_or("`quantity` must be a whole number above 0")?;
     let unit_price: f64 = mysimbdp::parse_f64(field(columns.unit_price, "unit_price")?)
         .filter(|p: &f64| p.is_finite() && *p >= 0.0)
         .ok_or("`unit_price` must be a number of at least 0")?;
     let discount: f64 = match row.field(columns.discount).map(trim) {
         None | Some("") => 0.0,
-        Some(text) => mysimbdp::parse_f64(text)
-            .filter(|d: &f64| (0.0..1.0).contains(d))
-            .ok_or("`discount` must be a fraction in [0, 1)")?,
+        Some(text) => {
+            mysimbdp::parse_f64(text).filter(|d: &f64| (0.0..1.0).contains(d)).ok_or("`discount` must be a fraction in [0, 1)")?
+        }
     };
     let currency = field(columns.currency, "currency")?;
     let (currency, rate) = settings

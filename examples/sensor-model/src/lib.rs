@@ -38,10 +38,7 @@ pub fn reading_document(reading: &Value, limits: &Limits) -> Result<Value, Strin
     }
     let temperature = number("temperature_c")?;
     if !(limits.min_temperature_c..=limits.max_temperature_c).contains(&temperature) {
-        return Err(format!(
-            "`temperature_c` {temperature} is outside [{}, {}]",
-            limits.min_temperature_c, limits.max_temperature_c
-        ));
+        return Err(format!("`temperature_c` {temperature} is outside [{}, {}]", limits.min_temperature_c, limits.max_temperature_c));
     }
     let humidity = number("humidity_pct")?;
     if !(0.0..=100.0).contains(&humidity) {

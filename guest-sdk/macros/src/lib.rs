@@ -19,9 +19,7 @@ const WIT: &str = include_str!("../../../wit/pipeline.wit");
 #[proc_macro_attribute]
 pub fn batch_pipeline(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
-    expand(attr.into(), function, Kind::Batch)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand(attr.into(), function, Kind::Batch).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
 /// Turns `fn(batch: &[Message], ctx: &mut StreamContext) -> Result<(), Error>`
@@ -29,9 +27,7 @@ pub fn batch_pipeline(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn stream_pipeline(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
-    expand(attr.into(), function, Kind::Stream)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    expand(attr.into(), function, Kind::Stream).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
 #[derive(Clone, Copy)]
@@ -58,20 +54,14 @@ impl Kind {
 
 fn expand(attr: TokenStream2, function: ItemFn, kind: Kind) -> syn::Result<TokenStream2> {
     if !attr.is_empty() {
-        return Err(syn::Error::new_spanned(
-            attr,
-            format!("{} takes no arguments", kind.attribute()),
-        ));
+        return Err(syn::Error::new_spanned(attr, format!("{} takes no arguments", kind.attribute())));
     }
     check_signature(&function, kind)?;
 
     let sdk = sdk_path()?;
     let user_fn = &function.sig.ident;
     let with = imported_interfaces(&sdk, kind);
-    let module = syn::Ident::new(
-        &format!("__mysimbdp_{}_export", user_fn),
-        Span::call_site(),
-    );
+    let module = syn::Ident::new(&format!("__mysimbdp_{}_export", user_fn), Span::call_site());
 
     let sdk_runtime = format!("{}::__private::wit_bindgen::rt", sdk.to_string().replace(' ', ""));
 
@@ -173,11 +163,7 @@ fn check_signature(function: &ItemFn, kind: Kind) -> syn::Result<()> {
     let wrong = |span: &dyn ToTokensSpan, what: &str| {
         syn::Error::new(
             span.span_of(),
-            format!(
-                "{what}: a function under {} must look like `{}`",
-                kind.attribute(),
-                kind.expected_signature()
-            ),
+            format!("{what}: a function under {} must look like `{}`", kind.attribute(), kind.expected_signature()),
         )
     };
     if signature.asyncness.is_some() {

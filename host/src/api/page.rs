@@ -59,11 +59,8 @@ fn recent_records(path: &Path, limit: usize) -> Vec<IngestionRecord> {
     let _ = file.seek(SeekFrom::Start(size.saturating_sub(TAIL_BYTES)));
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let mut records: Vec<IngestionRecord> = text
-        .lines()
-        .filter(|l| l.contains("\"type\":\"ingestion\""))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let mut records: Vec<IngestionRecord> =
+        text.lines().filter(|l| l.contains("\"type\":\"ingestion\"")).filter_map(|l| serde_json::from_str(l).ok()).collect();
     records.reverse();
     records.truncate(limit);
     records

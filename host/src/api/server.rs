@@ -99,11 +99,7 @@ async fn query(State(state): State<AppState>, Query(request): Query<QueryRequest
 
 async fn prometheus(State(state): State<AppState>) -> Response {
     match &state.metrics {
-        Some(handle) => (
-            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            handle.render(),
-        )
-            .into_response(),
+        Some(handle) => ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process").into_response(),
     }
 }

@@ -8,7 +8,7 @@
 //! them). The document id is always set, so a retry or a re-run overwrites
 //! instead of duplicating.
 
-use super::{BulkOutcome, Doc, DocumentStore, Docs, Hit, ItemFailure, SearchResult, SinkError};
+use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
@@ -45,8 +45,8 @@ fn retryable(status: u16) -> bool {
 impl ElasticStore {
     pub fn connect(config: &ElasticsearchConfig) -> Result<Self, SinkError> {
         let url = elasticsearch::http::Url::parse(&config.url).map_err(|e| sink_error(&format!("url `{}`", config.url), e))?;
-        let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-            .timeout(Duration::from_millis(config.request_timeout_ms));
+        let mut transport =
+            TransportBuilder::new(SingleNodeConnectionPool::new(url)).timeout(Duration::from_millis(config.request_timeout_ms));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
             transport = transport.auth(Credentials::Basic(user.clone(), password.clone()));
         }
@@ -72,7 +72,13 @@ impl ElasticStore {
     /// One `_bulk` request for the documents at `positions`; returns the
     /// outcome of each position.
     /// `sources` are the documents' JSON texts made one line each.
-    async fn bulk_once(&self, index: &str, docs: &Docs, sources: &[Cow<'_, str>], positions: &[usize]) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
+    async fn bulk_once(
+        &self,
+        index: &str,
+        docs: &Docs,
+        sources: &[Cow<'_, str>],
+        positions: &[usize],
+    ) -> Result<Vec<(usize, u16, Option<String>)>, SinkError> {
         let mut lines: Vec<String> = Vec::with_capacity(positions.len() * 2);
         for &i in positions {
             let id = docs.get(i).expect("positions are documents of `docs`").id;
@@ -201,11 +207,9 @@ impl DocumentStore for ElasticStore {
                         tracing::debug!(%index, status, error = error.as_deref().unwrap_or(""), "Bulk item will be retried.");
                         retry.push(i);
                     }
-                    (status, error) => outcome.failed.push(ItemFailure {
-                        index: i,
-                        status,
-                        reason: error.unwrap_or_else(|| format!("HTTP {status}")),
-                    }),
+                    (status, error) => {
+                        outcome.failed.push(ItemFailure { index: i, status, reason: error.unwrap_or_else(|| format!("HTTP {status}")) })
+                    }
                 }
             }
             if !retry.is_empty() {
@@ -223,13 +227,8 @@ impl DocumentStore for ElasticStore {
         if !searchable {
             return Ok(());
         }
-        let response = self
-            .client
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[index]))
-            .send()
-            .await
-            .map_err(|e| self.unreachable("refresh", e))?;
+        let response =
+            self.client.indices().refresh(IndicesRefreshParts::Index(&[index])).send().await.map_err(|e| self.unreachable("refresh", e))?;
         if response.status_code() == StatusCode::NOT_FOUND {
             return Ok(());
         }
@@ -237,11 +236,7 @@ impl DocumentStore for ElasticStore {
     }
 
     async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
-        let query = if query.trim().is_empty() {
-            json!({ "match_all": {} })
-        } else {
-            json!({ "query_string": { "query": query } })
-        };
+        let query = if query.trim().is_empty() { json!({ "match_all": {} }) } else { json!({ "query_string": { "query": query } }) };
         let response = self
             .client
             .search(SearchParts::Index(&[index]))
@@ -271,12 +266,7 @@ impl DocumentStore for ElasticStore {
     }
 
     async fn count(&self, index: &str) -> Result<u64, SinkError> {
-        let response = self
-            .client
-            .count(CountParts::Index(&[index]))
-            .send()
-            .await
-            .map_err(|e| self.unreachable("count", e))?;
+        let response = self.client.count(CountParts::Index(&[index])).send().await.map_err(|e| self.unreachable("count", e))?;
         if response.status_code() == StatusCode::NOT_FOUND {
             return Ok(0);
         }

@@ -93,7 +93,12 @@ impl EmbeddedLog {
     }
 
     /// Opens (or creates with `create_partitions`) the topic in `state`.
-    fn load_topic<'s>(&self, state: &'s mut State, topic: &str, create_partitions: Option<i32>) -> Result<Option<&'s mut Topic>, SinkError> {
+    fn load_topic<'s>(
+        &self,
+        state: &'s mut State,
+        topic: &str,
+        create_partitions: Option<i32>,
+    ) -> Result<Option<&'s mut Topic>, SinkError> {
         if !state.topics.contains_key(topic) {
             let dir = self.topic_dir(topic);
             let meta_file = dir.join("meta.json");
@@ -132,10 +137,7 @@ impl EmbeddedLog {
     fn load_group<'s>(&self, state: &'s mut State, group: &str) -> &'s mut Group {
         let file = self.group_file(group);
         state.groups.entry(group.to_string()).or_insert_with(|| {
-            let committed = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or_default();
+            let committed = std::fs::read_to_string(&file).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
             Group { committed, ..Group::default() }
         })
     }

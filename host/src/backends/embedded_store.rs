@@ -3,7 +3,7 @@
 //! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
 //! queries work as with Elasticsearch's query string.
 
-use super::{BulkOutcome, DocumentStore, Docs, Hit, ItemFailure, SearchResult, SinkError, blocking};
+use super::{BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, SearchResult, SinkError, blocking};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -67,11 +67,7 @@ impl EmbeddedStore {
         let (schema, id, source, body) = schema();
         let directory = tantivy::directory::MmapDirectory::open(&dir).map_err(|e| sink_error(index, e))?;
         let tantivy_index = Index::open_or_create(directory, schema).map_err(|e| sink_error(index, e))?;
-        let reader = tantivy_index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()
-            .map_err(|e| sink_error(index, e))?;
+        let reader = tantivy_index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| sink_error(index, e))?;
         let collection = Arc::new(Collection {
             index: tantivy_index,
             reader,
@@ -90,9 +86,10 @@ impl Collection {
     fn with_writer<R>(&self, f: impl FnOnce(&mut IndexWriter) -> Result<R, SinkError>) -> Result<R, SinkError> {
         let mut slot = self.writer.lock().expect("writer poisoned");
         if slot.is_none() {
-            let writer = self.index.writer(WRITER_BYTES).map_err(|e| {
-                sink_error("cannot open the index for writing (is another mysimbdp process writing to it?)", e)
-            })?;
+            let writer = self
+                .index
+                .writer(WRITER_BYTES)
+                .map_err(|e| sink_error("cannot open the index for writing (is another mysimbdp process writing to it?)", e))?;
             *slot = Some(writer);
         }
         f(slot.as_mut().expect("writer just opened"))
@@ -144,16 +141,12 @@ impl Collection {
             parser.set_conjunction_by_default();
             let ast = tantivy::query_grammar::parse_query(query)
                 .map_err(|_| sink_error(&format!("query `{query}`"), "not valid query-string syntax"))?;
-            parser
-                .build_query_from_user_input_ast(into_document_paths(ast))
-                .map_err(|e| sink_error(&format!("query `{query}`"), e))?
+            parser.build_query_from_user_input_ast(into_document_paths(ast)).map_err(|e| sink_error(&format!("query `{query}`"), e))?
         };
         let total = query.count(&searcher).map_err(|e| sink_error("count", e))? as u64;
         let mut hits = Vec::new();
         if limit > 0 {
-            let top = searcher
-                .search(&query, &TopDocs::with_limit(limit).order_by_score())
-                .map_err(|e| sink_error("search", e))?;
+            let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score()).map_err(|e| sink_error("search", e))?;
             for (score, address) in top {
                 let document: TantivyDocument = searcher.doc(address).map_err(|e| sink_error("read", e))?;
                 let id = document.get_first(self.id).and_then(|v| v.as_str()).unwrap_or_default().to_string();
@@ -191,7 +184,6 @@ fn into_document_paths(ast: UserInputAst) -> UserInputAst {
         })),
     }
 }
-
 
 #[async_trait]
 impl DocumentStore for EmbeddedStore {

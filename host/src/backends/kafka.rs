@@ -91,10 +91,7 @@ fn to_record(message: &impl Message) -> InRecord {
     let headers = message
         .headers()
         .map(|headers| {
-            headers
-                .iter()
-                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
-                .collect::<Vec<Header>>()
+            headers.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect::<Vec<Header>>()
         })
         .unwrap_or_default();
     InRecord {
@@ -107,7 +104,6 @@ fn to_record(message: &impl Message) -> InRecord {
         headers,
     }
 }
-
 
 #[async_trait]
 impl MessageBus for KafkaBus {

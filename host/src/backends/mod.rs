@@ -49,7 +49,7 @@ impl Docs {
     /// wrong with the packing.
     pub fn from_packed(text: Vec<u8>, ends: Vec<u32>) -> Result<Docs, String> {
         let text = String::from_utf8(text).map_err(|e| format!("the text is not UTF-8: {}", e.utf8_error()))?;
-        if ends.len() % 2 != 0 {
+        if !ends.len().is_multiple_of(2) {
             return Err(format!("{} offsets: two per document expected", ends.len()));
         }
         let mut previous = 0;

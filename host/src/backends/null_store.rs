@@ -1,6 +1,6 @@
 //! A store that accepts and discards documents, to measure a pipeline alone.
 
-use super::{BulkOutcome, DocumentStore, Docs, SearchResult, SinkError};
+use super::{BulkOutcome, Docs, DocumentStore, SearchResult, SinkError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 

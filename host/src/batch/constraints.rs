@@ -54,13 +54,8 @@ pub fn check_file(constraints: &FileConstraints, path: &Path, bytes: u64) -> Opt
 
 /// The total-bytes rule, for a file that would bring staging to `total`.
 pub fn check_staging_total(constraints: &FileConstraints, total: u64) -> Option<Violation> {
-    (total > constraints.max_staging_bytes.bytes()).then(|| {
-        Violation::new(
-            "max-staging-bytes",
-            format!("{} bytes", constraints.max_staging_bytes.bytes()),
-            format!("{total} bytes"),
-        )
-    })
+    (total > constraints.max_staging_bytes.bytes())
+        .then(|| Violation::new("max-staging-bytes", format!("{} bytes", constraints.max_staging_bytes.bytes()), format!("{total} bytes")))
 }
 
 /// Human-readable size, for CLI output.

@@ -74,17 +74,16 @@ pub async fn ingest_file_with(
 ) -> anyhow::Result<IngestionRecord> {
     let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
     let limits = tenant.profile.sandbox.with(&spec.sandbox);
-    let compiled = platform
-        .runtime
-        .load(&version, limits.max_wasm_stack_bytes.bytes())
-        .await
-        .with_context(|| format!("cannot load {} pipeline `{}` v{} of tenant `{}`", PipelineKind::Batch, spec.name, version.version, tenant.id))?;
+    let compiled = platform.runtime.load(&version, limits.max_wasm_stack_bytes.bytes()).await.with_context(|| {
+        format!("cannot load {} pipeline `{}` v{} of tenant `{}`", PipelineKind::Batch, spec.name, version.version, tenant.id)
+    })?;
     let identity = match options.identity {
         Some(identity) => identity,
         None => identify(path).await?,
     };
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let input = InputFile { name: name.to_string(), size: identity.bytes, checksum: identity.sha256.clone(), file, progress: options.progress };
+    let input =
+        InputFile { name: name.to_string(), size: identity.bytes, checksum: identity.sha256.clone(), file, progress: options.progress };
 
     let _slot = platform.tenant_slots(&tenant.id).acquire_owned().await?;
     let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
@@ -143,14 +142,12 @@ pub async fn ingest_path(
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> anyhow::Result<IngestionRecord> {
     let tenant = platform.tenant(tenant)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} has no file name", path.display()))?;
+    let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} has no file name", path.display()))?;
     let spec = match pipeline {
-        Some(pipeline) => tenant.profile.batch_pipeline(pipeline).with_context(|| {
-            format!("tenant `{}` has no batch pipeline `{pipeline}` in {}", tenant.id, tenant.profile_file.display())
-        })?,
+        Some(pipeline) => tenant
+            .profile
+            .batch_pipeline(pipeline)
+            .with_context(|| format!("tenant `{}` has no batch pipeline `{pipeline}` in {}", tenant.id, tenant.profile_file.display()))?,
         None => tenant.profile.batch_pipeline_for(Path::new(name)).with_context(|| {
             let patterns: Vec<String> = tenant.profile.batch.iter().map(|p| format!("{} ({})", p.name, p.files)).collect();
             format!(

@@ -179,7 +179,12 @@ impl Inner {
                 }
                 FileState::Claimed | FileState::Ingesting => {
                     // Stopped between the claim and the move: the file is still staged.
-                    let retried = Entry { state: FileState::Retried, ts: Utc::now(), reason: Some("claim interrupted; the file is still in staging".into()), ..entry };
+                    let retried = Entry {
+                        state: FileState::Retried,
+                        ts: Utc::now(),
+                        reason: Some("claim interrupted; the file is still in staging".into()),
+                        ..entry
+                    };
                     self.record(state, &[retried], true);
                 }
                 FileState::Done if path.exists() => self.finish_done(state, &entry, &path),
@@ -213,11 +218,7 @@ impl Inner {
         self.queues.lock().expect("queues poisoned").entry(tenant.clone()).or_default().push_back(job);
     }
 
-    async fn schedule_loop(
-        self: Arc<Self>,
-        mut events: tokio::sync::mpsc::UnboundedReceiver<()>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn schedule_loop(self: Arc<Self>, mut events: tokio::sync::mpsc::UnboundedReceiver<()>, mut shutdown: watch::Receiver<bool>) {
         let scan_interval = Duration::from_millis(self.platform.config.batch.scan_interval_ms);
         let mut next_scan = tokio::time::Instant::now();
         loop {
@@ -395,7 +396,8 @@ impl Inner {
                 reason: None,
             };
             if state.done.lock().expect("done poisoned").contains(&(entry.pipeline.clone(), identity.sha256.clone())) {
-                let entry = Entry { state: FileState::Duplicate, reason: Some("a file with this checksum was already ingested".into()), ..entry };
+                let entry =
+                    Entry { state: FileState::Duplicate, reason: Some("a file with this checksum was already ingested".into()), ..entry };
                 self.record(state, std::slice::from_ref(&entry), true);
                 tracing::info!(tenant = %tenant.id, file = %file.relative, "File already ingested (same checksum); not ingested again.");
                 self.platform.tenant_log(tenant, crate::pipelines::PipelineKind::Batch).write(&serde_json::json!({
@@ -415,7 +417,12 @@ impl Inner {
             let work = entry.work_path(&tenant.paths.work);
             if let Err(error) = std::fs::rename(&file.path, &work) {
                 tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "A claimed file vanished from staging.");
-                let gone = Entry { state: FileState::Retried, ts: Utc::now(), reason: Some(format!("vanished before ingestion: {error}")), ..entry };
+                let gone = Entry {
+                    state: FileState::Retried,
+                    ts: Utc::now(),
+                    reason: Some(format!("vanished before ingestion: {error}")),
+                    ..entry
+                };
                 self.record(state, &[gone], false);
                 continue;
             }
@@ -549,12 +556,20 @@ impl Inner {
             Ok(record) => {
                 let kind = record.failure.map_or("failed", |k| k.as_str());
                 let message = record.reason.clone().unwrap_or_default();
-                self.record(state, &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("{kind}: {message}")), ..entry.clone() }], true);
+                self.record(
+                    state,
+                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("{kind}: {message}")), ..entry.clone() }],
+                    true,
+                );
                 self.finish_failed(state, &entry, &path, kind, &message);
             }
             Err(message) => {
                 tracing::error!(tenant = %tenant.id, file = %entry.file, %message, "Ingestion could not start.");
-                self.record(state, &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("not-started: {message}")), ..entry.clone() }], true);
+                self.record(
+                    state,
+                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("not-started: {message}")), ..entry.clone() }],
+                    true,
+                );
                 self.finish_failed(state, &entry, &path, "not-started", &message);
             }
         }

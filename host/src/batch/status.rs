@@ -58,7 +58,9 @@ fn from_reason(path: PathBuf, reason: Option<Reason>) -> FileStatus {
             at: reason.at,
             path: Some(path),
         },
-        None => FileStatus { file: path.display().to_string(), state: "unknown".into(), pipeline: None, reason: None, at, path: Some(path) },
+        None => {
+            FileStatus { file: path.display().to_string(), state: "unknown".into(), pipeline: None, reason: None, at, path: Some(path) }
+        }
     }
 }
 
@@ -80,8 +82,8 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
             path: Some(f.path),
         })
         .collect();
-    let latest = manifest::read_latest(&tenant.paths.manifest)
-        .with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
+    let latest =
+        manifest::read_latest(&tenant.paths.manifest).with_context(|| format!("cannot read the manifest of tenant `{}`", tenant.id))?;
     let of = |state: FileState| latest.values().filter(|e| e.state == state).map(from_entry).collect::<Vec<_>>();
     let mut done: Vec<FileStatus> = of(FileState::Done).into_iter().chain(of(FileState::Duplicate)).collect();
     done.sort_by_key(|f| std::cmp::Reverse(f.at));
@@ -93,8 +95,7 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
         .filter(|e| matches!(e.state, FileState::Failed | FileState::Done) && e.work_path(&tenant.paths.work).exists())
         .map(from_entry)
         .collect();
-    let mut failed: Vec<FileStatus> =
-        staging::with_reasons(&tenant.paths.failed).into_iter().map(|(p, r)| from_reason(p, r)).collect();
+    let mut failed: Vec<FileStatus> = staging::with_reasons(&tenant.paths.failed).into_iter().map(|(p, r)| from_reason(p, r)).collect();
     failed.sort_by_key(|f| std::cmp::Reverse(f.at));
     let mut quarantined: Vec<FileStatus> =
         staging::with_reasons(&tenant.paths.quarantine).into_iter().map(|(p, r)| from_reason(p, r)).collect();
@@ -130,9 +131,10 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
     let mut retried_entries = Vec::new();
     for dir in dirs {
         for (path, reason) in staging::with_reasons(dir) {
-            let staged_as = reason.as_ref().map(|r| r.file.clone()).unwrap_or_else(|| {
-                path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string()
-            });
+            let staged_as = reason
+                .as_ref()
+                .map(|r| r.file.clone())
+                .unwrap_or_else(|| path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().to_string());
             if !files.is_empty() && !files.iter().any(|f| *f == staged_as || path.ends_with(f)) {
                 continue;
             }

@@ -29,7 +29,12 @@ impl coredms::Host for HostState {
         Ok(self.write_docs(&collection, &packed).await)
     }
 
-    async fn bulk_index_packed(&mut self, collection: String, text: Vec<u8>, ends: Vec<u32>) -> wasmtime::Result<Result<BulkReport, GuestError>> {
+    async fn bulk_index_packed(
+        &mut self,
+        collection: String,
+        text: Vec<u8>,
+        ends: Vec<u32>,
+    ) -> wasmtime::Result<Result<BulkReport, GuestError>> {
         match Docs::from_packed(text, ends) {
             Ok(docs) => Ok(self.write_docs(&collection, &docs).await),
             Err(reason) => Ok(Err(GuestError::InvalidInput(format!("bulk-index-packed into `{collection}`: {reason}")))),
@@ -88,7 +93,12 @@ impl HostState {
             failed: outcome
                 .failed
                 .into_iter()
-                .map(|f| ItemFailure { index: f.index as u32, id: Some(refused(f.index).id.to_string()), status: f.status, reason: f.reason })
+                .map(|f| ItemFailure {
+                    index: f.index as u32,
+                    id: Some(refused(f.index).id.to_string()),
+                    status: f.status,
+                    reason: f.reason,
+                })
                 .collect(),
         })
     }

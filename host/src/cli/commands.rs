@@ -201,7 +201,13 @@ pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> an
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn stage_put(config: &PlatformConfig, out: &Output, tenant: &str, into: Option<&Path>, files: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+pub fn stage_put(
+    config: &PlatformConfig,
+    out: &Output,
+    tenant: &str,
+    into: Option<&Path>,
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<ExitCode> {
     let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     tenant.paths.create()?;

@@ -1,13 +1,13 @@
 //! `mysimbdp host run`.
 
 use crate::api::{AppState, router};
-use crate::config::PlatformConfig;
 use crate::batch::BatchManager;
+use crate::config::PlatformConfig;
 use crate::platform::Platform;
 use crate::stream::{StreamManager, monitor};
-use std::sync::Arc;
 use anyhow::Context;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let metrics = crate::telemetry::metrics::install_recorder()?;
@@ -30,7 +30,8 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let stream = StreamManager::new(platform.clone());
     let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
     let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
-    let app = router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
+    let app =
+        router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     monitor.abort();
     listener_task.abort();

@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const ABOUT: &str = "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.";
+const ABOUT: &str =
+    "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.";
 
 const LONG_ABOUT: &str = "mysimbdp: a multi-tenant big-data ingestion platform whose tenants bring their own pipelines as WebAssembly components.
 
@@ -234,7 +235,8 @@ struct QueryArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG").unwrap_or_else(|_| "info,tantivy=warn,wasmtime=warn,cranelift=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG")
+        .unwrap_or_else(|_| "info,tantivy=warn,wasmtime=warn,cranelift=warn".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -19,14 +19,7 @@ impl Output {
         if self.json {
             return self.json(record);
         }
-        println!(
-            "{}/{} v{} <- {} ({})",
-            record.tenant,
-            record.pipeline,
-            record.version,
-            record.source,
-            human_bytes(record.bytes)
-        );
+        println!("{}/{} v{} <- {} ({})", record.tenant, record.pipeline, record.version, record.source, human_bytes(record.bytes));
         println!(
             "  records   in {}  out {}  rejected {}  (dead-lettered {})",
             record.records_in, record.records_out, record.records_rejected, record.dead_lettered

@@ -18,9 +18,7 @@ impl TenantId {
         if valid {
             Ok(TenantId(text.to_string()))
         } else {
-            Err(format!(
-                "`{text}` is not a valid tenant id: use 2 to 32 lowercase letters, digits or `_`, starting with a letter"
-            ))
+            Err(format!("`{text}` is not a valid tenant id: use 2 to 32 lowercase letters, digits or `_`, starting with a letter"))
         }
     }
 
@@ -62,9 +60,7 @@ impl Name {
         if valid {
             Ok(Name(text.to_string()))
         } else {
-            Err(format!(
-                "`{text}` is not a valid name: use 1 to 64 lowercase letters, digits, `_` or `-`, starting with a letter or digit"
-            ))
+            Err(format!("`{text}` is not a valid name: use 1 to 64 lowercase letters, digits, `_` or `-`, starting with a letter or digit"))
         }
     }
 

@@ -10,13 +10,11 @@ mod units;
 
 pub use ids::{Name, TenantId};
 pub use platform::{
-    ApiConfig, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig,
-    PlatformConfig, StreamManagerConfig,
+    ApiConfig, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig, StreamManagerConfig,
 };
 pub use profile::{
-    BatchPipelineSpec, CollectionSpec, FileConstraints, OnSuccess, Profile, SandboxLimits,
-    RESERVED_COLLECTIONS, RESERVED_TOPICS, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec,
-    StreamThresholds,
+    BatchPipelineSpec, CollectionSpec, FileConstraints, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS, SandboxLimits,
+    SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
 };
 pub use registry::{Registry, Tenant, TenantPaths};
 pub use units::ByteSize;
@@ -55,8 +53,7 @@ impl std::error::Error for ConfigError {}
 
 /// Reads a YAML file into `T`, reporting the path of the field that failed.
 pub(crate) fn load_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| ConfigError::new(file, "", format!("cannot read the file: {e}")))?;
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, "", format!("cannot read the file: {e}")))?;
     parse_yaml(file, &text)
 }
 

@@ -81,14 +81,12 @@ impl Schedule {
         }
         // Accept classic 5-field crontab lines by running them at second 0.
         let expression = if text.split_whitespace().count() == 5 { format!("0 {text}") } else { text.to_string() };
-        cron::Schedule::from_str(&expression)
-            .map(|schedule| Schedule::Cron(Box::new(schedule)))
-            .map_err(|e| {
-                // The parser's message draws a caret under the bad field on
-                // extra lines; its last line says what is wrong.
-                let reason = e.to_string().lines().last().unwrap_or_default().to_string();
-                format!("`{text}` is neither `on-arrival` nor a cron expression (sec min hour day month weekday): {reason}")
-            })
+        cron::Schedule::from_str(&expression).map(|schedule| Schedule::Cron(Box::new(schedule))).map_err(|e| {
+            // The parser's message draws a caret under the bad field on
+            // extra lines; its last line says what is wrong.
+            let reason = e.to_string().lines().last().unwrap_or_default().to_string();
+            format!("`{text}` is neither `on-arrival` nor a cron expression (sec min hour day month weekday): {reason}")
+        })
     }
 }
 
@@ -287,10 +285,7 @@ impl Profile {
         }
         let a = &self.agreement;
         if !(1..=64).contains(&a.max_concurrent_ingestions) {
-            return fail(
-                "agreement.max_concurrent_ingestions",
-                format!("is {} but must be between 1 and 64", a.max_concurrent_ingestions),
-            );
+            return fail("agreement.max_concurrent_ingestions", format!("is {} but must be between 1 and 64", a.max_concurrent_ingestions));
         }
         if !(1..=10).contains(&a.priority) {
             return fail("agreement.priority", format!("is {} but must be between 1 (lowest) and 10", a.priority));
@@ -321,19 +316,13 @@ impl Profile {
                 return fail("stream.partitions", format!("is {} but must be between 1 and 64", stream.partitions));
             }
             if stream.min_instances > stream.max_instances {
-                return fail(
-                    "stream.min_instances",
-                    format!("is {} but max_instances is {}", stream.min_instances, stream.max_instances),
-                );
+                return fail("stream.min_instances", format!("is {} but max_instances is {}", stream.min_instances, stream.max_instances));
             }
             if !(1..=32).contains(&stream.max_instances) {
                 return fail("stream.max_instances", format!("is {} but must be between 1 and 32", stream.max_instances));
             }
             if !(1..=10_000).contains(&stream.batch_max_messages) {
-                return fail(
-                    "stream.batch_max_messages",
-                    format!("is {} but must be between 1 and 10000", stream.batch_max_messages),
-                );
+                return fail("stream.batch_max_messages", format!("is {} but must be between 1 and 10000", stream.batch_max_messages));
             }
             if let Some(rate) = stream.thresholds.max_error_rate
                 && !(0.0..=1.0).contains(&rate)
@@ -390,11 +379,7 @@ fn validate_sandbox(file: &Path, at: &str, limits: &SandboxLimits) -> Result<(),
     if !(64 * ByteSize::KIB..=crate::runtime::MAX_WASM_STACK_BYTES).contains(&limits.max_wasm_stack_bytes.0) {
         return fail(
             "max_wasm_stack_bytes",
-            format!(
-                "is {} but must be between 64KiB and {}",
-                limits.max_wasm_stack_bytes,
-                ByteSize(crate::runtime::MAX_WASM_STACK_BYTES)
-            ),
+            format!("is {} but must be between 64KiB and {}", limits.max_wasm_stack_bytes, ByteSize(crate::runtime::MAX_WASM_STACK_BYTES)),
         );
     }
     Ok(())

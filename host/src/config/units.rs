@@ -15,9 +15,7 @@ impl ByteSize {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
-        let number: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size: write e.g. 1048576, 512KiB, 64MiB or 2GiB"))?;
+        let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size: write e.g. 1048576, 512KiB, 64MiB or 2GiB"))?;
         let multiplier = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1000,

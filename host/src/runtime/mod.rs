@@ -229,12 +229,18 @@ fn prepare(set: &EngineSet, kind: PipelineKind, component: &Component) -> anyhow
     Ok(match kind {
         PipelineKind::Batch => {
             let pre = set.batch.instantiate_pre(component).map_err(anyhow::Error::from).with_context(|| imports_message(world))?;
-            Prepared::Batch(bindings::batch::BatchPipelinePre::new(pre).map_err(anyhow::Error::from).with_context(|| exports_message(world, "ingest"))?)
+            Prepared::Batch(
+                bindings::batch::BatchPipelinePre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| exports_message(world, "ingest"))?,
+            )
         }
         PipelineKind::Stream => {
             let pre = set.stream.instantiate_pre(component).map_err(anyhow::Error::from).with_context(|| imports_message(world))?;
             Prepared::Stream(
-                bindings::stream::StreamPipelinePre::new(pre).map_err(anyhow::Error::from).with_context(|| exports_message(world, "process"))?,
+                bindings::stream::StreamPipelinePre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| exports_message(world, "process"))?,
             )
         }
     })
@@ -261,7 +267,8 @@ fn compile_cached(engine: &Engine, wasm: &Path, cache_file: Option<&Path>) -> an
         }
     }
     let bytes = std::fs::read(wasm).with_context(|| format!("cannot read pipeline {}", wasm.display()))?;
-    let component = Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile {}", wasm.display()))?;
+    let component =
+        Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile {}", wasm.display()))?;
     if let Some(cache_file) = cache_file {
         // Another host process may write the same artifact: a private temporary name.
         let temporary = cache_file.with_extension(format!("{}.tmp", std::process::id()));
@@ -278,12 +285,7 @@ fn compile_cached(engine: &Engine, wasm: &Path, cache_file: Option<&Path>) -> an
 }
 
 /// Runs `call` in a fresh store with `limits`, then classifies the outcome.
-async fn invoke<R, F>(
-    engine: &Engine,
-    limits: &SandboxLimits,
-    state: HostState,
-    call: F,
-) -> (Result<R, Failure>, Usage, HostState)
+async fn invoke<R, F>(engine: &Engine, limits: &SandboxLimits, state: HostState, call: F) -> (Result<R, Failure>, Usage, HostState)
 where
     F: AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, bindings::GuestError>>,
 {

@@ -128,8 +128,7 @@ impl Instance {
             let current = loaded.as_ref().expect("loaded above");
             match self.process(current, &pending).await {
                 Ok(()) => {
-                    let processed: Vec<(String, i32, i64)> =
-                        pending.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
+                    let processed: Vec<(String, i32, i64)> = pending.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
                     if let Err(error) = active.commit(&processed).await {
                         // The documents are in; the messages come again and overwrite them.
                         self.event(&log, "warn", &format!("offset commit failed, retried at the next poll (until then the batch may be delivered again after a restart): {error}"));
@@ -140,7 +139,11 @@ impl Instance {
                 Err(failure) => {
                     // Not committed: the same batch is retried here, or
                     // redelivered to another instance after a stop.
-                    self.event(&log, "warn", &format!("batch of {} messages not ingested ({failure}); retrying in {retry:?}", pending.len()));
+                    self.event(
+                        &log,
+                        "warn",
+                        &format!("batch of {} messages not ingested ({failure}); retrying in {retry:?}", pending.len()),
+                    );
                     back_off(&mut stop, &mut retry).await;
                 }
             }
@@ -210,12 +213,7 @@ impl Instance {
         handled.dead_lettered += state.effects.dead_lettered;
         telemetry::record_guest_counters(self.tenant.id.as_str(), self.spec.name.as_str(), &state.effects.counters);
         for index in &state.effects.indices {
-            self.platform
-                .services
-                .coredms
-                .flush(index, false)
-                .await
-                .map_err(|e| Failure::new(FailureKind::SinkError, e.to_string()))?;
+            self.platform.services.coredms.flush(index, false).await.map_err(|e| Failure::new(FailureKind::SinkError, e.to_string()))?;
         }
         match result {
             Ok(report) => {

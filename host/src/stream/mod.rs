@@ -254,7 +254,12 @@ impl StreamManager {
     }
 
     /// Publishes messages to a tenant's topic (`mysimbdp stream produce`).
-    pub async fn produce(platform: &Platform, tenant: &str, topic: &str, messages: Vec<crate::backends::OutRecord>) -> anyhow::Result<String> {
+    pub async fn produce(
+        platform: &Platform,
+        tenant: &str,
+        topic: &str,
+        messages: Vec<crate::backends::OutRecord>,
+    ) -> anyhow::Result<String> {
         let tenant = platform.tenant(tenant)?;
         let name = crate::config::Name::parse(topic).map_err(anyhow::Error::msg)?;
         let full = format!("{}.{name}", tenant.id);

@@ -133,7 +133,12 @@ pub async fn check(platform: &Platform, manager: &StreamManager) -> Vec<Alert> {
         if let (Some(rate), Some(max)) = (error_rate, thresholds.max_error_rate)
             && rate > max
         {
-            alert(AlertKind::ErrorRate, rate, max, format!("{:.0}% of messages failed; the profile allows {:.0}%", rate * 100.0, max * 100.0));
+            alert(
+                AlertKind::ErrorRate,
+                rate,
+                max,
+                format!("{:.0}% of messages failed; the profile allows {:.0}%", rate * 100.0, max * 100.0),
+            );
         }
         if let Some(idle_after) = thresholds.idle_after_ms
             && idle_for.as_millis() as u64 >= idle_after
@@ -221,31 +226,29 @@ pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>
 }
 
 /// One decision on one alert, logged with its reason.
-async fn act(
-    platform: &Platform,
-    manager: &StreamManager,
-    alert: &Alert,
-    last_change: &mut HashMap<String, Instant>,
-    cooldown: Duration,
-) {
+async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
     let Some(tenant) = platform.registry.get(&alert.tenant).cloned() else { return };
     let Some(spec) = tenant.profile.stream.clone() else { return };
-    let running = manager
-        .running()
-        .await
-        .into_iter()
-        .find(|(t, ..)| t.id == tenant.id)
-        .map(|(_, _, _, instances, _)| instances);
+    let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
     let (target, direction) = match alert.alert {
         AlertKind::SlowIngestion | AlertKind::ConsumerLag => (instances + 1, "up"),
         AlertKind::Idle => (instances.saturating_sub(1), "down"),
-        AlertKind::ErrorRate => return decide(platform, &tenant, alert, instances, instances, "not scaling: more instances do not fix failing messages"),
+        AlertKind::ErrorRate => {
+            return decide(platform, &tenant, alert, instances, instances, "not scaling: more instances do not fix failing messages");
+        }
     };
     let bounded = target.clamp(spec.min_instances.max(1), spec.max_instances);
     if bounded == instances {
         let limit = if direction == "up" { "maximum" } else { "minimum" };
-        return decide(platform, &tenant, alert, instances, instances, &format!("not scaling: already at the profile's {limit} of {instances}"));
+        return decide(
+            platform,
+            &tenant,
+            alert,
+            instances,
+            instances,
+            &format!("not scaling: already at the profile's {limit} of {instances}"),
+        );
     }
     if last_change.get(tenant.id.as_str()).is_some_and(|t| t.elapsed() < cooldown) {
         return decide(platform, &tenant, alert, instances, instances, "not scaling yet: the last change is still settling");

@@ -3,7 +3,7 @@
 //! task: once a second, or sooner when many arrive.
 
 use super::IngestionRecord;
-use crate::backends::{DocumentStore, Docs};
+use crate::backends::{Docs, DocumentStore};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,11 +7,7 @@ use std::collections::BTreeMap;
 
 /// Records an ingestion result.
 pub fn record_ingestion(record: &IngestionRecord) {
-    let labels = [
-        ("tenant", record.tenant.clone()),
-        ("pipeline", record.pipeline.clone()),
-        ("kind", record.kind.as_str().to_string()),
-    ];
+    let labels = [("tenant", record.tenant.clone()), ("pipeline", record.pipeline.clone()), ("kind", record.kind.as_str().to_string())];
     let unit = match record.kind {
         crate::pipelines::PipelineKind::Batch => "files",
         crate::pipelines::PipelineKind::Stream => "batches",
@@ -49,8 +45,7 @@ pub fn record_guest_counters(tenant: &str, pipeline: &str, counters: &BTreeMap<S
 
 /// Counts a file moved to quarantine, by the rule it broke.
 pub fn record_quarantine(tenant: &str, rule: &str) {
-    metrics::counter!("mysimbdp_files_quarantined_total", "tenant" => tenant.to_string(), "rule" => rule.to_string())
-        .increment(1);
+    metrics::counter!("mysimbdp_files_quarantined_total", "tenant" => tenant.to_string(), "rule" => rule.to_string()).increment(1);
 }
 
 /// Installs the process-wide Prometheus recorder and keeps it tidy.

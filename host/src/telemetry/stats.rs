@@ -134,8 +134,9 @@ pub fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Ok(time.with_timezone(&Utc));
     }
-    let duration = humantime::parse_duration(text)
-        .map_err(|e| anyhow::anyhow!("--since `{text}` is neither a duration like 90m, 2h, 7d nor a time like 2026-11-21T10:00:00Z ({e})"))?;
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        anyhow::anyhow!("--since `{text}` is neither a duration like 90m, 2h, 7d nor a time like 2026-11-21T10:00:00Z ({e})")
+    })?;
     Ok(Utc::now() - chrono::Duration::from_std(duration)?)
 }
 
