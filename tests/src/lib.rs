@@ -50,6 +50,7 @@ pub struct Builder {
     tenants: Vec<(String, String)>,
     services: bool,
     search_url: Option<String>,
+    api_token: Option<String>,
     extra: String,
 }
 
@@ -81,6 +82,13 @@ impl Builder {
     }
 
     /// Appends YAML to the platform configuration.
+    /// Guards the host's API with `token` (written to `api-token`, named by
+    /// `api.token_file`).
+    pub fn api_token(mut self, token: &str) -> Self {
+        self.api_token = Some(token.to_string());
+        self
+    }
+
     pub fn config(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
@@ -100,6 +108,10 @@ impl Builder {
         std::fs::write(tenants_dir.join("tenants.yaml"), registry).unwrap();
         let port = free_port();
         let mut config = format!("tenants: tenants/tenants.yaml\ndata_dir: var\napi:\n  listen: 127.0.0.1:{port}\n");
+        if let Some(token) = &self.api_token {
+            std::fs::write(dir.path().join("api-token"), format!("{token}\n")).unwrap();
+            config.push_str("  token_file: api-token\n");
+        }
         if self.services {
             let services = Services::from_env();
             config.push_str(&format!(

@@ -306,3 +306,61 @@ async fn the_operator_page_renders_in_headless_chromium() {
         let _ = std::fs::copy(&screenshot, std::path::Path::new(&dir).join("operator-page.png"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_guards_every_route_but_health() {
+    const TOKEN: &str = "0123456789abcdef-test-token";
+    let test = TestPlatform::builder().tenant("retail", "tenants/retail/profile.yaml").api_token(TOKEN).build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let _host = start_host(&test).await; // polls /api/health without a token
+    let http = reqwest::Client::new();
+    let get = |path: &str, authorization: Option<String>| {
+        let mut request = http.get(format!("{}{path}", test.api()));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+
+    for path in ["/api/tenants", "/metrics", "/", "/api/overview"] {
+        let refused = get(path, None).await.unwrap();
+        assert_eq!(refused.status(), 401, "{path} without a token");
+        assert_eq!(refused.headers()["www-authenticate"], "Basic realm=\"mysimbdp\"", "{path}: a browser asks for the token");
+        let error: serde_json::Value = refused.json().await.unwrap();
+        assert!(error["error"].as_str().unwrap().contains("api.token_file"), "{path}: {error}");
+
+        let wrong = get(path, Some(format!("Bearer {TOKEN}x"))).await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        assert!(wrong.text().await.unwrap().contains("wrong API token"), "{path}");
+
+        let bearer = get(path, Some(format!("Bearer {TOKEN}"))).await.unwrap();
+        assert_eq!(bearer.status(), 200, "{path} with the token");
+    }
+    let tenants: serde_json::Value = get("/api/tenants", Some(format!("Bearer {TOKEN}"))).await.unwrap().json().await.unwrap();
+    assert_eq!(tenants[0]["id"], "retail");
+    // Basic authentication, as a browser sends it: any user, the token as the password.
+    use base64::Engine;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("operator:{TOKEN}"));
+    assert_eq!(get("/", Some(format!("Basic {basic}"))).await.unwrap().status(), 200);
+
+    // The CLI sends the token of the config it is given...
+    let orders = test.dir.path().join("orders.csv");
+    std::fs::write(&orders, orders_csv(1, 40)).unwrap();
+    let output = test.command(HOST).args(["--json", "ingest", "--tenant", "retail"]).arg(&orders).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let record: IngestionRecord = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(record.records_in, 40);
+    // ...and without the token it is refused by the host with what to do.
+    let open_config = test.dir.path().join("no-token.yaml");
+    let config = std::fs::read_to_string(&test.config_file).unwrap();
+    std::fs::write(&open_config, config.replace("  token_file: api-token\n", "")).unwrap();
+    let output = Command::new(HOST).arg("--config").arg(&open_config).args(["ingest", "--tenant", "retail"]).arg(&orders).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("requires an API token"), "{stderr}");
+
+    // A token file that is too short is a config error naming the field.
+    std::fs::write(test.dir.path().join("api-token"), "short\n").unwrap();
+    let error = mysimbdp::config::PlatformConfig::load(Some(&test.config_file)).unwrap_err().to_string();
+    assert!(error.contains("api.token_file") && error.contains("at least 16 characters"), "{error}");
+}

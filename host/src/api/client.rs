@@ -1,10 +1,11 @@
 //! The CLI's side of the control API.
 
 use super::ApiError;
+use crate::config::ApiConfig;
 use anyhow::Context;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Clone)]
@@ -14,10 +15,18 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client for the host at `addr` if one answers there.
-    pub async fn connect(addr: SocketAddr) -> Option<ApiClient> {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(24 * 3600)).build().ok()?;
-        let client = ApiClient { base: format!("http://{addr}"), http };
+    /// A client for the host at `api.listen` if one answers there; it sends
+    /// the token of `api.token_file`, if any, with every request.
+    pub async fn connect(api: &ApiConfig) -> Option<ApiClient> {
+        let mut headers = HeaderMap::new();
+        // A token that cannot be read was reported when the config was loaded.
+        if let Some(token) = api.token().ok().flatten() {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(24 * 3600)).default_headers(headers).build().ok()?;
+        let client = ApiClient { base: format!("http://{}", api.listen), http };
         let health = client.http.get(format!("{}/api/health", client.base)).timeout(Duration::from_millis(700)).send().await;
         match health {
             Ok(response) if response.status().is_success() => Some(client),

@@ -5,8 +5,9 @@ use crate::backends::SearchResult;
 use crate::platform::Platform;
 use crate::stream::{StreamManager, StreamStatus};
 use crate::telemetry::IngestionRecord;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub batch: Option<Arc<crate::batch::BatchManager>>,
     pub stream: Option<Arc<StreamManager>>,
+    /// The API token (`api.token_file`); `None` leaves the API open.
+    pub token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -32,7 +35,6 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(operator_page))
         .route("/api/overview", get(overview))
-        .route("/api/health", get(health))
         .route("/api/tenants", get(tenants))
         .route("/api/ingest", post(ingest))
         .route("/api/query", get(query))
@@ -41,7 +43,50 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stream/status", get(stream_status))
         .route("/api/stream/produce", post(stream_produce))
         .route("/metrics", get(prometheus))
+        .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), require_token))
+        // After the layer: a liveness probe (and the CLI looking for a host) needs no token.
+        .route("/api/health", get(health))
         .with_state(state)
+}
+
+/// Lets a request through when the API has no token or the request carries
+/// it, as a bearer token or as the password of basic authentication.
+async fn require_token(State(token): State<Option<Arc<str>>>, request: Request, next: Next) -> Response {
+    let Some(token) = token else { return next.run(request).await };
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(presented_token);
+    if presented.as_deref().is_some_and(|presented| same_secret(presented.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    let message = if presented.is_some() {
+        "wrong API token: use the token in the host's api.token_file"
+    } else {
+        "this host requires an API token: send `Authorization: Bearer TOKEN` with the token in the host's api.token_file \
+         (the CLI does when its --config names that file)"
+    };
+    let mut response = HttpError(StatusCode::UNAUTHORIZED, message.into()).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"mysimbdp\""));
+    response
+}
+
+/// The token of an `Authorization` header: `Bearer TOKEN`, or `Basic` with
+/// the token as the password (any user name).
+fn presented_token(value: &str) -> Option<String> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?).ok()?;
+        return decoded.split_once(':').map(|(_user, password)| password.to_string());
+    }
+    None
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// An error answered as `{"error": "..."}`.

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub async fn ingest(config: &PlatformConfig, out: &Output, args: IngestArgs) -> anyhow::Result<ExitCode> {
     let path = args.file.canonicalize().with_context(|| format!("cannot find {}", args.file.display()))?;
-    let record: IngestionRecord = if let Some(client) = ApiClient::connect(config.api.listen).await {
+    let record: IngestionRecord = if let Some(client) = ApiClient::connect(&config.api).await {
         let bar = spinner(format!("Ingesting {} through the host at {}", path.display(), client.base()));
         let request = IngestRequest { tenant: args.tenant, pipeline: args.pipeline, path };
         let record = client.post("/api/ingest", &request).await;
@@ -178,7 +178,7 @@ pub fn show_tenant(config: &PlatformConfig, out: &Output, tenant: &str) -> anyho
 }
 
 pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let result: SearchResult = match ApiClient::connect(config.api.listen).await {
+    let result: SearchResult = match ApiClient::connect(&config.api).await {
         Some(client) => {
             let query = [
                 ("tenant", args.tenant.clone()),
@@ -241,7 +241,7 @@ pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<
         out.json(&statuses);
         return Ok(ExitCode::SUCCESS);
     }
-    if ApiClient::connect(config.api.listen).await.is_none() {
+    if ApiClient::connect(&config.api).await.is_none() {
         println!("(no host is running at {}: queued and running files wait for `mysimbdp host run`)", config.api.listen);
     }
     for status in statuses {
@@ -301,7 +301,7 @@ pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quaranti
 
 /// The running host, or an error that says how to start one.
 async fn require_host(config: &PlatformConfig, what: &str) -> anyhow::Result<ApiClient> {
-    ApiClient::connect(config.api.listen).await.with_context(|| {
+    ApiClient::connect(&config.api).await.with_context(|| {
         format!("{what} needs a running host, and none answers at {} (api.listen): start one with `mysimbdp host run`", config.api.listen)
     })
 }
@@ -377,7 +377,7 @@ pub async fn stream_produce(
             ProducedMessage { key, value: line.to_string() }
         })
         .collect();
-    let client = ApiClient::connect(config.api.listen).await;
+    let client = ApiClient::connect(&config.api).await;
     let platform = match client {
         Some(_) => None,
         None => Some(Platform::open(config.clone()).await?),

@@ -26,12 +26,25 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
         messaging = platform.services.messaging.kind(),
         "Host started."
     );
+    let token = config.api.token()?.map(Arc::<str>::from);
+    if token.is_none() && !config.api.listen.ip().is_loopback() {
+        tracing::warn!(
+            api = %config.api.listen,
+            "The control API listens beyond this machine with no token: anyone who reaches it can ingest, query and \
+             start or stop streams. Set api.token_file in the config."
+        );
+    }
     let batch = Arc::new(BatchManager::start(platform.clone()).await?);
     let stream = StreamManager::new(platform.clone());
     let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
     let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
-    let app =
-        router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
+    let app = router(AppState {
+        platform: platform.clone(),
+        metrics: Some(metrics),
+        batch: Some(batch.clone()),
+        stream: Some(stream.clone()),
+        token,
+    });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     monitor.abort();
     listener_task.abort();

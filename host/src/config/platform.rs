@@ -39,11 +39,38 @@ fn default_data_dir() -> PathBuf {
 pub struct ApiConfig {
     /// Control API, `/metrics` and the operator page.
     pub listen: SocketAddr,
+    /// A file holding the API token (one line). With it, every request but
+    /// `/api/health` must carry the token, as `Authorization: Bearer TOKEN`
+    /// or as the password of HTTP basic authentication (a browser asks for
+    /// it); the CLI reads the same file from the same config. Without it the
+    /// API is open to whoever can reach `listen`, which by default is this
+    /// machine only. Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)) }
+        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None }
+    }
+}
+
+impl ApiConfig {
+    /// The API token from `token_file`, if there is one.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        let Some(file) = &self.token_file else { return Ok(None) };
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            ConfigError::new(file, "api.token_file", format!("cannot read the API token: {e}; create the file with one line of text"))
+        })?;
+        let token = text.trim();
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::new(
+                file,
+                "api.token_file",
+                "the token must be one word of at least 16 characters, e.g. `openssl rand -hex 32 > FILE`",
+            ));
+        }
+        Ok(Some(token.to_string()))
     }
 }
 
@@ -179,6 +206,7 @@ impl PlatformConfig {
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         config.tenants = base.join(&config.tenants);
         config.data_dir = base.join(&config.data_dir);
+        config.api.token_file = config.api.token_file.map(|token| base.join(token));
         if let Some(file) = file {
             config.validate(file)?;
         }
@@ -199,6 +227,7 @@ impl PlatformConfig {
         {
             return Err(ConfigError::new(file, "coredms.url", format!("`{}` must start with http:// or https://", es.url)));
         }
+        self.api.token()?;
         Ok(())
     }
 }
