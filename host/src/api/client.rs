@@ -19,9 +19,9 @@ impl ApiClient {
     /// the token of `api.token_file`, if any, with every request.
     pub async fn connect(api: &ApiConfig) -> Option<ApiClient> {
         let mut headers = HeaderMap::new();
-        // A token that cannot be read was reported when the config was loaded.
-        if let Some(token) = api.token().ok().flatten() {
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+        if let Some(token) = &api.token {
+            // Visible ASCII, checked when the config was loaded.
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.0)).ok()?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
         }

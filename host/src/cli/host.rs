@@ -26,7 +26,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
         messaging = platform.services.messaging.kind(),
         "Host started."
     );
-    let token = config.api.token()?.map(Arc::<str>::from);
+    let token = config.api.token.as_ref().map(|token| token.0.clone());
     if token.is_none() && !config.api.listen.ip().is_loopback() {
         tracing::warn!(
             api = %config.api.listen,

@@ -3,8 +3,10 @@
 
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -47,30 +49,44 @@ pub struct ApiConfig {
     /// machine only. Relative to the config file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` when the config was loaded.
+    #[serde(skip)]
+    pub token: Option<ApiToken>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None }
+        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None, token: None }
+    }
+}
+
+/// The API token; `Debug` does not show it, so printing a config cannot leak it.
+#[derive(Clone)]
+pub struct ApiToken(pub Arc<str>);
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(..)")
     }
 }
 
 impl ApiConfig {
-    /// The API token from `token_file`, if there is one.
-    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+    /// Reads the token of `token_file`, if there is one.
+    fn read_token(&self) -> Result<Option<ApiToken>, ConfigError> {
         let Some(file) = &self.token_file else { return Ok(None) };
         let text = std::fs::read_to_string(file).map_err(|e| {
             ConfigError::new(file, "api.token_file", format!("cannot read the API token: {e}; create the file with one line of text"))
         })?;
         let token = text.trim();
-        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // Visible ASCII only: the token travels in an HTTP header.
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::new(
                 file,
                 "api.token_file",
-                "the token must be one word of at least 16 characters, e.g. `openssl rand -hex 32 > FILE`",
+                "the token must be one word of at least 16 characters, visible ASCII, e.g. `openssl rand -hex 32 > FILE`",
             ));
         }
-        Ok(Some(token.to_string()))
+        Ok(Some(ApiToken(token.into())))
     }
 }
 
@@ -210,6 +226,7 @@ impl PlatformConfig {
         if let Some(file) = file {
             config.validate(file)?;
         }
+        config.api.token = config.api.read_token()?;
         Ok(config)
     }
 
@@ -227,7 +244,6 @@ impl PlatformConfig {
         {
             return Err(ConfigError::new(file, "coredms.url", format!("`{}` must start with http:// or https://", es.url)));
         }
-        self.api.token()?;
         Ok(())
     }
 }
