@@ -15,26 +15,49 @@ use crate::telemetry::index::MetricsIndex;
 use crate::telemetry::logs::{LogSink, tenant_log_path};
 use anyhow::Context;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
+
+fn create_dirs(tenant: &Tenant) -> anyhow::Result<()> {
+    tenant
+        .paths
+        .create()
+        .with_context(|| format!("cannot create the directories of tenant `{}` under {}", tenant.id, tenant.paths.root.display()))
+}
+
+fn slots_for(tenant: &Tenant) -> (u32, Arc<Semaphore>) {
+    let cap = tenant.profile.agreement.max_concurrent_ingestions;
+    (cap, Arc::new(Semaphore::new(cap as usize)))
+}
 
 pub struct Platform {
     pub config: PlatformConfig,
-    pub registry: Registry,
+    /// The registry in force: replaced whole by [`Platform::reload`].
+    registry: RwLock<Arc<Registry>>,
     pub runtime: Runtime,
     pub services: Arc<Services>,
-    /// Caps each tenant's concurrent ingestions (`max_concurrent_ingestions`).
-    tenant_slots: HashMap<TenantId, Arc<Semaphore>>,
+    /// Caps each tenant's concurrent ingestions (`max_concurrent_ingestions`),
+    /// with the cap each semaphore was made for.
+    tenant_slots: Mutex<HashMap<TenantId, (u32, Arc<Semaphore>)>>,
     metrics_index: MetricsIndex,
+}
+
+/// What a [`Platform::reload`] changed.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Reloaded {
+    /// Tenants new in the registry.
+    pub added: Vec<String>,
+    /// Tenants whose profile changed.
+    pub changed: Vec<String>,
+    /// Tenants as they were.
+    pub unchanged: Vec<String>,
 }
 
 impl Platform {
     pub async fn open(config: PlatformConfig) -> anyhow::Result<Arc<Platform>> {
         let registry = config.registry()?;
         for tenant in registry.tenants() {
-            tenant.paths.create().with_context(|| {
-                format!("cannot create the directories of tenant `{}` under {}", tenant.id, tenant.paths.root.display())
-            })?;
+            create_dirs(tenant)?;
         }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
@@ -47,27 +70,105 @@ impl Platform {
             MessagingConfig::Embedded => Arc::new(EmbeddedLog::open(&config.data_dir.join("messaging"))?),
             MessagingConfig::Kafka(kafka) => Arc::new(crate::backends::kafka::KafkaBus::connect(kafka)?),
         };
-        let tenant_slots = registry
-            .tenants()
-            .map(|t| (t.id.clone(), Arc::new(Semaphore::new(t.profile.agreement.max_concurrent_ingestions as usize))))
-            .collect();
+        let tenant_slots = registry.tenants().map(|t| (t.id.clone(), slots_for(t))).collect();
         Ok(Arc::new(Platform {
             runtime: Runtime::new(Some(&config.data_dir.join("compiled"))),
             metrics_index: MetricsIndex::start(coredms.clone()),
             services: Arc::new(Services::new(coredms, messaging)),
-            registry,
-            tenant_slots,
+            registry: RwLock::new(Arc::new(registry)),
+            tenant_slots: Mutex::new(tenant_slots),
             config,
         }))
     }
 
-    pub fn tenant(&self, id: &str) -> anyhow::Result<&Arc<Tenant>> {
-        self.registry.require(id)
+    /// The registry in force (a snapshot: a reload does not change it).
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("registry poisoned").clone()
+    }
+
+    pub fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
+        self.registry().require(id).cloned()
+    }
+
+    /// Reads the registry and every profile again and puts them in force.
+    /// Tenants may be added and profiles changed; what starts afterwards
+    /// (ingestions, stream instances) uses the new profiles, what runs keeps
+    /// its own. On any error (an invalid profile, a tenant removed) the
+    /// registry in force stays as it was.
+    pub fn reload(&self) -> anyhow::Result<(Arc<Registry>, Reloaded)> {
+        let new = self.config.registry()?;
+        let old = self.registry();
+        let removed: Vec<&str> = old.tenants().filter(|t| new.get(t.id.as_str()).is_none()).map(|t| t.id.as_str()).collect();
+        anyhow::ensure!(
+            removed.is_empty(),
+            "tenant(s) {} are no longer in {}: removing a tenant needs a host restart; the registry in force is unchanged",
+            removed.iter().map(|id| format!("`{id}`")).collect::<Vec<_>>().join(", "),
+            new.file.display()
+        );
+        let mut reloaded = Reloaded::default();
+        for tenant in new.tenants() {
+            let id = tenant.id.to_string();
+            match old.get(tenant.id.as_str()) {
+                None => {
+                    create_dirs(tenant)?;
+                    reloaded.added.push(id);
+                }
+                Some(before) if serde_json::to_value(&before.profile)? != serde_json::to_value(&tenant.profile)? => {
+                    reloaded.changed.push(id)
+                }
+                Some(_) => reloaded.unchanged.push(id),
+            }
+        }
+        let new = Arc::new(new);
+        {
+            let mut slots = self.tenant_slots.lock().expect("tenant slots poisoned");
+            for tenant in new.tenants() {
+                let cap = tenant.profile.agreement.max_concurrent_ingestions;
+                // A new cap gets a new semaphore: ingestions holding the old
+                // one finish under the old cap.
+                if slots.get(&tenant.id).is_none_or(|(old_cap, _)| *old_cap != cap) {
+                    slots.insert(tenant.id.clone(), slots_for(tenant));
+                }
+            }
+        }
+        *self.registry.write().expect("registry poisoned") = new.clone();
+        Ok((new, reloaded))
+    }
+
+    /// [`Platform::reload`], then the batch manager (if this process runs
+    /// one) takes in the new tenants and profiles. Written to the platform
+    /// log either way.
+    pub async fn reload_all(&self, batch: Option<&crate::batch::BatchManager>) -> anyhow::Result<Reloaded> {
+        let result = async {
+            let (registry, reloaded) = self.reload()?;
+            if let Some(batch) = batch {
+                batch.adopt(&registry).await?;
+            }
+            anyhow::Ok(reloaded)
+        }
+        .await;
+        match &result {
+            Ok(reloaded) => {
+                tracing::info!(added = ?reloaded.added, changed = ?reloaded.changed, "Tenant registry reloaded.");
+                self.platform_log().write(&serde_json::json!({
+                    "type": "event", "level": "info", "message": "registry reloaded",
+                    "added": reloaded.added, "changed": reloaded.changed,
+                }));
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "Reloading the tenant registry failed; the one in force is kept.");
+                self.platform_log().write(&serde_json::json!({
+                    "type": "event", "level": "error", "message": "registry reload failed", "error": format!("{error:#}"),
+                }));
+            }
+        }
+        result
     }
 
     /// The semaphore of `tenant`'s concurrent ingestions.
     pub fn tenant_slots(&self, tenant: &TenantId) -> Arc<Semaphore> {
-        self.tenant_slots.get(tenant).cloned().unwrap_or_else(|| Arc::new(Semaphore::new(1)))
+        let slots = self.tenant_slots.lock().expect("tenant slots poisoned");
+        slots.get(tenant).map(|(_, semaphore)| semaphore.clone()).unwrap_or_else(|| Arc::new(Semaphore::new(1)))
     }
 
     /// The tenant's batch or stream log.

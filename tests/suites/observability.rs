@@ -364,3 +364,108 @@ async fn an_api_token_guards_every_route_but_health() {
     let error = mysimbdp::config::PlatformConfig::load(Some(&test.config_file)).unwrap_err().to_string();
     assert!(error.contains("api.token_file") && error.contains("at least 16 characters"), "{error}");
 }
+
+/// The control plane without a restart: a tenant added to the registry and a
+/// changed profile are taken in by `mysimbdp host reload` (and by SIGHUP); an
+/// invalid profile or a removed tenant is refused with the reason, and the
+/// host goes on with the registry it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_reloads_its_registry_without_a_restart() {
+    let test = TestPlatform::builder()
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .config("batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n")
+        .build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let host = start_host(&test).await;
+    let tenants = test.dir.path().join("tenants");
+    let registry = tenants.join("tenants.yaml");
+    let both = "tenants:\n  - id: retail\n    profile: retail/profile.yaml\n  - id: sensors\n    profile: sensors/profile.yaml\n";
+    let reload = || test.command(HOST).args(["--json", "host", "reload"]).output().unwrap();
+    let reloaded = |output: std::process::Output| -> serde_json::Value {
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let stage = |tenant: &str, name: &str, text: String| {
+        let file = test.dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let output = test.command(HOST).args(["stage", "put", "--tenant", tenant]).arg(&file).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    };
+    let files_in = |tenant: &str, dir: &str| -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(test.tenant_dir(tenant).join(dir)) else { return Vec::new() };
+        entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+
+    // A new tenant is served once the host reloads: its staged file is ingested.
+    std::fs::create_dir_all(tenants.join("sensors")).unwrap();
+    let sensors = profile_with("tenants/sensors/profile.yaml", &[("agreement.schedule", "on-arrival")]);
+    std::fs::write(tenants.join("sensors/profile.yaml"), &sensors).unwrap();
+    std::fs::write(&registry, both).unwrap();
+    let answer = reloaded(reload());
+    assert_eq!(answer["added"], serde_json::json!(["sensors"]), "{answer}");
+    assert_eq!(answer["unchanged"], serde_json::json!(["retail"]), "{answer}");
+    test.upload("sensors", PipelineKind::Batch, "readings", artifacts::SENSOR_READINGS);
+    stage("sensors", "readings.ndjson", readings_ndjson(1, 120));
+    let records = eventually("the new tenant's file to be ingested", Duration::from_secs(60), || {
+        let records = mysimbdp_tests::ingestions(&test, "sensors");
+        async move { (!records.is_empty()).then_some(records) }
+    })
+    .await;
+    assert_eq!((records[0].outcome, records[0].records_in), (Outcome::Ok, 120));
+
+    // A changed profile applies to the next file: retail now takes files of at most 1 KiB.
+    let small = profile_with("tenants/retail/profile.yaml", &[("constraints.max_file_bytes", "1KiB")]);
+    std::fs::write(tenants.join("retail/profile.yaml"), &small).unwrap();
+    let answer = reloaded(reload());
+    assert_eq!((answer["changed"].clone(), answer["unchanged"].clone()), (serde_json::json!(["retail"]), serde_json::json!(["sensors"])));
+    stage("retail", "orders.csv", orders_csv(1, 40));
+    let quarantined = eventually("the too large file to be quarantined", Duration::from_secs(60), || {
+        let found = mysimbdp::batch::staging::with_reasons(&test.tenant_dir("retail").join("quarantine"));
+        async move { (!found.is_empty()).then_some(found) }
+    })
+    .await;
+    let reason = quarantined[0].1.as_ref().expect("a reason beside the file");
+    assert_eq!((reason.rule.as_str(), reason.limit.as_deref()), ("max-file-bytes", Some("1024 bytes")), "{reason:?}");
+    assert!(mysimbdp_tests::ingestions(&test, "retail").is_empty(), "nothing of retail was ingested");
+
+    // An invalid profile is refused with its file and field; the registry in force stays.
+    std::fs::write(tenants.join("retail/profile.yaml"), format!("{small}surprise: 1\n")).unwrap();
+    let output = reload();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retail/profile.yaml") && stderr.contains("surprise"), "{stderr}");
+    // Removing a tenant needs a restart: refused by the host, which names it.
+    std::fs::write(tenants.join("retail/profile.yaml"), &small).unwrap();
+    std::fs::write(&registry, "tenants:\n  - id: retail\n    profile: retail/profile.yaml\n").unwrap();
+    let output = reload();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`sensors`") && stderr.contains("restart"), "{stderr}");
+    // Both tenants are still served, under the registry of the last good reload.
+    std::fs::write(&registry, both).unwrap();
+    stage("sensors", "more.ndjson", readings_ndjson(200, 30));
+    eventually("the second file of the added tenant", Duration::from_secs(60), || {
+        let count = mysimbdp_tests::ingestions(&test, "sensors").len();
+        async move { (count == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(files_in("retail", "quarantine").iter().filter(|f| !f.ends_with(".reason.json")).count(), 1);
+
+    // SIGHUP reloads as well: retail's limit goes back to the shipped one and its next file is ingested.
+    std::fs::copy(repo_root().join("tenants/retail/profile.yaml"), tenants.join("retail/profile.yaml")).unwrap();
+    let hangup = Command::new("kill").arg("-HUP").arg(host.0.id().to_string()).status().unwrap();
+    assert!(hangup.success());
+    let platform_log = test.dir.path().join("var/logs/platform.log");
+    eventually("the platform log to report the reload", Duration::from_secs(30), || {
+        let reloads: Vec<_> = read_log(&platform_log).into_iter().filter(|l| l["message"] == "registry reloaded").collect();
+        async move { reloads.iter().any(|l| l["changed"] == serde_json::json!(["retail"]) && reloads.len() == 3).then_some(()) }
+    })
+    .await;
+    stage("retail", "orders-again.csv", orders_csv(1, 40));
+    let records = eventually("retail's file to be ingested under the shipped profile", Duration::from_secs(60), || {
+        let records = mysimbdp_tests::ingestions(&test, "retail");
+        async move { (!records.is_empty()).then_some(records) }
+    })
+    .await;
+    assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, 40));
+}

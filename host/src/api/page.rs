@@ -72,7 +72,7 @@ pub async fn overview(platform: &Platform, stream: Option<&StreamManager>) -> Ov
         None => Vec::new(),
     };
     let mut tenants = Vec::new();
-    for tenant in platform.registry.tenants() {
+    for tenant in platform.registry().tenants() {
         let mut pipelines_list = Vec::new();
         for kind in [PipelineKind::Batch, PipelineKind::Stream] {
             for name in pipelines::declared(tenant, kind) {

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stream/stop", post(stream_stop))
         .route("/api/stream/status", get(stream_status))
         .route("/api/stream/produce", post(stream_produce))
+        .route("/api/reload", post(reload))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), require_token))
         // After the layer: a liveness probe (and the CLI looking for a host) needs no token.
@@ -120,7 +121,7 @@ async fn tenants(State(state): State<AppState>) -> Json<Vec<TenantSummary>> {
     Json(
         state
             .platform
-            .registry
+            .registry()
             .tenants()
             .map(|t| TenantSummary {
                 id: t.id.to_string(),
@@ -130,6 +131,10 @@ async fn tenants(State(state): State<AppState>) -> Json<Vec<TenantSummary>> {
             })
             .collect(),
     )
+}
+
+async fn reload(State(state): State<AppState>) -> Result<Json<crate::platform::Reloaded>, HttpError> {
+    Ok(Json(state.platform.reload_all(state.batch.as_deref()).await?))
 }
 
 async fn ingest(State(state): State<AppState>, Json(request): Json<IngestRequest>) -> Result<Json<IngestionRecord>, HttpError> {

@@ -161,5 +161,5 @@ pub async fn ingest_path(
     if let Some(violation) = crate::batch::constraints::check_file(&tenant.profile.constraints, Path::new(name), metadata.len()) {
         anyhow::bail!("tenant `{}` does not accept `{name}`: {}", tenant.id, violation.message());
     }
-    ingest_file_with(platform, tenant, spec, path, name, IngestOptions { identity: None, progress }).await
+    ingest_file_with(platform, &tenant, spec, path, name, IngestOptions { identity: None, progress }).await
 }

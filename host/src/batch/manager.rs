@@ -20,7 +20,7 @@ use super::constraints::{Violation, check_file, check_staging_total};
 use super::manifest::{self, Entry, FileState, Manifest};
 use super::staging::{self, Reason, StagedFile};
 use super::{FileIdentity, IngestOptions, ingest_file_with};
-use crate::config::{OnSuccess, Schedule, Tenant, TenantId};
+use crate::config::{OnSuccess, Registry, Schedule, Tenant, TenantId};
 use crate::platform::Platform;
 use crate::telemetry::{IngestionRecord, Outcome, metrics as telemetry};
 use chrono::Utc;
@@ -28,7 +28,7 @@ use notify::Watcher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -39,12 +39,15 @@ pub struct BatchManager {
     inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// One reload at a time.
+    adopting: tokio::sync::Mutex<()>,
 }
 
 struct Inner {
     platform: Arc<Platform>,
-    tenants: HashMap<TenantId, TenantState>,
+    /// Grows when a reload adds tenants; never shrinks.
+    tenants: RwLock<HashMap<TenantId, Arc<TenantState>>>,
     queues: Mutex<HashMap<TenantId, VecDeque<Job>>>,
     capacity: Arc<Semaphore>,
     wake: Notify,
@@ -53,7 +56,8 @@ struct Inner {
 }
 
 struct TenantState {
-    tenant: Arc<Tenant>,
+    /// The tenant as the registry in force has it (replaced by a reload).
+    tenant: Mutex<Arc<Tenant>>,
     manifest: Manifest,
     /// (pipeline, checksum) of files done.
     done: Mutex<HashSet<(String, String)>>,
@@ -74,37 +78,15 @@ impl BatchManager {
     /// Recovers every tenant's manifest, then starts watching, scheduling and
     /// ingesting.
     pub async fn start(platform: Arc<Platform>) -> anyhow::Result<BatchManager> {
-        let mut tenants = HashMap::new();
-        let mut recovered = Vec::new();
-        for tenant in platform.registry.tenants() {
-            let path = &tenant.paths.manifest;
-            let (manifest, entries) = Manifest::open(path)
-                .map_err(|e| anyhow::anyhow!("cannot open the manifest {} of tenant `{}`: {e}", path.display(), tenant.id))?;
-            let done = manifest::done_checksums(&entries);
-            let state = TenantState {
-                tenant: tenant.clone(),
-                manifest,
-                done: Mutex::new(done),
-                running: AtomicUsize::new(0),
-                last_served: Mutex::new(None),
-                cron_next: Mutex::new(HashMap::new()),
-            };
-            recovered.push((tenant.id.clone(), entries));
-            tenants.insert(tenant.id.clone(), state);
-        }
         let inner = Arc::new(Inner {
             capacity: Arc::new(Semaphore::new(platform.config.batch.max_parallel_ingestions)),
-            platform,
-            tenants,
+            tenants: RwLock::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             running_total: AtomicUsize::new(0),
             scan_lock: tokio::sync::Mutex::new(()),
+            platform,
         });
-        for (tenant, entries) in recovered {
-            inner.recover(&tenant, entries).await;
-        }
-
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -112,24 +94,61 @@ impl BatchManager {
                 let _ = events_tx.send(());
             }
         }) {
-            Ok(mut watcher) => {
-                for state in inner.tenants.values() {
-                    if let Err(error) = watcher.watch(&state.tenant.paths.staging, notify::RecursiveMode::Recursive) {
-                        tracing::warn!(tenant = %state.tenant.id, %error, "Cannot watch the staging directory; relying on rescans.");
-                    }
-                }
-                Some(watcher)
-            }
+            Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(%error, "File watching is unavailable; relying on rescans.");
                 None
             }
         };
-        let tasks = vec![
+        let manager =
+            BatchManager { inner, shutdown, tasks: Mutex::new(Vec::new()), watcher: Mutex::new(watcher), adopting: Default::default() };
+        let registry = manager.inner.platform.registry();
+        manager.adopt(&registry).await?;
+        let inner = &manager.inner;
+        manager.tasks.lock().expect("tasks poisoned").extend([
             tokio::spawn(inner.clone().schedule_loop(events_rx, shutdown_rx.clone())),
             tokio::spawn(inner.clone().dispatch_loop(shutdown_rx)),
-        ];
-        Ok(BatchManager { inner, shutdown, tasks: Mutex::new(tasks), _watcher: watcher })
+        ]);
+        Ok(manager)
+    }
+
+    /// Takes in the tenants of `registry` (the platform's, after
+    /// [`Platform::reload`]): a new tenant's manifest is recovered and its
+    /// staging directory watched; a known tenant gets its new profile, used
+    /// from its next scan on (cron ticks are computed again).
+    pub async fn adopt(&self, registry: &Registry) -> anyhow::Result<()> {
+        let _one_at_a_time = self.adopting.lock().await;
+        for tenant in registry.tenants() {
+            let known = self.inner.tenants.read().expect("tenants poisoned").get(&tenant.id).cloned();
+            if let Some(state) = known {
+                let before = std::mem::replace(&mut *state.tenant.lock().expect("tenant poisoned"), tenant.clone());
+                if serde_json::to_value(&before.profile)? != serde_json::to_value(&tenant.profile)? {
+                    // Schedules may have changed: the next ticks are computed again.
+                    state.cron_next.lock().expect("cron poisoned").clear();
+                }
+                continue;
+            }
+            let path = &tenant.paths.manifest;
+            let (manifest, entries) = Manifest::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open the manifest {} of tenant `{}`: {e}", path.display(), tenant.id))?;
+            let state = TenantState {
+                tenant: Mutex::new(tenant.clone()),
+                manifest,
+                done: Mutex::new(manifest::done_checksums(&entries)),
+                running: AtomicUsize::new(0),
+                last_served: Mutex::new(None),
+                cron_next: Mutex::new(HashMap::new()),
+            };
+            self.inner.tenants.write().expect("tenants poisoned").insert(tenant.id.clone(), Arc::new(state));
+            self.inner.recover(&tenant.id, entries).await;
+            if let Some(watcher) = self.watcher.lock().expect("watcher poisoned").as_mut()
+                && let Err(error) = watcher.watch(&tenant.paths.staging, notify::RecursiveMode::Recursive)
+            {
+                tracing::warn!(tenant = %tenant.id, %error, "Cannot watch the staging directory; relying on rescans.");
+            }
+        }
+        self.inner.wake.notify_one();
+        Ok(())
     }
 
     /// Scans every tenant now, as if files had just arrived (tests, CLI).
@@ -154,19 +173,37 @@ impl BatchManager {
     pub fn load(&self) -> HashMap<TenantId, (usize, usize)> {
         let queues = self.inner.queues.lock().expect("queues poisoned");
         self.inner
-            .tenants
-            .iter()
-            .map(|(id, state)| (id.clone(), (queues.get(id).map_or(0, VecDeque::len), state.running.load(Ordering::Acquire))))
+            .states()
+            .into_iter()
+            .map(|(id, state)| {
+                let queued = queues.get(&id).map_or(0, VecDeque::len);
+                (id, (queued, state.running.load(Ordering::Acquire)))
+            })
             .collect()
     }
 }
 
+impl TenantState {
+    fn tenant(&self) -> Arc<Tenant> {
+        self.tenant.lock().expect("tenant poisoned").clone()
+    }
+}
+
 impl Inner {
+    /// The tenants known now.
+    fn states(&self) -> Vec<(TenantId, Arc<TenantState>)> {
+        self.tenants.read().expect("tenants poisoned").iter().map(|(id, state)| (id.clone(), state.clone())).collect()
+    }
+
+    fn state(&self, id: &TenantId) -> Arc<TenantState> {
+        self.tenants.read().expect("tenants poisoned")[id].clone()
+    }
+
     /// Resumes what a previous run left: claimed or ingesting files are queued
     /// again, finished ones moved where they belong.
     async fn recover(self: &Arc<Self>, tenant: &TenantId, entries: Vec<Entry>) {
-        let state = &self.tenants[tenant];
-        let work = &state.tenant.paths.work;
+        let state = &self.state(tenant);
+        let work = &state.tenant().paths.work;
         let mut known = HashSet::new();
         for entry in entries {
             let path = entry.work_path(work);
@@ -199,7 +236,7 @@ impl Inner {
         for file in staging::list(work).unwrap_or_default() {
             if !known.contains(&file.path) {
                 let name = file.relative.split_once('-').map_or(file.relative.as_str(), |(_, n)| n).to_string();
-                if let Err(error) = staging::move_into(&file.path, &state.tenant.paths.staging, &name, &manifest::new_id()) {
+                if let Err(error) = staging::move_into(&file.path, &state.tenant().paths.staging, &name, &manifest::new_id()) {
                     tracing::error!(tenant = %tenant, file = %file.path.display(), %error, "Cannot return an unknown work file to staging.");
                 }
             }
@@ -210,7 +247,7 @@ impl Inner {
     fn record(&self, state: &TenantState, entries: &[Entry], durable: bool) {
         if let Err(error) = state.manifest.record(entries, durable) {
             // Without the manifest a crash could ingest twice or lose track.
-            tracing::error!(tenant = %state.tenant.id, file = %state.manifest.path().display(), %error, "Cannot write the manifest.");
+            tracing::error!(tenant = %state.tenant().id, file = %state.manifest.path().display(), %error, "Cannot write the manifest.");
         }
     }
 
@@ -248,10 +285,11 @@ impl Inner {
     /// Cron pipelines whose tick has come, per tenant; advances their ticks.
     fn due_cron(&self, now: chrono::DateTime<Utc>) -> HashMap<TenantId, HashSet<String>> {
         let mut due: HashMap<TenantId, HashSet<String>> = HashMap::new();
-        for (id, state) in &self.tenants {
+        for (id, state) in self.states() {
+            let tenant = state.tenant();
             let mut next = state.cron_next.lock().expect("cron poisoned");
-            for pipeline in &state.tenant.profile.batch {
-                let schedule = pipeline.schedule.as_ref().unwrap_or(&state.tenant.profile.agreement.schedule);
+            for pipeline in &tenant.profile.batch {
+                let schedule = pipeline.schedule.as_ref().unwrap_or(&tenant.profile.agreement.schedule);
                 let Schedule::Cron(cron) = schedule else { continue };
                 let name = pipeline.name.to_string();
                 let tick = *next.entry(name.clone()).or_insert_with(|| cron.after(&now).next().unwrap_or(now));
@@ -265,15 +303,15 @@ impl Inner {
     }
 
     fn next_cron(&self) -> Option<chrono::DateTime<Utc>> {
-        self.tenants.values().flat_map(|s| s.cron_next.lock().expect("cron poisoned").values().copied().collect::<Vec<_>>()).min()
+        self.states().into_iter().flat_map(|(_, s)| s.cron_next.lock().expect("cron poisoned").values().copied().collect::<Vec<_>>()).min()
     }
 
     async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, HashSet<String>>) {
         let _one_scan_at_a_time = self.scan_lock.lock().await;
         let no_cron = HashSet::new();
-        for (id, state) in &self.tenants {
-            let cron = due_cron.get(id).unwrap_or(&no_cron);
-            if let Err(error) = self.scan_tenant(state, cron).await {
+        for (id, state) in self.states() {
+            let cron = due_cron.get(&id).unwrap_or(&no_cron);
+            if let Err(error) = self.scan_tenant(&state, cron).await {
                 tracing::error!(tenant = %id, error = %format!("{error:#}"), "Scanning the staging directory failed.");
             }
         }
@@ -282,7 +320,7 @@ impl Inner {
     }
 
     fn quarantine(&self, state: &TenantState, file: &StagedFile, violation: &Violation) {
-        let tenant = &state.tenant;
+        let tenant = &state.tenant();
         match staging::quarantine(tenant, file, violation) {
             Ok(moved) => {
                 tracing::warn!(tenant = %tenant.id, file = %file.relative, rule = %violation.rule, "File quarantined: {}.", violation.message());
@@ -305,7 +343,7 @@ impl Inner {
     /// One scan of a tenant's staging directory: constraints, then the run of
     /// on-arrival pipelines and of the cron pipelines in `due`.
     async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &HashSet<String>) -> anyhow::Result<()> {
-        let tenant = &state.tenant;
+        let tenant = &state.tenant();
         let profile = &tenant.profile;
         let min_age = Duration::from_millis(self.platform.config.batch.min_file_age_ms);
         let now = SystemTime::now();
@@ -374,7 +412,7 @@ impl Inner {
 
     /// Records the claims durably, then moves the files to `work/` and queues them.
     async fn claim(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>) {
-        let tenant = &state.tenant;
+        let tenant = &state.tenant();
         let mut claims = Vec::new();
         for file in files {
             let identity = match super::identify(&file.path).await {
@@ -433,21 +471,21 @@ impl Inner {
     /// Archives (or deletes, per the profile) a file whose content is in the store.
     fn dispose(&self, state: &TenantState, entry: &Entry, path: &Path, on_success: OnSuccess) {
         let result = match on_success {
-            OnSuccess::Archive => staging::move_into(path, &state.tenant.paths.archive, &entry.file, &entry.id).map(drop),
+            OnSuccess::Archive => staging::move_into(path, &state.tenant().paths.archive, &entry.file, &entry.id).map(drop),
             OnSuccess::Delete => std::fs::remove_file(path),
         };
         if let Err(error) = result {
-            tracing::error!(tenant = %state.tenant.id, file = %entry.file, %error, "Cannot archive an ingested file.");
+            tracing::error!(tenant = %state.tenant().id, file = %entry.file, %error, "Cannot archive an ingested file.");
         }
     }
 
     fn finish_done(&self, state: &TenantState, entry: &Entry, path: &Path) {
-        let on_success = state.tenant.profile.batch_pipeline(&entry.pipeline).map_or(OnSuccess::Archive, |p| p.on_success);
+        let on_success = state.tenant().profile.batch_pipeline(&entry.pipeline).map_or(OnSuccess::Archive, |p| p.on_success);
         self.dispose(state, entry, path, on_success);
     }
 
     fn finish_failed(&self, state: &TenantState, entry: &Entry, path: &Path, kind: &str, message: &str) {
-        let tenant = &state.tenant;
+        let tenant = &state.tenant();
         let reason = Reason {
             tenant: tenant.id.to_string(),
             file: entry.file.clone(),
@@ -473,8 +511,8 @@ impl Inner {
             .iter()
             .filter_map(|(id, queue)| {
                 let head = queue.front()?;
-                let state = &self.tenants[id];
-                let agreement = &state.tenant.profile.agreement;
+                let state = &self.state(id);
+                let agreement = &state.tenant().profile.agreement;
                 (state.running.load(Ordering::Acquire) < agreement.max_concurrent_ingestions as usize).then(|| {
                     // Waiting counts from when the tenant was last served: a
                     // tenant served again and again does not age.
@@ -489,7 +527,7 @@ impl Inner {
             .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
         let id = best.2;
         let job = queues.get_mut(&id)?.pop_front()?;
-        let state = &self.tenants[&id];
+        let state = &self.state(&id);
         state.running.fetch_add(1, Ordering::AcqRel);
         *state.last_served.lock().expect("poisoned") = Some(Instant::now());
         Some((id, job))
@@ -506,7 +544,7 @@ impl Inner {
                 let inner = self.clone();
                 tokio::spawn(async move {
                     inner.work(&tenant, job).await;
-                    inner.tenants[&tenant].running.fetch_sub(1, Ordering::AcqRel);
+                    inner.state(&tenant).running.fetch_sub(1, Ordering::AcqRel);
                     inner.running_total.fetch_sub(1, Ordering::AcqRel);
                     drop(permit);
                     inner.publish_load();
@@ -524,8 +562,8 @@ impl Inner {
 
     fn publish_load(&self) {
         let queues = self.queues.lock().expect("queues poisoned");
-        for (id, state) in &self.tenants {
-            let queued = queues.get(id).map_or(0, VecDeque::len);
+        for (id, state) in self.states() {
+            let queued = queues.get(&id).map_or(0, VecDeque::len);
             metrics::gauge!("mysimbdp_batch_queued_files", "tenant" => id.to_string()).set(queued as f64);
             metrics::gauge!("mysimbdp_batch_running_ingestions", "tenant" => id.to_string())
                 .set(state.running.load(Ordering::Acquire) as f64);
@@ -534,8 +572,8 @@ impl Inner {
 
     /// Ingests one claimed file and moves it where its outcome says.
     async fn work(&self, tenant_id: &TenantId, job: Job) {
-        let state = &self.tenants[tenant_id];
-        let tenant = &state.tenant;
+        let state = &self.state(tenant_id);
+        let tenant = &state.tenant();
         let entry = job.entry;
         let path = entry.work_path(&tenant.paths.work);
         self.record(state, &[Entry { state: FileState::Ingesting, ts: Utc::now(), ..entry.clone() }], false);

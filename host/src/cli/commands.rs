@@ -299,6 +299,24 @@ pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quaranti
     Ok(ExitCode::SUCCESS)
 }
 
+/// `host reload`: the running host reads the registry and profiles again.
+pub async fn reload(config: &PlatformConfig, out: &Output) -> anyhow::Result<ExitCode> {
+    // Checked here first, so an error names the file and field even when the host is elsewhere.
+    config.registry()?;
+    let client = require_host(config, "`host reload`").await?;
+    let reloaded: crate::platform::Reloaded = client.post("/api/reload", &serde_json::json!({})).await?;
+    if out.json {
+        out.json(&reloaded);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |ids: &[String]| if ids.is_empty() { "none".to_string() } else { ids.join(", ") };
+    println!("registry reloaded by the host at {}", client.base());
+    println!("  added:     {}", list(&reloaded.added));
+    println!("  changed:   {}", list(&reloaded.changed));
+    println!("  unchanged: {}", list(&reloaded.unchanged));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The running host, or an error that says how to start one.
 async fn require_host(config: &PlatformConfig, what: &str) -> anyhow::Result<ApiClient> {
     ApiClient::connect(&config.api).await.with_context(|| {

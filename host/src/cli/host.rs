@@ -21,7 +21,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     }));
     tracing::info!(
         api = %config.api.listen,
-        tenants = platform.registry.tenants().count(),
+        tenants = platform.registry().tenants().count(),
         coredms = platform.services.coredms.kind(),
         messaging = platform.services.messaging.kind(),
         "Host started."
@@ -38,6 +38,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let stream = StreamManager::new(platform.clone());
     let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
     let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
+    let reload_task = spawn_reload_on_hangup(platform.clone(), batch.clone())?;
     let app = router(AppState {
         platform: platform.clone(),
         metrics: Some(metrics),
@@ -48,12 +49,24 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     monitor.abort();
     listener_task.abort();
+    reload_task.abort();
     stream.shutdown().await;
     batch.shutdown().await;
     platform.close().await;
     platform.platform_log().write(&serde_json::json!({ "type": "event", "level": "info", "message": "host stopped" }));
     tracing::info!("Host stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP reloads the tenant registry (as `mysimbdp host reload` does).
+fn spawn_reload_on_hangup(platform: Arc<Platform>, batch: Arc<BatchManager>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            // Reported in the host's log and the platform log either way.
+            let _ = platform.reload_all(Some(&batch)).await;
+        }
+    }))
 }
 
 async fn shutdown_signal() {

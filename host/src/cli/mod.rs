@@ -169,8 +169,15 @@ enum BatchCommand {
 
 #[derive(Subcommand)]
 enum HostCommand {
-    /// Run the host in the foreground until Ctrl-C.
+    /// Run the host in the foreground until Ctrl-C. SIGHUP reloads the tenant registry, as `host reload` does.
     Run,
+    /// Make the running host read tenants.yaml and every profile again, without a restart.
+    ///
+    /// New tenants start being served (directories, staging watch, manifest); changed profiles apply to
+    /// ingestions and stream instances started from now on, while running ones finish under the old
+    /// profile. If anything is invalid, or a tenant was removed (that needs a restart), the host keeps the
+    /// registry it has and this command fails with the reason.
+    Reload,
 }
 
 #[derive(Args)]
@@ -259,6 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = output::Output { json: cli.json };
     match cli.command {
         Command::Host { command: HostCommand::Run } => host::run(config).await,
+        Command::Host { command: HostCommand::Reload } => commands::reload(&config, &out).await,
         Command::Ingest(args) => commands::ingest(&config, &out, args).await,
         Command::Pipeline { command } => match command {
             PipelineCommand::Upload { tenant, kind, name, file } => {

@@ -153,8 +153,15 @@ impl StreamManager {
                 started: Instant::now(),
             });
             before = stream.instances.len() as u32;
-            if before == 0 && wanted > 0 {
-                stream.started = Instant::now();
+            if before == 0 {
+                // A stream starting from nothing runs the profile in force
+                // (after a reload); instances added to a running stream join
+                // it with the profile its instances run.
+                stream.tenant = tenant.clone();
+                stream.spec = spec.clone();
+                if wanted > 0 {
+                    stream.started = Instant::now();
+                }
             }
             while (stream.instances.len() as u32) < wanted {
                 let number = stream.next_number;
@@ -162,7 +169,7 @@ impl StreamManager {
                 let (stop, stop_rx) = watch::channel(false);
                 let instance = Instance {
                     platform: self.platform.clone(),
-                    tenant: tenant.clone(),
+                    tenant: stream.tenant.clone(),
                     spec: stream.spec.clone(),
                     number,
                     stats: stream.stats.clone(),
@@ -205,7 +212,7 @@ impl StreamManager {
     pub async fn status(&self, tenant: Option<&str>) -> anyhow::Result<Vec<StreamStatus>> {
         let tenants: Vec<Arc<Tenant>> = match tenant {
             Some(id) => vec![self.platform.tenant(id)?.clone()],
-            None => self.platform.registry.tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
+            None => self.platform.registry().tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
         };
         let mut statuses = Vec::new();
         for tenant in tenants {

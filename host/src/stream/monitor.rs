@@ -159,7 +159,7 @@ pub async fn check(platform: &Platform, manager: &StreamManager) -> Vec<Alert> {
 async fn raise(platform: &Platform, alert: &Alert) {
     tracing::warn!(tenant = %alert.tenant, pipeline = %alert.pipeline, alert = alert.alert.as_str(), "Stream alert: {}.", alert.message);
     platform.platform_log().write(&serde_json::json!({ "type": "alert", "alert": alert }));
-    if let Some(tenant) = platform.registry.get(&alert.tenant) {
+    if let Some(tenant) = platform.registry().get(&alert.tenant) {
         platform.tenant_log(tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({ "type": "alert", "alert": alert }));
     }
     metrics::counter!(
@@ -227,7 +227,7 @@ pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>
 
 /// One decision on one alert, logged with its reason.
 async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
-    let Some(tenant) = platform.registry.get(&alert.tenant).cloned() else { return };
+    let Some(tenant) = platform.registry().get(&alert.tenant).cloned() else { return };
     let Some(spec) = tenant.profile.stream.clone() else { return };
     let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
