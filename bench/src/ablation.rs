@@ -95,7 +95,7 @@ impl Replica {
     /// the report and the seconds taken (hashing included, as in `ingest_path`).
     pub async fn ingest(&self, platform: &Platform, tenant: &str, pipeline: &str, path: &Path) -> anyhow::Result<(BatchReport, f64)> {
         let started = Instant::now();
-        let tenant = platform.tenant(tenant)?;
+        let tenant = &platform.tenant(tenant)?;
         let spec = tenant.profile.batch_pipeline(pipeline).ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
         let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
         let identity = identify(path).await?;

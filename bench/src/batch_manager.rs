@@ -261,7 +261,7 @@ async fn through_manager(files: &[(&'static str, PathBuf)], bytes: u64, store: S
     let started_at = chrono::Utc::now();
     let started = Instant::now();
     let manager = BatchManager::start(platform.clone()).await?;
-    let tenants = [platform.tenant(RETAIL)?.clone(), platform.tenant(SENSORS)?.clone()];
+    let tenants = [platform.tenant(RETAIL)?, platform.tenant(SENSORS)?];
     loop {
         // The manager's in-memory load is cheap to poll; reading the
         // manifests and directories (tenant_status) every 50 ms would take CPU

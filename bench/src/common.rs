@@ -220,7 +220,7 @@ impl BenchPlatform {
 /// Compiles (or loads from the disk cache) the active version of a tenant's
 /// pipeline, so that the timed part never includes Cranelift.
 pub async fn warm(platform: &Platform, tenant: &str, kind: PipelineKind, name: &str) -> anyhow::Result<()> {
-    let tenant = platform.tenant(tenant)?;
+    let tenant = &platform.tenant(tenant)?;
     let name = pipelines::resolve_name(tenant, kind, Some(name))?;
     let version = pipelines::active(tenant, kind, &name)?;
     let overrides = match kind {

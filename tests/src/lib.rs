@@ -253,7 +253,7 @@ pub fn readings_ndjson(first: usize, rows: usize) -> String {
 
 /// Waits until the tenant has nothing staged, queued or running.
 pub async fn settled(platform: &Platform, tenant: &str, timeout: std::time::Duration) -> mysimbdp::batch::status::TenantStatus {
-    let tenant = platform.tenant(tenant).unwrap().clone();
+    let tenant = platform.tenant(tenant).unwrap();
     eventually(&format!("tenant {} to finish its staged files", tenant.id), timeout, || {
         let status = mysimbdp::batch::status::tenant_status(&tenant, 1000).unwrap();
         async move { (status.staged.is_empty() && status.queued.is_empty() && status.running.is_empty()).then_some(status) }

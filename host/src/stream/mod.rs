@@ -110,7 +110,7 @@ impl StreamManager {
     /// Runs `instances` instances (default: the profile's minimum) of the
     /// tenant's stream pipeline, creating its topics first.
     pub async fn start(&self, tenant: &str, instances: Option<u32>) -> anyhow::Result<StreamStatus> {
-        let tenant = self.platform.tenant(tenant)?.clone();
+        let tenant = self.platform.tenant(tenant)?;
         let spec = Self::spec(&tenant)?;
         crate::pipelines::active(&tenant, crate::pipelines::PipelineKind::Stream, &spec.name)?;
         let wanted = instances.unwrap_or(spec.min_instances.max(1));
@@ -130,7 +130,7 @@ impl StreamManager {
 
     /// Stops every instance of the tenant's stream; each finishes its batch.
     pub async fn stop(&self, tenant: &str) -> anyhow::Result<StreamStatus> {
-        let tenant = self.platform.tenant(tenant)?.clone();
+        let tenant = self.platform.tenant(tenant)?;
         Self::spec(&tenant)?;
         self.scale(&tenant.id, 0, "stopped by an operator").await?;
         self.status_of(&tenant.id).await
@@ -138,7 +138,7 @@ impl StreamManager {
 
     /// Sets the number of running instances, logging why.
     pub async fn scale(&self, tenant: &TenantId, wanted: u32, reason: &str) -> anyhow::Result<()> {
-        let tenant = self.platform.tenant(tenant.as_str())?.clone();
+        let tenant = self.platform.tenant(tenant.as_str())?;
         let spec = Self::spec(&tenant)?;
         let mut stopping = Vec::new();
         let before;
@@ -211,7 +211,7 @@ impl StreamManager {
     /// Every tenant with a stream pipeline (or one), with its lag.
     pub async fn status(&self, tenant: Option<&str>) -> anyhow::Result<Vec<StreamStatus>> {
         let tenants: Vec<Arc<Tenant>> = match tenant {
-            Some(id) => vec![self.platform.tenant(id)?.clone()],
+            Some(id) => vec![self.platform.tenant(id)?],
             None => self.platform.registry().tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
         };
         let mut statuses = Vec::new();
