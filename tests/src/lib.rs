@@ -51,6 +51,7 @@ pub struct Builder {
     services: bool,
     search_url: Option<String>,
     api_token: Option<String>,
+    tenant_tokens: Vec<(String, String)>,
     extra: String,
 }
 
@@ -89,6 +90,13 @@ impl Builder {
         self
     }
 
+    /// Gives tenant `id` its own API token (written to `tenants/<id>-token`,
+    /// named by `api_token_file` in the registry).
+    pub fn tenant_token(mut self, id: &str, token: &str) -> Self {
+        self.tenant_tokens.push((id.to_string(), token.to_string()));
+        self
+    }
+
     pub fn config(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
@@ -104,6 +112,10 @@ impl Builder {
             std::fs::create_dir_all(tenants_dir.join(id)).unwrap();
             std::fs::write(tenants_dir.join(id).join("profile.yaml"), profile).unwrap();
             registry.push_str(&format!("  - id: {id}\n    profile: {id}/profile.yaml\n"));
+            if let Some((_, token)) = self.tenant_tokens.iter().find(|(tenant, _)| tenant == id) {
+                std::fs::write(tenants_dir.join(format!("{id}-token")), format!("{token}\n")).unwrap();
+                registry.push_str(&format!("    api_token_file: {id}-token\n"));
+            }
         }
         std::fs::write(tenants_dir.join("tenants.yaml"), registry).unwrap();
         let port = free_port();

@@ -469,3 +469,99 @@ async fn the_host_reloads_its_registry_without_a_restart() {
     .await;
     assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, 40));
 }
+
+/// Tenant tokens: a tenant's own token (`api_token_file` in the registry)
+/// acts for that tenant only, on its own files; the operator's token acts for
+/// all; the registry refuses tokens that would blur the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_token_acts_for_its_own_tenant_only() {
+    const OPERATOR: &str = "operator-token-0123456789";
+    const RETAIL: &str = "retail-token-0123456789ab";
+    let test = TestPlatform::builder()
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .tenant("sensors", "tenants/sensors/profile.yaml")
+        .api_token(OPERATOR)
+        .tenant_token("retail", RETAIL)
+        .build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let _host = start_host(&test).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| http.get(format!("{}{path}", test.api())).bearer_auth(token).send();
+    let post =
+        |path: &str, token: &str, body: serde_json::Value| http.post(format!("{}{path}", test.api())).bearer_auth(token).json(&body).send();
+    let refused = |answer: reqwest::Response, what: &'static str| async move {
+        assert_eq!(answer.status(), 403, "{what}");
+        answer.json::<serde_json::Value>().await.unwrap()["error"].as_str().unwrap().to_string()
+    };
+
+    // Its own tenant: listed alone, its files ingested, its collections searched.
+    let listed: serde_json::Value = get("/api/tenants", RETAIL).await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect::<Vec<_>>(), ["retail"]);
+    let own = test.tenant_dir("retail").join("uploads/orders.csv");
+    std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+    std::fs::write(&own, orders_csv(1, 40)).unwrap();
+    let answer = post("/api/ingest", RETAIL, serde_json::json!({ "tenant": "retail", "path": own })).await.unwrap();
+    assert!(answer.status().is_success(), "{}", answer.text().await.unwrap());
+    assert_eq!(answer.json::<IngestionRecord>().await.unwrap().records_out, 40);
+    let found = get("/api/query?tenant=retail&collection=orders&q=*&limit=1", RETAIL).await.unwrap();
+    assert_eq!(found.status(), 200);
+
+    // A file of the host's machine outside the tenant's directory is refused: the path is the host's.
+    let outside = test.dir.path().join("orders.csv");
+    std::fs::write(&outside, orders_csv(1, 5)).unwrap();
+    let error =
+        refused(post("/api/ingest", RETAIL, serde_json::json!({ "tenant": "retail", "path": outside })).await.unwrap(), "outside").await;
+    assert!(error.contains("stage put"), "{error}");
+    // Another tenant is refused, by name.
+    let error = refused(get("/api/query?tenant=sensors&collection=readings&q=*", RETAIL).await.unwrap(), "query sensors").await;
+    assert!(error.contains("acts for tenant `retail` only, not for `sensors`"), "{error}");
+    refused(post("/api/ingest", RETAIL, serde_json::json!({ "tenant": "sensors", "path": own })).await.unwrap(), "ingest sensors").await;
+    refused(post("/api/stream/start", RETAIL, serde_json::json!({ "tenant": "sensors" })).await.unwrap(), "stream sensors").await;
+    refused(get("/api/stream/status?tenant=sensors", RETAIL).await.unwrap(), "stream status sensors").await;
+    // The operator's routes are refused.
+    for path in ["/metrics", "/api/overview", "/"] {
+        let error = refused(get(path, RETAIL).await.unwrap(), path).await;
+        assert!(error.contains("for the platform operator"), "{path}: {error}");
+    }
+    refused(post("/api/reload", RETAIL, serde_json::json!({})).await.unwrap(), "reload").await;
+
+    // The operator's token acts for every tenant.
+    assert_eq!(get("/api/query?tenant=sensors&collection=readings&q=*", OPERATOR).await.unwrap().status(), 200);
+    assert_eq!(get("/metrics", OPERATOR).await.unwrap().status(), 200);
+    let listed: serde_json::Value = get("/api/tenants", OPERATOR).await.unwrap().json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+
+    // The CLI sends a tenant's token with --token-file.
+    let token_file = test.dir.path().join("tenants/retail-token");
+    let cli = |tenant: &str| {
+        test.command(HOST)
+            .arg("--token-file")
+            .arg(&token_file)
+            .args(["query", "--tenant", tenant, "--collection", "orders", "*"])
+            .output()
+            .unwrap()
+    };
+    let output = cli("retail");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = cli("sensors");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("acts for tenant `retail` only"));
+
+    // Tokens that would blur who acts for whom are config errors naming the field.
+    let config = || mysimbdp::config::PlatformConfig::load(Some(&test.config_file)).unwrap();
+    std::fs::write(&token_file, format!("{OPERATOR}\n")).unwrap();
+    let error = config().registry().unwrap_err().to_string();
+    assert!(error.contains("tenants[0].api_token_file") && error.contains("operator's token"), "{error}");
+    std::fs::write(&token_file, format!("{RETAIL}\n")).unwrap();
+    let registry = test.dir.path().join("tenants/tenants.yaml");
+    let shipped = std::fs::read_to_string(&registry).unwrap();
+    std::fs::write(test.dir.path().join("tenants/sensors-token"), format!("{RETAIL}\n")).unwrap();
+    std::fs::write(&registry, format!("{shipped}    api_token_file: sensors-token\n")).unwrap(); // sensors is last
+    let error = config().registry().unwrap_err().to_string();
+    assert!(error.contains("tenants[1].api_token_file") && error.contains("another tenant"), "{error}");
+    std::fs::write(&registry, shipped).unwrap();
+    let text = std::fs::read_to_string(&test.config_file).unwrap();
+    std::fs::write(&test.config_file, text.replace("  token_file: api-token\n", "")).unwrap();
+    let error = config().registry().unwrap_err().to_string();
+    assert!(error.contains("need an operator token"), "{error}");
+}

@@ -30,6 +30,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "MYSIMBDP_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// The API token this command sends to the host, instead of the config's `api.token_file`: e.g. a
+    /// tenant's own token (`api_token_file` in tenants.yaml), which acts for that tenant only.
+    #[arg(long, global = true, env = "MYSIMBDP_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -262,7 +267,14 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = crate::config::PlatformConfig::load(cli.config.as_deref())?;
+    let mut config = crate::config::PlatformConfig::load(cli.config.as_deref())?;
+    if let Some(file) = &cli.token_file {
+        anyhow::ensure!(
+            !matches!(cli.command, Command::Host { command: HostCommand::Run }),
+            "--token-file is the token a command sends to the host; the host's own token is api.token_file in its config"
+        );
+        config.api.token = Some(crate::config::read_token_file(file, "--token-file")?);
+    }
     let out = output::Output { json: cli.json };
     match cli.command {
         Command::Host { command: HostCommand::Run } => host::run(config).await,

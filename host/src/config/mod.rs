@@ -10,7 +10,8 @@ mod units;
 
 pub use ids::{Name, TenantId};
 pub use platform::{
-    ApiConfig, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig, StreamManagerConfig,
+    ApiConfig, ApiToken, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig,
+    StreamManagerConfig, read_token_file,
 };
 pub use profile::{
     BatchPipelineSpec, CollectionSpec, FileConstraints, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS, SandboxLimits,

@@ -73,21 +73,24 @@ impl fmt::Debug for ApiToken {
 impl ApiConfig {
     /// Reads the token of `token_file`, if there is one.
     fn read_token(&self) -> Result<Option<ApiToken>, ConfigError> {
-        let Some(file) = &self.token_file else { return Ok(None) };
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            ConfigError::new(file, "api.token_file", format!("cannot read the API token: {e}; create the file with one line of text"))
-        })?;
-        let token = text.trim();
-        // Visible ASCII only: the token travels in an HTTP header.
-        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::new(
-                file,
-                "api.token_file",
-                "the token must be one word of at least 16 characters, visible ASCII, e.g. `openssl rand -hex 32 > FILE`",
-            ));
-        }
-        Ok(Some(ApiToken(token.into())))
+        self.token_file.as_deref().map(|file| read_token_file(file, "api.token_file")).transpose()
     }
+}
+
+/// Reads an API token from `file` (named in the config as `field`): one word
+/// of at least 16 visible ASCII characters, since it travels in an HTTP header.
+pub fn read_token_file(file: &Path, field: &str) -> Result<ApiToken, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| ConfigError::new(file, field, format!("cannot read the API token: {e}; create the file with one line of text")))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            file,
+            field,
+            "the token must be one word of at least 16 characters, visible ASCII, e.g. `openssl rand -hex 32 > FILE`",
+        ));
+    }
+    Ok(ApiToken(token.into()))
 }
 
 /// The document store behind the `coredms` import.
@@ -232,7 +235,30 @@ impl PlatformConfig {
 
     /// The tenant registry of this platform.
     pub fn registry(&self) -> Result<super::Registry, ConfigError> {
-        super::Registry::load(&self.tenants, &self.data_dir)
+        let registry = super::Registry::load(&self.tenants, &self.data_dir)?;
+        for (i, tenant) in registry.tenants().enumerate() {
+            let Some(token) = &tenant.api_token else { continue };
+            let field = format!("tenants[{i}].api_token_file");
+            match &self.api.token {
+                None => {
+                    return Err(ConfigError::new(
+                        &registry.file,
+                        field,
+                        "tenant tokens need an operator token: set api.token_file in the platform config (without it \
+                         the API is open to everyone, and a tenant token would limit nothing)",
+                    ));
+                }
+                Some(operator) if operator.0 == token.0 => {
+                    return Err(ConfigError::new(
+                        &registry.file,
+                        field,
+                        "is the operator's token (api.token_file); give the tenant its own",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(registry)
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {

@@ -2,6 +2,7 @@
 //! their profiles are. Each tenant's run-time directories live next to its
 //! profile, under `tenants/<id>/`.
 
+use super::platform::{ApiToken, read_token_file};
 use super::{ConfigError, Profile, TenantId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -20,6 +21,10 @@ struct Entry {
     id: TenantId,
     /// The profile, relative to the registry file.
     profile: PathBuf,
+    /// A file with the tenant's own API token, relative to the registry file:
+    /// it lets the tenant use the API for itself only.
+    #[serde(default)]
+    api_token_file: Option<PathBuf>,
 }
 
 /// A registered tenant with its validated profile.
@@ -29,6 +34,8 @@ pub struct Tenant {
     pub profile: Profile,
     pub profile_file: PathBuf,
     pub paths: TenantPaths,
+    /// The tenant's own API token (`api_token_file` in the registry).
+    pub api_token: Option<ApiToken>,
 }
 
 /// Where a tenant's files are. Only the host writes outside `staging/`.
@@ -103,7 +110,14 @@ impl Registry {
             let profile = Profile::load(&profile_file)?;
             let manifest = data_dir.join("manifests").join(format!("{}.jsonl", entry.id));
             let paths = TenantPaths::new(base.join(entry.id.as_str()), manifest);
-            tenants.insert(entry.id.clone(), Arc::new(Tenant { id: entry.id, profile, profile_file, paths }));
+            let field = format!("tenants[{i}].api_token_file");
+            let api_token = entry.api_token_file.map(|token| read_token_file(&base.join(token), &field)).transpose()?;
+            if let Some(token) = &api_token
+                && tenants.values().any(|t: &Arc<Tenant>| t.api_token.as_ref().is_some_and(|other| other.0 == token.0))
+            {
+                return Err(ConfigError::new(file, field, "is the token of another tenant; give each tenant its own"));
+            }
+            tenants.insert(entry.id.clone(), Arc::new(Tenant { id: entry.id, profile, profile_file, paths, api_token }));
         }
         Ok(Registry { file: file.to_path_buf(), tenants })
     }
