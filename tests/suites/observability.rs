@@ -512,6 +512,10 @@ async fn a_tenant_token_acts_for_its_own_tenant_only() {
     let error =
         refused(post("/api/ingest", RETAIL, serde_json::json!({ "tenant": "retail", "path": outside })).await.unwrap(), "outside").await;
     assert!(error.contains("stage put"), "{error}");
+    // So is a link in its directory to such a file.
+    let link = test.tenant_dir("retail").join("uploads/link.csv");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    refused(post("/api/ingest", RETAIL, serde_json::json!({ "tenant": "retail", "path": link })).await.unwrap(), "link").await;
     // Another tenant is refused, by name.
     let error = refused(get("/api/query?tenant=sensors&collection=readings&q=*", RETAIL).await.unwrap(), "query sensors").await;
     assert!(error.contains("acts for tenant `retail` only, not for `sensors`"), "{error}");

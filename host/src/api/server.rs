@@ -110,7 +110,7 @@ async fn require_token(State(state): State<AppState>, mut request: Request, next
         }
     }
     let message = if presented.is_some() {
-        "wrong API token: use the token in the host's api.token_file"
+        "wrong API token: use the token in the host's api.token_file, or a tenant's own (api_token_file in its registry)"
     } else {
         "this host requires an API token: send `Authorization: Bearer TOKEN` with the token in the host's api.token_file \
          (the CLI does when its --config names that file)"
@@ -196,25 +196,26 @@ async fn ingest(
     Json(request): Json<IngestRequest>,
 ) -> Result<Json<IngestionRecord>, HttpError> {
     caller.may_act_for(&request.tenant)?;
+    let mut path = request.path;
     if let Caller::Tenant(id) = &caller {
-        // The path is on the host's machine: a tenant may name its own files only.
+        // The path is on the host's machine: a tenant may name its own files
+        // only, and the file ingested is the one checked (links resolved).
         let root = state.platform.tenant(id.as_str())?.paths.root.clone();
-        let inside = match (std::fs::canonicalize(&request.path), std::fs::canonicalize(&root)) {
-            (Ok(path), Ok(root)) => path.starts_with(root),
-            _ => false,
-        };
-        if !inside {
-            return Err(HttpError(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "tenant `{id}`'s token may ingest files under {} only, and {} is not one; stage it with `mysimbdp stage put`",
-                    root.display(),
-                    request.path.display()
-                ),
-            ));
+        match (std::fs::canonicalize(&path), std::fs::canonicalize(&root)) {
+            (Ok(real), Ok(root)) if real.starts_with(&root) => path = real,
+            _ => {
+                return Err(HttpError(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "tenant `{id}`'s token may ingest files under {} only, and {} is not one; stage it with `mysimbdp stage put`",
+                        root.display(),
+                        path.display()
+                    ),
+                ));
+            }
         }
     }
-    let record = crate::batch::ingest_path(&state.platform, &request.tenant, request.pipeline.as_deref(), &request.path, None).await?;
+    let record = crate::batch::ingest_path(&state.platform, &request.tenant, request.pipeline.as_deref(), &path, None).await?;
     Ok(Json(record))
 }
 
