@@ -42,7 +42,7 @@ fn invalid_profiles_fail_with_their_golden_message() {
 #[test]
 fn the_shipped_registry_loads() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let registry = mysimbdp::config::Registry::load(&root.join("tenants/tenants.yaml"), &root.join("var")).unwrap();
+    let registry = mysimbdp::config::Registry::load(&root.join("tenants/tenants.yaml"), &root.join("var"), None).unwrap();
     let ids: Vec<String> = registry.tenants().map(|t| t.id.to_string()).collect();
     assert_eq!(ids, ["retail", "sensors"]);
 }
@@ -52,7 +52,7 @@ fn an_invalid_tenant_id_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tenants.yaml");
     std::fs::write(&file, "tenants:\n  - id: Acme-EU\n    profile: acme/profile.yaml\n").unwrap();
-    let error = mysimbdp::config::Registry::load(&file, dir.path()).unwrap_err();
+    let error = mysimbdp::config::Registry::load(&file, dir.path(), None).unwrap_err();
     assert_eq!(error.field, "tenants[0].id");
     assert!(error.message.contains("`Acme-EU` is not a valid tenant id"), "{error}");
 }

@@ -478,8 +478,9 @@ async fn a_tenant_token_acts_for_its_own_tenant_only() {
     const OPERATOR: &str = "operator-token-0123456789";
     const RETAIL: &str = "retail-token-0123456789ab";
     let test = TestPlatform::builder()
-        .tenant("retail", "tenants/retail/profile.yaml")
+        // Not in alphabetical order, so errors must name the entry as the file has it.
         .tenant("sensors", "tenants/sensors/profile.yaml")
+        .tenant("retail", "tenants/retail/profile.yaml")
         .api_token(OPERATOR)
         .tenant_token("retail", RETAIL)
         .build();
@@ -550,17 +551,22 @@ async fn a_tenant_token_acts_for_its_own_tenant_only() {
     let output = cli("sensors");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("acts for tenant `retail` only"));
+    let output = test.command(HOST).arg("--token-file").arg(&token_file).args(["host", "reload"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is for the platform operator"), "{stderr}");
 
     // Tokens that would blur who acts for whom are config errors naming the field.
     let config = || mysimbdp::config::PlatformConfig::load(Some(&test.config_file)).unwrap();
     std::fs::write(&token_file, format!("{OPERATOR}\n")).unwrap();
     let error = config().registry().unwrap_err().to_string();
-    assert!(error.contains("tenants[0].api_token_file") && error.contains("operator's token"), "{error}");
+    assert!(error.contains("tenants[1].api_token_file") && error.contains("operator's token"), "{error}");
     std::fs::write(&token_file, format!("{RETAIL}\n")).unwrap();
     let registry = test.dir.path().join("tenants/tenants.yaml");
     let shipped = std::fs::read_to_string(&registry).unwrap();
     std::fs::write(test.dir.path().join("tenants/sensors-token"), format!("{RETAIL}\n")).unwrap();
-    std::fs::write(&registry, format!("{shipped}    api_token_file: sensors-token\n")).unwrap(); // sensors is last
+    let sensors = "profile: sensors/profile.yaml\n";
+    std::fs::write(&registry, shipped.replace(sensors, &format!("{sensors}    api_token_file: sensors-token\n"))).unwrap();
     let error = config().registry().unwrap_err().to_string();
     assert!(error.contains("tenants[1].api_token_file") && error.contains("another tenant"), "{error}");
     std::fs::write(&registry, shipped).unwrap();

@@ -19,7 +19,7 @@ impl ApiClient {
     /// the token of `api.token_file`, if any, with every request.
     pub async fn connect(api: &ApiConfig) -> Option<ApiClient> {
         let mut headers = HeaderMap::new();
-        if let Some(token) = &api.token {
+        if let Some(token) = api.client_token.as_ref().or(api.token.as_ref()) {
             // Visible ASCII, checked when the config was loaded.
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.0)).ok()?;
             value.set_sensitive(true);

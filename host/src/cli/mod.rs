@@ -273,7 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             !matches!(cli.command, Command::Host { command: HostCommand::Run }),
             "--token-file is the token a command sends to the host; the host's own token is api.token_file in its config"
         );
-        config.api.token = Some(crate::config::read_token_file(file, "--token-file")?);
+        config.api.client_token = Some(crate::config::read_token_file(file, "--token-file")?);
     }
     let out = output::Output { json: cli.json };
     match cli.command {

@@ -52,11 +52,15 @@ pub struct ApiConfig {
     /// The token read from `token_file` when the config was loaded.
     #[serde(skip)]
     pub token: Option<ApiToken>,
+    /// The token this process sends to a host, when not the one above (the
+    /// CLI's `--token-file`, e.g. a tenant's own).
+    #[serde(skip)]
+    pub client_token: Option<ApiToken>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None, token: None }
+        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None, token: None, client_token: None }
     }
 }
 
@@ -235,30 +239,7 @@ impl PlatformConfig {
 
     /// The tenant registry of this platform.
     pub fn registry(&self) -> Result<super::Registry, ConfigError> {
-        let registry = super::Registry::load(&self.tenants, &self.data_dir)?;
-        for (i, tenant) in registry.tenants().enumerate() {
-            let Some(token) = &tenant.api_token else { continue };
-            let field = format!("tenants[{i}].api_token_file");
-            match &self.api.token {
-                None => {
-                    return Err(ConfigError::new(
-                        &registry.file,
-                        field,
-                        "tenant tokens need an operator token: set api.token_file in the platform config (without it \
-                         the API is open to everyone, and a tenant token would limit nothing)",
-                    ));
-                }
-                Some(operator) if operator.0 == token.0 => {
-                    return Err(ConfigError::new(
-                        &registry.file,
-                        field,
-                        "is the operator's token (api.token_file); give the tenant its own",
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(registry)
+        super::Registry::load(&self.tenants, &self.data_dir, self.api.token.as_ref())
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {

@@ -97,8 +97,9 @@ pub struct Registry {
 
 impl Registry {
     /// Loads the registry and every profile in it; the first invalid one is an
-    /// error. Host state of the tenants goes under `data_dir`.
-    pub fn load(file: &Path, data_dir: &Path) -> Result<Registry, ConfigError> {
+    /// error. Host state of the tenants goes under `data_dir`. Tenant tokens
+    /// need the operator's (`api.token_file`) and must differ from it.
+    pub fn load(file: &Path, data_dir: &Path, operator_token: Option<&ApiToken>) -> Result<Registry, ConfigError> {
         let raw: RegistryFile = super::load_yaml(file)?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut tenants = BTreeMap::new();
@@ -112,10 +113,21 @@ impl Registry {
             let paths = TenantPaths::new(base.join(entry.id.as_str()), manifest);
             let field = format!("tenants[{i}].api_token_file");
             let api_token = entry.api_token_file.map(|token| read_token_file(&base.join(token), &field)).transpose()?;
-            if let Some(token) = &api_token
-                && tenants.values().any(|t: &Arc<Tenant>| t.api_token.as_ref().is_some_and(|other| other.0 == token.0))
-            {
-                return Err(ConfigError::new(file, field, "is the token of another tenant; give each tenant its own"));
+            if let Some(token) = &api_token {
+                let problem = match operator_token {
+                    None => Some(
+                        "tenant tokens need an operator token: set api.token_file in the platform config (without it the \
+                         API is open to everyone, and a tenant token would limit nothing)",
+                    ),
+                    Some(operator) if operator.0 == token.0 => Some("is the operator's token (api.token_file); give the tenant its own"),
+                    Some(_) if tenants.values().any(|t: &Arc<Tenant>| t.api_token.as_ref().is_some_and(|other| other.0 == token.0)) => {
+                        Some("is the token of another tenant; give each tenant its own")
+                    }
+                    Some(_) => None,
+                };
+                if let Some(problem) = problem {
+                    return Err(ConfigError::new(file, field, problem));
+                }
             }
             tenants.insert(entry.id.clone(), Arc::new(Tenant { id: entry.id, profile, profile_file, paths, api_token }));
         }
