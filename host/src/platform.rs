@@ -142,7 +142,7 @@ impl Platform {
         let result = async {
             let (registry, reloaded) = self.reload()?;
             if let Some(batch) = batch {
-                batch.adopt(&registry).await?;
+                batch.adopt(&registry, &reloaded.changed).await?;
             }
             anyhow::Ok(reloaded)
         }

@@ -365,6 +365,15 @@ async fn an_api_token_guards_every_route_but_health() {
     assert!(error.contains("api.token_file") && error.contains("at least 16 characters"), "{error}");
 }
 
+/// The ingestion records of `tenant` once it has any.
+async fn first_ingestions(test: &TestPlatform, tenant: &str) -> Vec<IngestionRecord> {
+    eventually(&format!("a file of tenant {tenant} to be ingested"), Duration::from_secs(60), || {
+        let records = mysimbdp_tests::ingestions(test, tenant);
+        async move { (!records.is_empty()).then_some(records) }
+    })
+    .await
+}
+
 /// The control plane without a restart: a tenant added to the registry and a
 /// changed profile are taken in by `mysimbdp host reload` (and by SIGHUP); an
 /// invalid profile or a removed tenant is refused with the reason, and the
@@ -406,11 +415,7 @@ async fn the_host_reloads_its_registry_without_a_restart() {
     assert_eq!(answer["unchanged"], serde_json::json!(["retail"]), "{answer}");
     test.upload("sensors", PipelineKind::Batch, "readings", artifacts::SENSOR_READINGS);
     stage("sensors", "readings.ndjson", readings_ndjson(1, 120));
-    let records = eventually("the new tenant's file to be ingested", Duration::from_secs(60), || {
-        let records = mysimbdp_tests::ingestions(&test, "sensors");
-        async move { (!records.is_empty()).then_some(records) }
-    })
-    .await;
+    let records = first_ingestions(&test, "sensors").await;
     assert_eq!((records[0].outcome, records[0].records_in), (Outcome::Ok, 120));
 
     // A changed profile applies to the next file: retail now takes files of at most 1 KiB.
@@ -462,11 +467,7 @@ async fn the_host_reloads_its_registry_without_a_restart() {
     })
     .await;
     stage("retail", "orders-again.csv", orders_csv(1, 40));
-    let records = eventually("retail's file to be ingested under the shipped profile", Duration::from_secs(60), || {
-        let records = mysimbdp_tests::ingestions(&test, "retail");
-        async move { (!records.is_empty()).then_some(records) }
-    })
-    .await;
+    let records = first_ingestions(&test, "retail").await; // under the shipped profile
     assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, 40));
 }
 

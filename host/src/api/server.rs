@@ -22,8 +22,6 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub batch: Option<Arc<crate::batch::BatchManager>>,
     pub stream: Option<Arc<StreamManager>>,
-    /// The API token (`api.token_file`); `None` leaves the API open.
-    pub token: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -87,13 +85,14 @@ impl Caller {
 /// operator's token, or a tenant's own (the request then acts for that
 /// tenant only). The caller goes into the request's extensions.
 async fn require_token(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
+    // The operator's token (`api.token_file`); without one the API is open.
+    let Some(token) = &state.platform.config.api.token else {
         request.extensions_mut().insert(Caller::Operator);
         return next.run(request).await;
     };
     let presented = request.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(presented_token);
     if let Some(presented) = presented.as_deref() {
-        let operator = same_secret(presented.as_bytes(), token.as_bytes());
+        let operator = same_secret(presented.as_bytes(), token.0.as_bytes());
         // Every tenant's token is compared, so the time taken does not tell which matched.
         let tenant = state.platform.registry().tenants().fold(None, |found, tenant| {
             let matches = tenant.api_token.as_ref().is_some_and(|own| same_secret(presented.as_bytes(), own.0.as_bytes()));

@@ -103,7 +103,7 @@ impl BatchManager {
         let manager =
             BatchManager { inner, shutdown, tasks: Mutex::new(Vec::new()), watcher: Mutex::new(watcher), adopting: Default::default() };
         let registry = manager.inner.platform.registry();
-        manager.adopt(&registry).await?;
+        manager.adopt(&registry, &[]).await?;
         let inner = &manager.inner;
         manager.tasks.lock().expect("tasks poisoned").extend([
             tokio::spawn(inner.clone().schedule_loop(events_rx, shutdown_rx.clone())),
@@ -115,15 +115,15 @@ impl BatchManager {
     /// Takes in the tenants of `registry` (the platform's, after
     /// [`Platform::reload`]): a new tenant's manifest is recovered and its
     /// staging directory watched; a known tenant gets its new profile, used
-    /// from its next scan on (cron ticks are computed again).
-    pub async fn adopt(&self, registry: &Registry) -> anyhow::Result<()> {
+    /// from its next scan on; those in `changed` (their profile differs, as
+    /// [`Platform::reload`] found) get their cron ticks computed again.
+    pub async fn adopt(&self, registry: &Registry, changed: &[String]) -> anyhow::Result<()> {
         let _one_at_a_time = self.adopting.lock().await;
         for tenant in registry.tenants() {
             let known = self.inner.tenants.read().expect("tenants poisoned").get(&tenant.id).cloned();
             if let Some(state) = known {
-                let before = std::mem::replace(&mut *state.tenant.lock().expect("tenant poisoned"), tenant.clone());
-                if serde_json::to_value(&before.profile)? != serde_json::to_value(&tenant.profile)? {
-                    // Schedules may have changed: the next ticks are computed again.
+                *state.tenant.lock().expect("tenant poisoned") = tenant.clone();
+                if changed.iter().any(|id| id == tenant.id.as_str()) {
                     state.cron_next.lock().expect("cron poisoned").clear();
                 }
                 continue;

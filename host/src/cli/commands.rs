@@ -301,8 +301,6 @@ pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quaranti
 
 /// `host reload`: the running host reads the registry and profiles again.
 pub async fn reload(config: &PlatformConfig, out: &Output) -> anyhow::Result<ExitCode> {
-    // Checked here first, so an error names the file and field even when the host is elsewhere.
-    config.registry()?;
     let client = require_host(config, "`host reload`").await?;
     let reloaded: crate::platform::Reloaded = client.post("/api/reload", &serde_json::json!({})).await?;
     if out.json {

@@ -26,8 +26,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
         messaging = platform.services.messaging.kind(),
         "Host started."
     );
-    let token = config.api.token.as_ref().map(|token| token.0.clone());
-    if token.is_none() && !config.api.listen.ip().is_loopback() {
+    if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
         tracing::warn!(
             api = %config.api.listen,
             "The control API listens beyond this machine with no token: anyone who reaches it can ingest, query and \
@@ -39,13 +38,8 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
     let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
     let reload_task = spawn_reload_on_hangup(platform.clone(), batch.clone())?;
-    let app = router(AppState {
-        platform: platform.clone(),
-        metrics: Some(metrics),
-        batch: Some(batch.clone()),
-        stream: Some(stream.clone()),
-        token,
-    });
+    let app =
+        router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     monitor.abort();
     listener_task.abort();
