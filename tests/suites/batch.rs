@@ -231,33 +231,46 @@ async fn concurrent_ingestions_stay_within_the_tenants_cap() {
     assert_eq!(most, 2, "the cap, not a lack of work, limited concurrency");
 }
 
-/// A cron pipeline starts files only at its ticks, however early they land.
+/// A cron pipeline takes files only at its ticks, however early they land:
+/// each file is claimed by the run of the first tick after it landed, and the
+/// manifest names that tick. Only orders are checked, never how late a run
+/// was: a busy machine may start a run late, but never early, and a late run
+/// is still the run of its tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_pipelines_start_only_at_their_ticks() {
+    use mysimbdp::batch::manifest::{Entry, FileState};
+    const TICK_MS: i64 = 3000;
     let test = constrained(&SENSORS, &[("agreement.schedule", "'*/3 * * * * *'")]).await;
     let platform = test.open().await;
     let manager = BatchManager::start(platform.clone()).await.unwrap();
     let mut staged_at = Vec::new();
     for i in 0..3 {
-        // Land between ticks.
-        tokio::time::sleep(Duration::from_millis(1700)).await;
+        // Land 0.5 s after a tick, in the next interval each time: the file is
+        // settled (min_file_age_ms 100) long before the following tick.
+        let now = chrono::Utc::now().timestamp_millis();
+        let land = (now / TICK_MS + 1) * TICK_MS + 500;
+        tokio::time::sleep(Duration::from_millis((land - now) as u64)).await;
         staged_at.push(chrono::Utc::now());
         stage(&test, "sensors", &format!("tick-{i}.ndjson"), &readings_ndjson(i * 100, 10));
     }
     settled(&platform, "sensors", Duration::from_secs(30)).await;
     manager.shutdown().await;
+    let manifest = std::fs::read_to_string(&platform.tenant("sensors").unwrap().paths.manifest).unwrap();
+    let entries: Vec<Entry> = manifest.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let records = ingestions(&test, "sensors");
     assert_eq!(records.len(), 3);
-    for (record, staged) in records.iter().zip(&staged_at) {
-        // Ticks are the whole seconds divisible by 3. A file must not start
-        // before the first tick after it landed, and must start at that tick,
-        // i.e. before the next one (3 s of slack for a busy machine, where a
-        // tighter bound made this test fail at 1.6 s).
-        let staged_ms = staged.timestamp_millis();
-        let first_tick = (staged_ms + 2999) / 3000 * 3000;
-        let started = record.started_at.timestamp_millis();
-        assert!(started >= first_tick, "{} started {} ms before the first tick after it was staged", record.source, first_tick - started);
-        assert!(started < first_tick + 3000, "{} started {} ms after its tick, past the next one", record.source, started - first_tick);
+    for (i, staged) in staged_at.iter().enumerate() {
+        let name = format!("tick-{i}.ndjson");
+        let claim =
+            entries.iter().find(|e| e.file == name && e.state == FileState::Claimed).unwrap_or_else(|| panic!("{name} never claimed"));
+        let done = entries.iter().find(|e| e.id == claim.id && e.state == FileState::Done).unwrap_or_else(|| panic!("{name} not done"));
+        let started = records.iter().find(|r| r.source == name).unwrap().started_at;
+        let first_tick = (staged.timestamp_millis() / TICK_MS + 1) * TICK_MS;
+        let tick = claim.tick.unwrap_or_else(|| panic!("the claim of {name} names no cron tick: {claim:?}")).timestamp_millis();
+        assert_eq!(tick, first_tick, "{name}, staged at {staged}, was not taken by the first tick after it");
+        assert_eq!(done.tick, claim.tick, "{name}: the done entry keeps the tick of the claim");
+        assert!(claim.ts.timestamp_millis() >= tick, "{name} was claimed {} ms before its tick", tick - claim.ts.timestamp_millis());
+        assert!(started >= claim.ts, "{name} started before it was claimed");
     }
 }
 
@@ -371,6 +384,7 @@ async fn a_file_between_its_outcome_and_its_move_is_still_running() {
         bytes: 10,
         ts: chrono::Utc::now(),
         reason: Some("guest-panic: boom".into()),
+        tick: None,
     };
     let work = entry.work_path(&tenant.paths.work);
     std::fs::create_dir_all(work.parent().unwrap()).unwrap();

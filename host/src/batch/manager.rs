@@ -68,6 +68,9 @@ struct TenantState {
     cron_next: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
 }
 
+/// Cron pipelines of one tenant to run now, each with the tick it is due at.
+type DueCron = HashMap<String, chrono::DateTime<Utc>>;
+
 struct Job {
     entry: Entry,
     identity: FileIdentity,
@@ -282,9 +285,11 @@ impl Inner {
         }
     }
 
-    /// Cron pipelines whose tick has come, per tenant; advances their ticks.
-    fn due_cron(&self, now: chrono::DateTime<Utc>) -> HashMap<TenantId, HashSet<String>> {
-        let mut due: HashMap<TenantId, HashSet<String>> = HashMap::new();
+    /// Cron pipelines whose tick has come, per tenant, with that tick; advances
+    /// their ticks. A host that wakes late (busy, suspended) runs a pipeline
+    /// once for the ticks it missed, under the earliest of them.
+    fn due_cron(&self, now: chrono::DateTime<Utc>) -> HashMap<TenantId, DueCron> {
+        let mut due: HashMap<TenantId, DueCron> = HashMap::new();
         for (id, state) in self.states() {
             let tenant = state.tenant();
             let mut next = state.cron_next.lock().expect("cron poisoned");
@@ -294,7 +299,7 @@ impl Inner {
                 let name = pipeline.name.to_string();
                 let tick = *next.entry(name.clone()).or_insert_with(|| cron.after(&now).next().unwrap_or(now));
                 if tick <= now {
-                    due.entry(id.clone()).or_default().insert(name.clone());
+                    due.entry(id.clone()).or_default().insert(name.clone(), tick);
                     next.insert(name, cron.after(&now).next().unwrap_or(now + chrono::Duration::days(365)));
                 }
             }
@@ -306,9 +311,9 @@ impl Inner {
         self.states().into_iter().flat_map(|(_, s)| s.cron_next.lock().expect("cron poisoned").values().copied().collect::<Vec<_>>()).min()
     }
 
-    async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, HashSet<String>>) {
+    async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, DueCron>) {
         let _one_scan_at_a_time = self.scan_lock.lock().await;
-        let no_cron = HashSet::new();
+        let no_cron = DueCron::new();
         for (id, state) in self.states() {
             let cron = due_cron.get(&id).unwrap_or(&no_cron);
             if let Err(error) = self.scan_tenant(&state, cron).await {
@@ -342,7 +347,7 @@ impl Inner {
 
     /// One scan of a tenant's staging directory: constraints, then the run of
     /// on-arrival pipelines and of the cron pipelines in `due`.
-    async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &HashSet<String>) -> anyhow::Result<()> {
+    async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &DueCron) -> anyhow::Result<()> {
         let tenant = &state.tenant();
         let profile = &tenant.profile;
         let min_age = Duration::from_millis(self.platform.config.batch.min_file_age_ms);
@@ -393,7 +398,7 @@ impl Inner {
                 let pipeline = profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked above");
                 match pipeline.schedule.as_ref().unwrap_or(&profile.agreement.schedule) {
                     Schedule::OnArrival => true,
-                    Schedule::Cron(_) => due.contains(pipeline.name.as_str()),
+                    Schedule::Cron(_) => due.contains_key(pipeline.name.as_str()),
                 }
             })
             .collect();
@@ -405,13 +410,14 @@ impl Inner {
             }
         }
         if !run.is_empty() {
-            self.claim(state, run).await;
+            self.claim(state, run, due).await;
         }
         Ok(())
     }
 
-    /// Records the claims durably, then moves the files to `work/` and queues them.
-    async fn claim(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>) {
+    /// Records the claims durably, each with the cron tick that took it, then
+    /// moves the files to `work/` and queues them.
+    async fn claim(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>, due: &DueCron) {
         let tenant = &state.tenant();
         let mut claims = Vec::new();
         for file in files {
@@ -432,6 +438,7 @@ impl Inner {
                 bytes: identity.bytes,
                 ts: Utc::now(),
                 reason: None,
+                tick: due.get(pipeline.name.as_str()).copied(),
             };
             if state.done.lock().expect("done poisoned").contains(&(entry.pipeline.clone(), identity.sha256.clone())) {
                 let entry =

@@ -40,6 +40,11 @@ pub struct Entry {
     pub ts: chrono::DateTime<chrono::Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The cron tick whose run took the file; none for on-arrival pipelines.
+    /// A run the host started late (busy, suspended) still names the tick it
+    /// was due at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Entry {

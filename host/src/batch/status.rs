@@ -19,6 +19,9 @@ pub struct FileStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub at: chrono::DateTime<chrono::Utc>,
+    /// The cron tick whose run took the file (cron pipelines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
@@ -43,6 +46,7 @@ fn from_entry(entry: &Entry) -> FileStatus {
         pipeline: Some(entry.pipeline.clone()),
         reason: entry.reason.clone(),
         at: entry.ts,
+        tick: entry.tick,
         path: None,
     }
 }
@@ -56,11 +60,18 @@ fn from_reason(path: PathBuf, reason: Option<Reason>) -> FileStatus {
             pipeline: reason.pipeline,
             reason: Some(reason.message),
             at: reason.at,
+            tick: None,
             path: Some(path),
         },
-        None => {
-            FileStatus { file: path.display().to_string(), state: "unknown".into(), pipeline: None, reason: None, at, path: Some(path) }
-        }
+        None => FileStatus {
+            file: path.display().to_string(),
+            state: "unknown".into(),
+            pipeline: None,
+            reason: None,
+            at,
+            tick: None,
+            path: Some(path),
+        },
     }
 }
 
@@ -79,6 +90,7 @@ pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantSta
             pipeline: None,
             reason: None,
             at: f.modified.into(),
+            tick: None,
             path: Some(f.path),
         })
         .collect();
@@ -151,6 +163,7 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
                     bytes: 0,
                     ts: chrono::Utc::now(),
                     reason: Some("sent back to staging by batch retry".into()),
+                    tick: None,
                 });
             }
             moved.push(target.strip_prefix(&tenant.paths.staging).unwrap_or(&target).display().to_string());

@@ -270,13 +270,14 @@ pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<
                     f.file.clone(),
                     f.state.clone(),
                     f.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    f.tick.map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default(),
                     f.reason.clone().unwrap_or_default(),
                 ]
             })
         })
         .collect();
         if !rows.is_empty() {
-            out.table(&["", "file", "state/rule", "at (UTC)", "reason"], &rows);
+            out.table(&["", "file", "state/rule", "at (UTC)", "cron tick", "reason"], &rows);
         }
         println!();
     }
