@@ -243,15 +243,18 @@ async fn cron_pipelines_start_only_at_their_ticks() {
     let test = constrained(&SENSORS, &[("agreement.schedule", "'*/3 * * * * *'")]).await;
     let platform = test.open().await;
     let manager = BatchManager::start(platform.clone()).await.unwrap();
-    let mut staged_at = Vec::new();
+    // The first tick at or after a time, in ms.
+    let tick_after = |ms: i64| (ms + TICK_MS - 1) / TICK_MS * TICK_MS;
+    let mut landed = Vec::new();
     for i in 0..3 {
         // Land 0.5 s after a tick, in the next interval each time: the file is
         // settled (min_file_age_ms 100) long before the following tick.
         let now = chrono::Utc::now().timestamp_millis();
         let land = (now / TICK_MS + 1) * TICK_MS + 500;
         tokio::time::sleep(Duration::from_millis((land - now) as u64)).await;
-        staged_at.push(chrono::Utc::now());
+        let before = chrono::Utc::now().timestamp_millis();
         stage(&test, "sensors", &format!("tick-{i}.ndjson"), &readings_ndjson(i * 100, 10));
+        landed.push((before, chrono::Utc::now().timestamp_millis() + 100));
     }
     settled(&platform, "sensors", Duration::from_secs(30)).await;
     manager.shutdown().await;
@@ -259,15 +262,16 @@ async fn cron_pipelines_start_only_at_their_ticks() {
     let entries: Vec<Entry> = manifest.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let records = ingestions(&test, "sensors");
     assert_eq!(records.len(), 3);
-    for (i, staged) in staged_at.iter().enumerate() {
+    for (i, &(staging, settled_by)) in landed.iter().enumerate() {
         let name = format!("tick-{i}.ndjson");
         let claim =
             entries.iter().find(|e| e.file == name && e.state == FileState::Claimed).unwrap_or_else(|| panic!("{name} never claimed"));
         let done = entries.iter().find(|e| e.id == claim.id && e.state == FileState::Done).unwrap_or_else(|| panic!("{name} not done"));
         let started = records.iter().find(|r| r.source == name).unwrap().started_at;
-        let first_tick = (staged.timestamp_millis() / TICK_MS + 1) * TICK_MS;
         let tick = claim.tick.unwrap_or_else(|| panic!("the claim of {name} names no cron tick: {claim:?}")).timestamp_millis();
-        assert_eq!(tick, first_tick, "{name}, staged at {staged}, was not taken by the first tick after it");
+        // Staged in the middle of an interval, both bounds are the same tick.
+        let (first, last) = (tick_after(staging), tick_after(settled_by));
+        assert!(first <= tick && tick <= last, "{name} was taken by the tick at {tick}, not the first after it landed ({first}..={last})");
         assert_eq!(done.tick, claim.tick, "{name}: the done entry keeps the tick of the claim");
         assert!(claim.ts.timestamp_millis() >= tick, "{name} was claimed {} ms before its tick", tick - claim.ts.timestamp_millis());
         assert!(started >= claim.ts, "{name} started before it was claimed");
