@@ -330,7 +330,7 @@ async fn the_same_file_staged_twice_yields_no_duplicates() {
     // Staged again after it was done: recognised by its checksum.
     stage(&test, "retail", "day.csv", &content);
     let status = eventually("the second day.csv to be handled", Duration::from_secs(30), || {
-        let tenant = platform.tenant("retail").unwrap().clone();
+        let tenant = platform.tenant("retail").unwrap();
         async move {
             let status = mysimbdp::batch::status::tenant_status(&tenant, 100).unwrap();
             (status.done.iter().any(|d| d.state == "duplicate")).then_some(status)
@@ -359,7 +359,7 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
     assert!(reason(&test, "retail", "failed", "monday.csv")["message"].as_str().unwrap().contains("fixture panic"));
 
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
-    let tenant = platform.tenant("retail").unwrap().clone();
+    let tenant = platform.tenant("retail").unwrap();
     let moved = mysimbdp::batch::status::retry(&tenant, &[], false).unwrap();
     assert_eq!(moved, ["monday.csv"]);
     let status = settled(&platform, "retail", Duration::from_secs(30)).await;
@@ -378,7 +378,7 @@ async fn a_file_between_its_outcome_and_its_move_is_still_running() {
     use mysimbdp::batch::staging::{self, Reason};
     let test = constrained(&RETAIL, &[]).await;
     let platform = test.open().await;
-    let tenant = platform.tenant("retail").unwrap().clone();
+    let tenant = platform.tenant("retail").unwrap();
     let entry = Entry {
         id: mysimbdp::batch::manifest::new_id(),
         state: FileState::Failed,

@@ -227,7 +227,7 @@ pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>
 
 /// One decision on one alert, logged with its reason.
 async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
-    let Some(tenant) = platform.registry().get(&alert.tenant).cloned() else { return };
+    let Ok(tenant) = platform.tenant(&alert.tenant) else { return };
     let Some(spec) = tenant.profile.stream.clone() else { return };
     let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
