@@ -10,6 +10,7 @@
 use mysimbdp::batch::identify;
 use mysimbdp::capabilities::HostState;
 use mysimbdp::capabilities::staging::InputFile;
+use mysimbdp::opened_file::OpenedFile;
 use mysimbdp::pipelines::{self, PipelineKind};
 use mysimbdp::platform::Platform;
 use mysimbdp::runtime::bindings::BatchReport;
@@ -99,13 +100,8 @@ impl Replica {
         let spec = tenant.profile.batch_pipeline(pipeline).ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
         let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
         let identity = identify(path).await?;
-        let input = InputFile {
-            name: path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(),
-            size: identity.bytes,
-            checksum: identity.sha256,
-            file: std::fs::File::open(path)?,
-            progress: None,
-        };
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let input = InputFile::new(&name, &identity.sha256, OpenedFile::open(path, None)?);
         let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
         let limits = tenant.profile.sandbox.with(&spec.sandbox);
         let mut store = Store::new(&self.engine, HostState::new(scope, limits.memory_bytes.bytes()));

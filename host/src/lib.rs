@@ -8,6 +8,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod deadletter;
+pub mod opened_file;
 pub mod pipelines;
 pub mod platform;
 pub mod runtime;

@@ -5,7 +5,7 @@
 use crate::backends::embedded_log::EmbeddedLog;
 use crate::backends::embedded_store::EmbeddedStore;
 use crate::backends::null_store::NullStore;
-use crate::backends::{DocumentStore, MessageBus};
+use crate::backends::{DocumentStore, MessageBus, SearchError, SearchRequest, SearchResult};
 use crate::capabilities::{Scope, Services};
 use crate::config::{CoredmsConfig, MessagingConfig, Name, PlatformConfig, Registry, Tenant, TenantId};
 use crate::pipelines::PipelineKind;
@@ -227,10 +227,33 @@ impl Platform {
 }
 
 impl Platform {
-    /// Searches a tenant's collection (its `metrics` collection included).
-    pub async fn search(&self, tenant: &str, collection: &str, query: &str, limit: usize) -> anyhow::Result<crate::backends::SearchResult> {
+    /// The first `limit` documents of a tenant's collection (its `metrics`
+    /// collection included) that match `query`.
+    pub async fn search(&self, tenant: &str, collection: &str, query: &str, limit: usize) -> anyhow::Result<SearchResult> {
+        self.search_page(tenant, collection, query, limit, 0).await
+    }
+
+    /// A page of a search, checked against the query limits (length,
+    /// depth, result window) before any store parses it, and bounded in time
+    /// by `api.search_timeout_ms`. A refusal or a timeout is a
+    /// [`SearchError`] in the error.
+    pub async fn search_page(
+        &self,
+        tenant: &str,
+        collection: &str,
+        query: &str,
+        limit: usize,
+        offset: usize,
+    ) -> anyhow::Result<SearchResult> {
         let tenant = self.tenant(tenant)?;
         let index = Platform::index_name(&tenant.id, collection)?;
-        Ok(self.services.coredms.search(&index, query, limit).await?)
+        let request = SearchRequest {
+            query: query.to_string(),
+            limit,
+            offset,
+            timeout: std::time::Duration::from_millis(self.config.api.search_timeout_ms),
+        };
+        crate::backends::query::check(&request).map_err(SearchError::from)?;
+        Ok(self.services.coredms.search(&index, &request).await?)
     }
 }

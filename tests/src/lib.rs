@@ -52,6 +52,7 @@ pub struct Builder {
     search_url: Option<String>,
     api_token: Option<String>,
     tenant_tokens: Vec<(String, String)>,
+    api: String,
     extra: String,
 }
 
@@ -97,6 +98,14 @@ impl Builder {
         self
     }
 
+    /// Adds `key: value` lines to the platform config's `api:` section.
+    pub fn api(mut self, lines: &str) -> Self {
+        for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+            self.api.push_str(&format!("  {}\n", line.trim()));
+        }
+        self
+    }
+
     pub fn config(mut self, yaml: &str) -> Self {
         self.extra.push_str(yaml);
         self.extra.push('\n');
@@ -124,6 +133,7 @@ impl Builder {
             std::fs::write(dir.path().join("api-token"), format!("{token}\n")).unwrap();
             config.push_str("  token_file: api-token\n");
         }
+        config.push_str(&self.api);
         if self.services {
             let services = Services::from_env();
             config.push_str(&format!(
@@ -184,6 +194,38 @@ impl TestPlatform {
     pub fn api(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+}
+
+/// A host process (`host run`) of a test platform, killed when dropped so a
+/// failed assertion leaves no server behind.
+pub struct RunningHost(pub std::process::Child);
+
+impl RunningHost {
+    /// Starts `exe host run` (the test crate's `mysimbdp-test-host`) on
+    /// `test`'s config and waits until it answers.
+    pub async fn start(test: &TestPlatform, exe: &str) -> RunningHost {
+        let child = test.command(exe).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().expect("start the host");
+        let host = RunningHost(child);
+        let health = format!("{}/api/health", test.api());
+        eventually("the host to answer", std::time::Duration::from_secs(60), || {
+            let health = health.clone();
+            async move { reqwest::get(&health).await.ok().filter(|r| r.status().is_success()).map(drop) }
+        })
+        .await;
+        host
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of a Prometheus sample (`name{labels}`, as rendered) in `text`.
+pub fn prometheus_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
 }
 
 fn free_port() -> u16 {

@@ -28,6 +28,9 @@ pub struct QueryRequest {
     pub q: String,
     #[serde(default = "default_limit")]
     pub limit: usize,
+    /// Matching documents to skip, for paging (`offset + limit` at most 10,000).
+    #[serde(default)]
+    pub offset: usize,
 }
 
 fn default_limit() -> usize {

@@ -1,8 +1,9 @@
 //! Routes of the host's HTTP server.
 
 use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, StreamRequest};
-use crate::backends::SearchResult;
-use crate::config::TenantId;
+use crate::backends::{SearchError, SearchResult};
+use crate::config::{RESERVED_TOPICS, TenantId};
+use crate::opened_file::OpenRefused;
 use crate::platform::Platform;
 use crate::stream::{StreamManager, StreamStatus};
 use crate::telemetry::IngestionRecord;
@@ -13,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -22,9 +24,65 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub batch: Option<Arc<crate::batch::BatchManager>>,
     pub stream: Option<Arc<StreamManager>>,
+    /// Requests in flight per tenant.
+    requests: Arc<InFlight>,
+}
+
+/// Counts each tenant's requests in flight, so that one tenant's flood of
+/// requests cannot take every worker of the API from the others.
+#[derive(Default)]
+struct InFlight {
+    per_tenant: Mutex<HashMap<String, usize>>,
+}
+
+/// One request of a tenant, in flight until dropped.
+struct InFlightRequest {
+    requests: Arc<InFlight>,
+    tenant: String,
+}
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        let mut counts = self.requests.per_tenant.lock().expect("in-flight counts poisoned");
+        if let Some(count) = counts.get_mut(&self.tenant) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 impl AppState {
+    pub fn new(
+        platform: Arc<Platform>,
+        metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+        batch: Option<Arc<crate::batch::BatchManager>>,
+        stream: Option<Arc<StreamManager>>,
+    ) -> AppState {
+        AppState { platform, metrics, batch, stream, requests: Arc::default() }
+    }
+
+    /// Admits one more request for `tenant`, or answers 429 when it has
+    /// `api.max_requests_per_tenant` in flight already.
+    fn admit(&self, tenant: &str) -> Result<InFlightRequest, HttpError> {
+        let cap = self.platform.config.api.max_requests_per_tenant;
+        let mut counts = self.requests.per_tenant.lock().expect("in-flight counts poisoned");
+        let count = counts.entry(tenant.to_string()).or_default();
+        if *count >= cap {
+            metrics::counter!(crate::telemetry::metrics::API_REQUESTS_REFUSED, "tenant" => tenant.to_string()).increment(1);
+            return Err(HttpError(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant `{tenant}` has {cap} API requests in flight already (api.max_requests_per_tenant): wait for one to \
+                     finish and try again"
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(InFlightRequest { requests: self.requests.clone(), tenant: tenant.to_string() })
+    }
+
     fn stream(&self) -> Result<&Arc<StreamManager>, HttpError> {
         self.stream.as_ref().ok_or_else(|| HttpError(StatusCode::SERVICE_UNAVAILABLE, "this process runs no stream manager".into()))
     }
@@ -44,9 +102,59 @@ pub fn router(state: AppState) -> Router {
         .route("/api/reload", post(reload))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
-        // After the layer: a liveness probe (and the CLI looking for a host) needs no token.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_host))
+        // After the layers: a liveness probe (and the CLI looking for a host) needs no token.
         .route("/api/health", get(health))
         .with_state(state)
+}
+
+/// Without a token, answers only requests whose `Host` names this host
+/// (`api.listen`, `localhost:<port>` on a loopback address, or an entry of
+/// `api.allowed_hosts`): a web page in a browser on this machine could
+/// otherwise reach the API by DNS rebinding (its requests name the page's
+/// own host). With a token, the token is the guard.
+async fn require_host(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let api = &state.platform.config.api;
+    if api.token.is_some() {
+        return next.run(request).await;
+    }
+    let host = request.headers().get(header::HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
+    if host_allowed(host, api) {
+        return next.run(request).await;
+    }
+    let shown = if host.is_empty() { "no Host header".to_string() } else { format!("Host `{host}`") };
+    HttpError(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!(
+            "{shown} does not name this host: without an API token it answers only requests addressed to {} (a web page \
+             cannot reach it by DNS rebinding that way); use http://{}/, add the name to api.allowed_hosts, or set \
+             api.token_file",
+            api.listen, api.listen
+        ),
+    )
+    .into_response()
+}
+
+/// Whether `host` (a `Host` header) names the API's listen address.
+fn host_allowed(host: &str, api: &crate::config::ApiConfig) -> bool {
+    let port = api.listen.port();
+    // A Host without a port is the default port of http.
+    let host = with_port(&host.trim().to_ascii_lowercase(), 80);
+    let mut allowed = vec![api.listen.to_string()];
+    if api.listen.ip().is_loopback() {
+        allowed.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+    }
+    // An entry without a port allows the listen port.
+    allowed.extend(api.allowed_hosts.iter().map(|entry| with_port(&entry.to_ascii_lowercase(), port)));
+    allowed.contains(&host)
+}
+
+/// `name:port` as it is, or `name` (`[v6]`) with `port` added.
+fn with_port(name: &str, port: u16) -> String {
+    let has_port = name.rsplit_once(':').is_some_and(|(before, digits)| {
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (!before.contains(':') || before.ends_with(']'))
+    });
+    if has_port { name.to_string() } else { format!("{name}:{port}") }
 }
 
 /// Who a request acts for, found by [`require_token`].
@@ -144,8 +252,15 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub struct HttpError(StatusCode, String);
 
 impl From<anyhow::Error> for HttpError {
+    /// 400, except for what the error says is not the request's fault: a
+    /// search stopped at its time bound (503), a store that failed (502).
     fn from(error: anyhow::Error) -> Self {
-        HttpError(StatusCode::BAD_REQUEST, format!("{error:#}"))
+        let status = match error.downcast_ref::<SearchError>() {
+            Some(SearchError::TimedOut { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Some(SearchError::Store(_)) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        HttpError(status, format!("{error:#}"))
     }
 }
 
@@ -195,27 +310,39 @@ async fn ingest(
     Json(request): Json<IngestRequest>,
 ) -> Result<Json<IngestionRecord>, HttpError> {
     caller.may_act_for(&request.tenant)?;
-    let mut path = request.path;
-    if let Caller::Tenant(id) = &caller {
-        // The path is on the host's machine: a tenant may name its own files
-        // only, and the file ingested is the one checked (links resolved).
-        let root = state.platform.tenant(id.as_str())?.paths.root.clone();
-        match (std::fs::canonicalize(&path), std::fs::canonicalize(&root)) {
-            (Ok(real), Ok(root)) if real.starts_with(&root) => path = real,
-            _ => {
-                return Err(HttpError(
-                    StatusCode::FORBIDDEN,
-                    format!(
-                        "tenant `{id}`'s token may ingest files under {} only, and {} is not one; stage it with `mysimbdp stage put`",
-                        root.display(),
-                        path.display()
-                    ),
-                ));
+    let _in_flight = state.admit(&request.tenant)?;
+    // The path is on the host's machine: a tenant may name its own files
+    // only. The file is opened once, never through a link, and the open file
+    // is what is checked (inside the tenant's directory), hashed and read.
+    let within = match &caller {
+        Caller::Tenant(id) => Some(state.platform.tenant(id.as_str())?.paths.root.clone()),
+        Caller::Operator => None,
+    };
+    let ingested = crate::batch::ingest_path_within(
+        &state.platform,
+        &request.tenant,
+        request.pipeline.as_deref(),
+        &request.path,
+        within.as_deref(),
+        None,
+    )
+    .await;
+    match ingested {
+        Ok(record) => Ok(Json(record)),
+        Err(error) => match (error.downcast_ref::<OpenRefused>(), &caller) {
+            (Some(refused @ OpenRefused::Outside { within, .. }), Caller::Tenant(id)) => Err(HttpError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "tenant `{id}`'s token may ingest files under {} only ({refused}); stage other files with `mysimbdp stage put`",
+                    within.display()
+                ),
+            )),
+            (Some(refused @ (OpenRefused::Link { .. } | OpenRefused::NotRegular { .. })), _) => {
+                Err(HttpError(StatusCode::FORBIDDEN, refused.to_string()))
             }
-        }
+            _ => Err(error.into()),
+        },
     }
-    let record = crate::batch::ingest_path(&state.platform, &request.tenant, request.pipeline.as_deref(), &path, None).await?;
-    Ok(Json(record))
 }
 
 async fn query(
@@ -224,7 +351,8 @@ async fn query(
     Query(request): Query<QueryRequest>,
 ) -> Result<Json<SearchResult>, HttpError> {
     caller.may_act_for(&request.tenant)?;
-    let result = state.platform.search(&request.tenant, &request.collection, &request.q, request.limit).await?;
+    let _in_flight = state.admit(&request.tenant)?;
+    let result = state.platform.search_page(&request.tenant, &request.collection, &request.q, request.limit, request.offset).await?;
     Ok(Json(result))
 }
 
@@ -244,6 +372,7 @@ async fn stream_start(
     Json(request): Json<StreamRequest>,
 ) -> Result<Json<StreamStatus>, HttpError> {
     caller.may_act_for(&request.tenant)?;
+    let _in_flight = state.admit(&request.tenant)?;
     Ok(Json(state.stream()?.start(&request.tenant, request.instances).await?))
 }
 
@@ -253,6 +382,7 @@ async fn stream_stop(
     Json(request): Json<StreamRequest>,
 ) -> Result<Json<StreamStatus>, HttpError> {
     caller.may_act_for(&request.tenant)?;
+    let _in_flight = state.admit(&request.tenant)?;
     Ok(Json(state.stream()?.stop(&request.tenant).await?))
 }
 
@@ -283,6 +413,16 @@ async fn stream_produce(
     Json(request): Json<ProduceRequest>,
 ) -> Result<Json<ProduceAnswer>, HttpError> {
     caller.may_act_for(&request.tenant)?;
+    let _in_flight = state.admit(&request.tenant)?;
+    if RESERVED_TOPICS.contains(&request.topic.as_str()) {
+        return Err(HttpError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "topic `{}` is reserved for the host (it writes the tenant's dead letters there); produce to another topic",
+                request.topic
+            ),
+        ));
+    }
     let topic = StreamManager::produce(&state.platform, &request.tenant, &request.topic, request.records()).await?;
     Ok(Json(ProduceAnswer { topic, count: request.messages.len() }))
 }
@@ -299,4 +439,39 @@ async fn operator_page(
 async fn overview(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<super::page::Overview>, HttpError> {
     caller.operator_only("/api/overview")?;
     Ok(Json(super::page::overview(&state.platform, state.stream.as_deref()).await))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+    use crate::config::ApiConfig;
+
+    #[test]
+    fn only_hosts_naming_the_listen_address_are_allowed() {
+        let mut api = ApiConfig::default(); // 127.0.0.1:8780
+        api.allowed_hosts = vec!["ingest.example.org".into(), "gw.example.org:443".into(), "[fd00::1]".into()];
+        let cases = [
+            ("127.0.0.1:8780", true),
+            ("localhost:8780", true),
+            ("LOCALHOST:8780", true),
+            ("[::1]:8780", true),
+            ("ingest.example.org:8780", true),
+            ("gw.example.org:443", true),
+            ("[fd00::1]:8780", true),
+            ("", false),
+            ("127.0.0.1", false),
+            ("127.0.0.1:8781", false),
+            ("attacker.example:8780", false),
+            ("ingest.example.org", false),
+            ("gw.example.org:8780", false),
+            ("localhost.attacker.example:8780", false),
+            ("127.0.0.1:8780.attacker.example", false),
+        ];
+        for (host, expected) in cases {
+            assert_eq!(host_allowed(host, &api), expected, "Host `{host}`");
+        }
+        api.listen = "0.0.0.0:80".parse().unwrap();
+        assert!(host_allowed("ingest.example.org", &api), "port 80 may be left out");
+        assert!(!host_allowed("localhost", &api), "localhost only for a loopback listen address");
+    }
 }

@@ -8,7 +8,7 @@
 //! them). The document id is always set, so a retry or a re-run overwrites
 //! instead of duplicating.
 
-use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, SearchResult, SinkError};
+use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, RunningSearch, SearchError, SearchRequest, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
@@ -26,6 +26,9 @@ const BACKEND: &str = "elasticsearch";
 /// First wait before retrying; doubled each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How much longer than its own `timeout` a search may take to be answered:
+/// the cluster checks its timeout between segments and still has to reply.
+const SEARCH_ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 pub struct ElasticStore {
     client: Elasticsearch,
@@ -235,19 +238,45 @@ impl DocumentStore for ElasticStore {
         self.json(&format!("refresh {index}"), response).await.map(drop)
     }
 
-    async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
-        let query = if query.trim().is_empty() { json!({ "match_all": {} }) } else { json!({ "query_string": { "query": query } }) };
-        let response = self
-            .client
-            .search(SearchParts::Index(&[index]))
-            .body(json!({ "query": query, "size": limit, "track_total_hits": true }))
-            .send()
-            .await
-            .map_err(|e| self.unreachable("search", e))?;
-        if response.status_code() == StatusCode::NOT_FOUND {
-            return Ok(SearchResult { total: 0, hits: Vec::new() });
+    /// Elasticsearch's own `timeout` bounds the search on the cluster (it
+    /// answers with `timed_out` and what it found so far, which is refused
+    /// here: a partial answer would look complete); the request's timeout
+    /// bounds the wait for an answer, and dropping it closes the connection,
+    /// which makes the cluster cancel the search.
+    async fn search(&self, index: &str, request: &SearchRequest) -> Result<SearchResult, SearchError> {
+        let _running = RunningSearch::start(BACKEND);
+        let timeout_ms = request.timeout.as_millis() as u64;
+        let text = request.query.as_str();
+        let query = if text.trim().is_empty() { json!({ "match_all": {} }) } else { json!({ "query_string": { "query": text } }) };
+        let body = json!({
+            "query": query,
+            "size": request.limit,
+            "from": request.offset,
+            "track_total_hits": true,
+            "timeout": format!("{timeout_ms}ms"),
+        });
+        let indices = [index];
+        let sent =
+            self.client.search(SearchParts::Index(&indices)).body(body).request_timeout(request.timeout + SEARCH_ANSWER_GRACE).send();
+        let response = match sent.await {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => return Err(SearchError::TimedOut { timeout_ms }),
+            Err(error) => return Err(self.unreachable("search", error).into()),
+        };
+        match response.status_code() {
+            StatusCode::NOT_FOUND => return Ok(SearchResult { total: 0, hits: Vec::new() }),
+            StatusCode::BAD_REQUEST => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let reason = body.pointer("/error/root_cause/0/reason").or_else(|| body.pointer("/error/reason"));
+                let reason = reason.and_then(Value::as_str).unwrap_or("refused by the cluster").to_string();
+                return Err(SearchError::Invalid { query: text.to_string(), reason });
+            }
+            _ => {}
         }
         let body = self.json(&format!("search {index}"), response).await?;
+        if body.get("timed_out").and_then(Value::as_bool) == Some(true) {
+            return Err(SearchError::TimedOut { timeout_ms });
+        }
         let total = body.pointer("/hits/total/value").and_then(Value::as_u64).unwrap_or(0);
         let hits = body
             .pointer("/hits/hits")

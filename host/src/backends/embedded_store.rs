@@ -3,19 +3,25 @@
 //! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
 //! queries work as with Elasticsearch's query string.
 
-use super::{BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, SearchResult, SinkError, blocking};
+use super::deadline::{Deadline, WithDeadline};
+use super::{
+    BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, RunningSearch, SearchError, SearchRequest, SearchResult, SinkError, blocking,
+};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tantivy::collector::TopDocs;
+use std::time::Instant;
+use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, Query, QueryParser};
 use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
 use tantivy::schema::{Field, JsonObjectOptions, OwnedValue, STORED, STRING, Schema, TEXT, Value};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 const BACKEND: &str = "embedded store";
+/// The `backend` label of its metrics.
+const BACKEND_LABEL: &str = "embedded";
 /// Indexing memory of one writer; tantivy needs at least 15 MB per thread.
 const WRITER_BYTES: usize = 64 * 1024 * 1024;
 
@@ -131,31 +137,43 @@ impl Collection {
         self.reader.reload().map_err(|e| sink_error("reload", e))
     }
 
-    fn search(&self, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
+    /// Runs `request` under its deadline, on the calling (blocking) thread.
+    fn search(&self, request: &SearchRequest) -> Result<SearchResult, SearchError> {
+        let _running = RunningSearch::start(BACKEND_LABEL);
+        let deadline = Deadline::new(Instant::now() + request.timeout);
+        let timed_out = || SearchError::TimedOut { timeout_ms: request.timeout.as_millis() as u64 };
         self.reader.reload().map_err(|e| sink_error("reload", e))?;
         let searcher = self.reader.searcher();
-        let query: Box<dyn Query> = if query.trim().is_empty() {
+        let text = &request.query;
+        let query: Box<dyn Query> = if text.trim().is_empty() {
             Box::new(AllQuery)
         } else {
             let mut parser = QueryParser::for_index(&self.index, vec![self.body]);
             parser.set_conjunction_by_default();
-            let ast = tantivy::query_grammar::parse_query(query)
-                .map_err(|_| sink_error(&format!("query `{query}`"), "not valid query-string syntax"))?;
-            parser.build_query_from_user_input_ast(into_document_paths(ast)).map_err(|e| sink_error(&format!("query `{query}`"), e))?
+            let invalid = |reason: String| SearchError::Invalid { query: text.clone(), reason };
+            let ast = tantivy::query_grammar::parse_query(text).map_err(|_| invalid("not valid query-string syntax".into()))?;
+            parser.build_query_from_user_input_ast(into_document_paths(ast)).map_err(|e| invalid(e.to_string()))?
         };
-        let total = query.count(&searcher).map_err(|e| sink_error("count", e))? as u64;
-        let mut hits = Vec::new();
-        if limit > 0 {
-            let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score()).map_err(|e| sink_error("search", e))?;
-            for (score, address) in top {
-                let document: TantivyDocument = searcher.doc(address).map_err(|e| sink_error("read", e))?;
-                let id = document.get_first(self.id).and_then(|v| v.as_str()).unwrap_or_default().to_string();
-                let source = document.get_first(self.source).and_then(|v| v.as_str()).unwrap_or("{}");
-                let source = serde_json::from_str(source).unwrap_or(serde_json::Value::Null);
-                hits.push(Hit { id, score, source });
-            }
+        let searched = if request.limit == 0 {
+            searcher.search(&query, &WithDeadline { inner: Count, deadline: &deadline }).map(|total| (total, Vec::new()))
+        } else {
+            let top = TopDocs::with_limit(request.limit).and_offset(request.offset).order_by_score();
+            searcher.search(&query, &WithDeadline { inner: (Count, top), deadline: &deadline })
+        };
+        let (total, top) = match searched {
+            Ok(found) => found,
+            Err(_) if deadline.passed() => return Err(timed_out()),
+            Err(error) => return Err(sink_error("search", error).into()),
+        };
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let document: TantivyDocument = searcher.doc(address).map_err(|e| sink_error("read", e))?;
+            let id = document.get_first(self.id).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let source = document.get_first(self.source).and_then(|v| v.as_str()).unwrap_or("{}");
+            let source = serde_json::from_str(source).unwrap_or(serde_json::Value::Null);
+            hits.push(Hit { id, score, source });
         }
-        Ok(SearchResult { total, hits })
+        Ok(SearchResult { total: total as u64, hits })
     }
 }
 
@@ -209,11 +227,15 @@ impl DocumentStore for EmbeddedStore {
         }
     }
 
-    async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError> {
+    async fn search(&self, index: &str, request: &SearchRequest) -> Result<SearchResult, SearchError> {
         match self.collection(index, false)? {
             Some(collection) => {
-                let query = query.to_string();
-                blocking(BACKEND, move || collection.search(&query, limit)).await
+                let request = request.clone();
+                // The thread ends at the deadline: the answer waits for it, so
+                // no search outlives its request.
+                tokio::task::spawn_blocking(move || collection.search(&request))
+                    .await
+                    .map_err(|e| SearchError::Store(SinkError::new(BACKEND, format!("worker: {e}"))))?
             }
             None => Ok(SearchResult { total: 0, hits: Vec::new() }),
         }

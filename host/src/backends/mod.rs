@@ -2,13 +2,16 @@
 //! an embedded implementation (the default, nothing to install) and a
 //! distributed one (Elasticsearch/OpenSearch, Kafka).
 
+mod deadline;
 pub mod elasticsearch;
 pub mod embedded_log;
 pub mod embedded_store;
 pub mod kafka;
 pub mod null_store;
+pub mod query;
 
 use async_trait::async_trait;
+pub use query::{QueryRefused, SearchRequest};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -131,6 +134,40 @@ impl SinkError {
     }
 }
 
+/// Why a search gave no result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SearchError {
+    /// Past a limit of [`query`]; nothing was parsed.
+    #[error(transparent)]
+    Refused(#[from] QueryRefused),
+    /// The store's parser did not accept the query.
+    #[error("query `{query}` is not valid query-string syntax: {reason}")]
+    Invalid { query: String, reason: String },
+    /// Stopped at its time bound; no work on it goes on.
+    #[error("the search ran past its time bound of {timeout_ms} ms (api.search_timeout_ms) and was stopped: narrow the query")]
+    TimedOut { timeout_ms: u64 },
+    #[error(transparent)]
+    Store(#[from] SinkError),
+}
+
+/// Counts a search while it runs (`mysimbdp_searches_running`): created
+/// where the work is done (the search thread, the request in flight), so
+/// the gauge falls back only once nothing works on the search any more.
+pub(crate) struct RunningSearch(&'static str);
+
+impl RunningSearch {
+    pub(crate) fn start(backend: &'static str) -> RunningSearch {
+        metrics::gauge!(crate::telemetry::metrics::SEARCHES_RUNNING, "backend" => backend).increment(1.0);
+        RunningSearch(backend)
+    }
+}
+
+impl Drop for RunningSearch {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::telemetry::metrics::SEARCHES_RUNNING, "backend" => self.0).decrement(1.0);
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     pub id: String,
@@ -162,8 +199,10 @@ pub trait DocumentStore: Send + Sync {
     /// `searchable` (a refresh costs the cluster, so the stream path skips it).
     async fn flush(&self, index: &str, searchable: bool) -> Result<(), SinkError>;
 
-    /// `query` in the store's query-string syntax; empty matches all.
-    async fn search(&self, index: &str, query: &str, limit: usize) -> Result<SearchResult, SinkError>;
+    /// `request.query` in the store's query-string syntax (empty matches
+    /// all), the page `offset..offset + limit`, within `request.timeout`.
+    /// The caller has checked the request against [`query::check`].
+    async fn search(&self, index: &str, request: &SearchRequest) -> Result<SearchResult, SearchError>;
 
     /// Live documents in the index (0 when it does not exist).
     async fn count(&self, index: &str) -> Result<u64, SinkError>;

@@ -1,6 +1,6 @@
 //! A store that accepts and discards documents, to measure a pipeline alone.
 
-use super::{BulkOutcome, Docs, DocumentStore, SearchResult, SinkError};
+use super::{BulkOutcome, Docs, DocumentStore, SearchError, SearchRequest, SearchResult, SinkError};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,7 +28,7 @@ impl DocumentStore for NullStore {
         Ok(())
     }
 
-    async fn search(&self, _: &str, _: &str, _: usize) -> Result<SearchResult, SinkError> {
+    async fn search(&self, _: &str, _: &SearchRequest) -> Result<SearchResult, SearchError> {
         Ok(SearchResult { total: 0, hits: Vec::new() })
     }
 

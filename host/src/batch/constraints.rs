@@ -8,7 +8,8 @@ use std::path::Path;
 /// Which rule a file broke, with the limit and the file's own value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
-    /// `file-type`, `max-file-bytes`, `max-files-per-run`, `max-staging-bytes` or `no-pipeline`.
+    /// `file-type`, `max-file-bytes`, `max-files-per-run`, `max-staging-bytes`,
+    /// `no-pipeline` or `not-a-regular-file`.
     pub rule: String,
     pub limit: String,
     pub actual: String,
@@ -29,6 +30,9 @@ impl Violation {
                 format!("staging would hold {} with this file but the limit is {}", self.actual, self.limit)
             }
             "no-pipeline" => format!("no batch pipeline takes `{}` (patterns: {})", self.actual, self.limit),
+            "not-a-regular-file" => {
+                format!("it is a {} and only regular files are ingested (links are never followed): stage the file itself", self.actual)
+            }
             _ => format!("{}: limit {}, actual {}", self.rule, self.limit, self.actual),
         }
     }

@@ -1,63 +1,44 @@
 use crate::capabilities::HostState;
 use crate::capabilities::staging::InputFile;
 use crate::config::{BatchPipelineSpec, Tenant};
+pub use crate::opened_file::FileIdentity;
+use crate::opened_file::OpenedFile;
 use crate::pipelines::{self, PipelineKind};
 use crate::platform::Platform;
 use crate::runtime::{Failure, FailureKind};
 use crate::telemetry::{IngestionRecord, Outcome, metrics};
 use anyhow::Context;
-use sha2::{Digest, Sha256};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Size and SHA-256 of a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileIdentity {
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// Reads the file once to hash it.
+/// Opens the file at `path` (never through a link) and hashes it.
 pub async fn identify(path: &Path) -> anyhow::Result<FileIdentity> {
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0; 1 << 20];
-        let mut bytes = 0;
-        loop {
-            let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-            bytes += n as u64;
-        }
-        Ok(FileIdentity { bytes, sha256: hex::encode(hasher.finalize()) })
-    })
-    .await?
+    let file = OpenedFile::open(path, None)?;
+    Ok(tokio::task::spawn_blocking(move || file.identify()).await?.with_context(|| format!("cannot read {}", path.display()))?)
 }
 
-/// Runs `spec`'s active version on the file at `path` and records the result.
+/// Runs `spec`'s active version on `file` (opened and checked by the
+/// caller, read through that descriptor up to its checked size) and records
+/// the result. `name` is the file name the guest sees.
 ///
 /// An `Err` means the ingestion could not start (no pipeline uploaded, the
-/// file vanished); a pipeline or sink failure is an `Ok` record with
+/// file unreadable); a pipeline or sink failure is an `Ok` record with
 /// `outcome: failed` and its classified kind.
 pub async fn ingest_file(
     platform: &Platform,
     tenant: &Arc<Tenant>,
     spec: &BatchPipelineSpec,
-    path: &Path,
+    file: OpenedFile,
     name: &str,
 ) -> anyhow::Result<IngestionRecord> {
-    ingest_file_with(platform, tenant, spec, path, name, IngestOptions::default()).await
+    ingest_file_with(platform, tenant, spec, file, name, IngestOptions::default()).await
 }
 
 /// What a caller may already know or want to watch.
 #[derive(Default)]
 pub struct IngestOptions {
-    /// Size and checksum, when the caller computed them already.
+    /// Size and checksum of the file's checked bytes, when the caller
+    /// computed them already (through the same descriptor).
     pub identity: Option<FileIdentity>,
     /// Counts the bytes the guest has read, for a progress bar.
     pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -68,7 +49,7 @@ pub async fn ingest_file_with(
     platform: &Platform,
     tenant: &Arc<Tenant>,
     spec: &BatchPipelineSpec,
-    path: &Path,
+    file: OpenedFile,
     name: &str,
     options: IngestOptions,
 ) -> anyhow::Result<IngestionRecord> {
@@ -79,11 +60,13 @@ pub async fn ingest_file_with(
     })?;
     let identity = match options.identity {
         Some(identity) => identity,
-        None => identify(path).await?,
+        None => {
+            let hashed = file.clone();
+            tokio::task::spawn_blocking(move || hashed.identify()).await?.with_context(|| format!("cannot read `{name}`"))?
+        }
     };
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let input =
-        InputFile { name: name.to_string(), size: identity.bytes, checksum: identity.sha256.clone(), file, progress: options.progress };
+    let mut input = InputFile::new(name, &identity.sha256, file);
+    input.progress = options.progress;
 
     let _slot = platform.tenant_slots(&tenant.id).acquire_owned().await?;
     let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
@@ -133,12 +116,26 @@ pub async fn ingest_file_with(
 
 /// Ingests the file at `path` for `tenant` with the named pipeline, or the
 /// first whose `files` pattern matches the file name. The file must meet the
-/// tenant's type and size constraints.
+/// tenant's type and size constraints and be a regular file (not a link); it
+/// is opened once, and what was checked is what is read.
 pub async fn ingest_path(
     platform: &Platform,
     tenant: &str,
     pipeline: Option<&str>,
     path: &Path,
+    progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> anyhow::Result<IngestionRecord> {
+    ingest_path_within(platform, tenant, pipeline, path, None, progress).await
+}
+
+/// [`ingest_path`] of a file that must be inside `within` (links in its
+/// directories resolved): what a tenant's own API token may ingest.
+pub async fn ingest_path_within(
+    platform: &Platform,
+    tenant: &str,
+    pipeline: Option<&str>,
+    path: &Path,
+    within: Option<&Path>,
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> anyhow::Result<IngestionRecord> {
     let tenant = platform.tenant(tenant)?;
@@ -157,9 +154,10 @@ pub async fn ingest_path(
             )
         })?,
     };
-    let metadata = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if let Some(violation) = crate::batch::constraints::check_file(&tenant.profile.constraints, Path::new(name), metadata.len()) {
+    // Opened once: the descriptor checked here is the one hashed and read.
+    let file = OpenedFile::open(path, within)?;
+    if let Some(violation) = crate::batch::constraints::check_file(&tenant.profile.constraints, Path::new(name), file.size()) {
         anyhow::bail!("tenant `{}` does not accept `{name}`: {}", tenant.id, violation.message());
     }
-    ingest_file_with(platform, &tenant, spec, path, name, IngestOptions { identity: None, progress }).await
+    ingest_file_with(platform, &tenant, spec, file, name, IngestOptions { identity: None, progress }).await
 }

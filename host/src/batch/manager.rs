@@ -21,6 +21,7 @@ use super::manifest::{self, Entry, FileState, Manifest};
 use super::staging::{self, Reason, StagedFile};
 use super::{FileIdentity, IngestOptions, ingest_file_with};
 use crate::config::{OnSuccess, Registry, Schedule, Tenant, TenantId};
+use crate::opened_file::OpenedFile;
 use crate::platform::Platform;
 use crate::telemetry::{IngestionRecord, Outcome, metrics as telemetry};
 use chrono::Utc;
@@ -73,6 +74,9 @@ type DueCron = HashMap<String, chrono::DateTime<Utc>>;
 
 struct Job {
     entry: Entry,
+    /// The file in `work/`, opened once when it was claimed (or recovered):
+    /// the worker reads this descriptor, up to the size the claim checked.
+    file: OpenedFile,
     identity: FileIdentity,
     queued_at: Instant,
 }
@@ -214,8 +218,20 @@ impl Inner {
             match entry.state {
                 FileState::Claimed | FileState::Ingesting if path.exists() => {
                     tracing::info!(tenant = %tenant, file = %entry.file, "Resuming an ingestion interrupted by a stop.");
-                    let identity = FileIdentity { bytes: entry.bytes, sha256: entry.checksum.clone() };
-                    self.enqueue(tenant, Job { entry, identity, queued_at: Instant::now() });
+                    match reopen(&path, &state.tenant().paths.work, &entry).await {
+                        Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
+                        Err(message) => {
+                            tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
+                            let failed = Entry {
+                                state: FileState::Failed,
+                                ts: Utc::now(),
+                                reason: Some(format!("not-started: {message}")),
+                                ..entry.clone()
+                            };
+                            self.record(state, &[failed], true);
+                            self.finish_failed(state, &entry, &path, "not-started", &message);
+                        }
+                    }
                 }
                 FileState::Claimed | FileState::Ingesting => {
                     // Stopped between the claim and the move: the file is still staged.
@@ -362,6 +378,10 @@ impl Inner {
                 kept.push((file, false));
                 continue;
             }
+            if let Some(kind) = file.special {
+                self.quarantine(state, &file, &Violation::new("not-a-regular-file", "a regular file", kind));
+                continue;
+            }
             let pipeline = profile.batch_pipeline_for(Path::new(&file.relative));
             let violation = check_file(&profile.constraints, Path::new(&file.relative), file.bytes).or_else(|| {
                 pipeline.is_none().then(|| {
@@ -421,13 +441,29 @@ impl Inner {
         let tenant = &state.tenant();
         let mut claims = Vec::new();
         for file in files {
-            let identity = match super::identify(&file.path).await {
-                Ok(identity) => identity,
-                Err(error) => {
-                    tracing::warn!(tenant = %tenant.id, file = %file.relative, error = %format!("{error:#}"), "Cannot read a staged file; will retry.");
+            // Opened once, here: the descriptor checked and hashed now is the
+            // one the worker reads, whatever happens to the name afterwards.
+            let (opened, identity) = match open_and_hash(&file.path, &tenant.paths.staging).await {
+                Ok(opened) => opened,
+                Err(OpenFailure::Refused(refused)) => {
+                    let kind = match refused {
+                        crate::opened_file::OpenRefused::Link { .. } => "symbolic link",
+                        crate::opened_file::OpenRefused::NotRegular { kind, .. } => kind,
+                        _ => "file outside the staging directory",
+                    };
+                    self.quarantine(state, &file, &Violation::new("not-a-regular-file", "a regular file", kind));
+                    continue;
+                }
+                Err(OpenFailure::Unreadable(error)) => {
+                    tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "Cannot read a staged file; will retry.");
                     continue;
                 }
             };
+            // Checked again on what was opened: it may have grown since the scan.
+            if let Some(violation) = check_file(&tenant.profile.constraints, Path::new(&file.relative), opened.size()) {
+                self.quarantine(state, &file, &violation);
+                continue;
+            }
             let pipeline = tenant.profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked by the scan");
             let entry = Entry {
                 id: manifest::new_id(),
@@ -451,14 +487,14 @@ impl Inner {
                 self.dispose(state, &entry, &file.path, pipeline.on_success);
                 continue;
             }
-            claims.push((entry, file, identity));
+            claims.push((entry, file, opened, identity));
         }
-        let entries: Vec<Entry> = claims.iter().map(|(entry, _, _)| entry.clone()).collect();
+        let entries: Vec<Entry> = claims.iter().map(|(entry, ..)| entry.clone()).collect();
         if entries.is_empty() {
             return;
         }
         self.record(state, &entries, true);
-        for (entry, file, identity) in claims {
+        for (entry, file, opened, identity) in claims {
             let work = entry.work_path(&tenant.paths.work);
             if let Err(error) = std::fs::rename(&file.path, &work) {
                 tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "A claimed file vanished from staging.");
@@ -471,7 +507,7 @@ impl Inner {
                 self.record(state, &[gone], false);
                 continue;
             }
-            self.enqueue(&tenant.id, Job { entry, identity, queued_at: Instant::now() });
+            self.enqueue(&tenant.id, Job { entry, file: opened, identity, queued_at: Instant::now() });
         }
     }
 
@@ -589,7 +625,7 @@ impl Inner {
             Some(spec) => {
                 let name = Path::new(&entry.file).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 let options = IngestOptions { identity: Some(job.identity), progress: None };
-                ingest_file_with(&self.platform, tenant, spec, &path, &name, options).await.map_err(|e| format!("{e:#}"))
+                ingest_file_with(&self.platform, tenant, spec, job.file, &name, options).await.map_err(|e| format!("{e:#}"))
             }
         };
         match outcome {
@@ -619,4 +655,46 @@ impl Inner {
             }
         }
     }
+}
+
+enum OpenFailure {
+    /// Not a file the host ingests (a link, a special file, outside).
+    Refused(crate::opened_file::OpenRefused),
+    /// Could not be read now; the next scan tries again.
+    Unreadable(String),
+}
+
+/// Opens a staged file once (never through a link, inside `within`) and
+/// hashes it through that descriptor, off the async workers.
+async fn open_and_hash(path: &Path, within: &Path) -> Result<(OpenedFile, FileIdentity), OpenFailure> {
+    use crate::opened_file::OpenRefused;
+    let opened = match OpenedFile::open(path, Some(within)) {
+        Ok(opened) => opened,
+        Err(OpenRefused::Io { source, .. }) => return Err(OpenFailure::Unreadable(source.to_string())),
+        Err(refused) => return Err(OpenFailure::Refused(refused)),
+    };
+    let hashed = opened.clone();
+    match tokio::task::spawn_blocking(move || hashed.identify()).await {
+        Ok(Ok(identity)) => Ok((opened, identity)),
+        Ok(Err(error)) => Err(OpenFailure::Unreadable(error.to_string())),
+        Err(error) => Err(OpenFailure::Unreadable(error.to_string())),
+    }
+}
+
+/// Opens a claimed file again after a restart: the claim's size and
+/// checksum must still be what the file holds (read up to that size).
+async fn reopen(path: &Path, work: &Path, entry: &Entry) -> Result<(OpenedFile, FileIdentity), String> {
+    let opened = OpenedFile::open(path, Some(work)).map_err(|e| e.to_string())?;
+    let opened = opened.limited_to(entry.bytes).map_err(|e| e.to_string())?;
+    let hashed = opened.clone();
+    let identity = tokio::task::spawn_blocking(move || hashed.identify()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    if identity.sha256 != entry.checksum {
+        return Err(format!(
+            "{} changed after it was claimed (checksum {} now, {} when claimed)",
+            path.display(),
+            &identity.sha256[..12],
+            &entry.checksum[..entry.checksum.len().min(12)]
+        ));
+    }
+    Ok((opened, identity))
 }

@@ -8,5 +8,5 @@ pub mod manifest;
 pub mod staging;
 pub mod status;
 
-pub use ingest::{FileIdentity, IngestOptions, identify, ingest_file, ingest_file_with, ingest_path};
+pub use ingest::{FileIdentity, IngestOptions, identify, ingest_file, ingest_file_with, ingest_path, ingest_path_within};
 pub use manager::BatchManager;

@@ -16,6 +16,9 @@ pub struct StagedFile {
     pub relative: String,
     pub bytes: u64,
     pub modified: SystemTime,
+    /// What it is when not a regular file (`symbolic link`, `named pipe`,
+    /// ...): never ingested, and quarantined by the scan.
+    pub special: Option<&'static str>,
 }
 
 /// Being written: `stage put` writes `.<name>.part` and renames it into place.
@@ -40,16 +43,32 @@ pub fn list(staging: &Path) -> std::io::Result<Vec<StagedFile>> {
             }
             let Ok(metadata) = entry.metadata() else { continue };
             let path = entry.path();
-            if metadata.is_dir() {
+            // Not followed: a link is listed as a link.
+            let kind = metadata.file_type();
+            if kind.is_dir() {
                 dirs.push(path);
-            } else if metadata.is_file() {
-                let relative = path.strip_prefix(staging).unwrap_or(&path).to_string_lossy().replace('\\', "/");
-                files.push(StagedFile { path, relative, bytes: metadata.len(), modified: metadata.modified()? });
+                continue;
             }
+            let special = (!kind.is_file()).then(|| special_kind(&kind));
+            let relative = path.strip_prefix(staging).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            files.push(StagedFile { path, relative, bytes: metadata.len(), modified: metadata.modified()?, special });
         }
     }
     files.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.relative.cmp(&b.relative)));
     Ok(files)
+}
+
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_symlink() {
+        "symbolic link"
+    } else if kind.is_fifo() {
+        "named pipe"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "device"
+    }
 }
 
 /// Copies `source` into the tenant's staging directory (under `into`) so the

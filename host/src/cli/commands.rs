@@ -185,15 +185,24 @@ pub async fn query(config: &PlatformConfig, out: &Output, args: QueryArgs) -> an
                 ("collection", args.collection.clone()),
                 ("q", args.query.clone()),
                 ("limit", args.limit.to_string()),
+                ("offset", args.offset.to_string()),
             ];
             client.get("/api/query", &query).await?
         }
-        None => Platform::open(config.clone()).await?.search(&args.tenant, &args.collection, &args.query, args.limit).await?,
+        None => {
+            let platform = Platform::open(config.clone()).await?;
+            platform.search_page(&args.tenant, &args.collection, &args.query, args.limit, args.offset).await?
+        }
     };
     if out.json {
         out.json(&result);
     } else {
-        println!("{} documents match in {}-{}", result.total, args.tenant, args.collection);
+        let shown = if result.hits.is_empty() {
+            String::new()
+        } else {
+            format!(", showing {} to {}", args.offset + 1, args.offset + result.hits.len())
+        };
+        println!("{} documents match in {}-{}{shown}", result.total, args.tenant, args.collection);
         for hit in &result.hits {
             println!("{}  {}", hit.id, hit.source);
         }

@@ -38,8 +38,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
     let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
     let reload_task = spawn_reload_on_hangup(platform.clone(), batch.clone())?;
-    let app =
-        router(AppState { platform: platform.clone(), metrics: Some(metrics), batch: Some(batch.clone()), stream: Some(stream.clone()) });
+    let app = router(AppState::new(platform.clone(), Some(metrics), Some(batch.clone()), Some(stream.clone())));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     monitor.abort();
     listener_task.abort();

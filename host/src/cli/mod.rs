@@ -237,12 +237,16 @@ struct QueryArgs {
     /// The collection (index `<tenant>-<collection>`).
     #[arg(long, short)]
     collection: String,
-    /// Query string, e.g. `customer.country:fi AND size:large`; empty matches all.
+    /// Query string, e.g. `customer.country:fi AND size:large`; empty matches all. At most 4 KiB and 8 levels of
+    /// nested brackets.
     #[arg(default_value = "")]
     query: String,
-    /// Documents to print.
+    /// Documents to print (at most 1000 per request).
     #[arg(long, short, default_value_t = 10)]
     limit: usize,
+    /// Matching documents to skip first, to page through results (offset + limit at most 10000).
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
 }
 
 pub fn main() -> ExitCode {

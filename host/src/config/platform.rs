@@ -56,11 +56,38 @@ pub struct ApiConfig {
     /// CLI's `--token-file`, e.g. a tenant's own).
     #[serde(skip)]
     pub client_token: Option<ApiToken>,
+    /// Without a token, requests must name the host in their `Host` header:
+    /// `listen` (and `localhost:<port>` when it is a loopback address), or
+    /// one of these `name[:port]` entries. A web page a browser on this
+    /// machine runs cannot reach the API by DNS rebinding that way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+    /// How long one search may take before it is stopped (both stores).
+    #[serde(default = "default_search_timeout")]
+    pub search_timeout_ms: u64,
+    /// API requests one tenant may have in flight at once; more are answered 429.
+    #[serde(default = "default_requests_per_tenant")]
+    pub max_requests_per_tenant: usize,
+}
+
+fn default_search_timeout() -> u64 {
+    10_000
+}
+fn default_requests_per_tenant() -> usize {
+    8
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8780)), token_file: None, token: None, client_token: None }
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
+            token_file: None,
+            token: None,
+            client_token: None,
+            allowed_hosts: Vec::new(),
+            search_timeout_ms: default_search_timeout(),
+            max_requests_per_tenant: default_requests_per_tenant(),
+        }
     }
 }
 
@@ -243,6 +270,21 @@ impl PlatformConfig {
     }
 
     fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if !(1..=600_000).contains(&self.api.search_timeout_ms) {
+            return Err(ConfigError::new(file, "api.search_timeout_ms", "must be between 1 and 600000 (10 minutes)"));
+        }
+        if self.api.max_requests_per_tenant == 0 {
+            return Err(ConfigError::new(file, "api.max_requests_per_tenant", "must be at least 1"));
+        }
+        for (i, host) in self.api.allowed_hosts.iter().enumerate() {
+            if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+                return Err(ConfigError::new(
+                    file,
+                    format!("api.allowed_hosts[{i}]"),
+                    format!("`{host}` is not a host name with an optional port, e.g. `ingest.example.org:8780`"),
+                ));
+            }
+        }
         if self.batch.max_parallel_ingestions == 0 {
             return Err(ConfigError::new(file, "batch.max_parallel_ingestions", "must be at least 1"));
         }

@@ -269,6 +269,11 @@ impl StreamManager {
     ) -> anyhow::Result<String> {
         let tenant = platform.tenant(tenant)?;
         let name = crate::config::Name::parse(topic).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            !crate::config::RESERVED_TOPICS.contains(&name.as_str()),
+            "topic `{name}` of tenant `{}` is reserved for the host (it writes the tenant's dead letters there); produce to another topic",
+            tenant.id
+        );
         let full = format!("{}.{name}", tenant.id);
         let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
         platform.services.ensure_topic(&full, partitions).await?;

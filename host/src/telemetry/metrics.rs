@@ -5,6 +5,12 @@
 use super::{IngestionRecord, Outcome};
 use std::collections::BTreeMap;
 
+/// Searches being worked on now, by backend; 0 once every search that hit
+/// its time bound has stopped.
+pub const SEARCHES_RUNNING: &str = "mysimbdp_searches_running";
+/// API requests refused because a tenant had too many in flight.
+pub const API_REQUESTS_REFUSED: &str = "mysimbdp_api_requests_refused_total";
+
 /// Records an ingestion result.
 pub fn record_ingestion(record: &IngestionRecord) {
     let labels = [("tenant", record.tenant.clone()), ("pipeline", record.pipeline.clone()), ("kind", record.kind.as_str().to_string())];
@@ -57,6 +63,10 @@ pub fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::Prometh
             &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
         )?
         .install_recorder()?;
+    // Present from the start, so a scrape can tell 0 from never measured.
+    for backend in ["embedded", "elasticsearch"] {
+        metrics::gauge!(SEARCHES_RUNNING, "backend" => backend).set(0.0);
+    }
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
