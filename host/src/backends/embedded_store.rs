@@ -151,7 +151,13 @@ impl Collection {
             let mut parser = QueryParser::for_index(&self.index, vec![self.body]);
             parser.set_conjunction_by_default();
             let invalid = |reason: String| SearchError::Invalid { query: text.clone(), reason };
-            let ast = tantivy::query_grammar::parse_query(text).map_err(|_| invalid("not valid query-string syntax".into()))?;
+            // The grammar panics on some inputs (`*^`, `*(`, `a - *`): an invalid query, not a host failure.
+            let parsed = std::panic::catch_unwind(|| tantivy::query_grammar::parse_query(text));
+            let ast = match parsed {
+                Ok(Ok(ast)) => ast,
+                Ok(Err(_)) => return Err(invalid("not valid query-string syntax".into())),
+                Err(_) => return Err(invalid("not valid query-string syntax (a `*` where a term was expected)".into())),
+            };
             parser.build_query_from_user_input_ast(into_document_paths(ast)).map_err(|e| invalid(e.to_string()))?
         };
         let searched = if request.limit == 0 {

@@ -1,19 +1,30 @@
 //! What one search may ask of a store, checked before any backend parses the
 //! query, so that both backends refuse the same requests for the same reason.
 //!
-//! tantivy's query grammar backtracks exponentially in the nesting depth: 25
-//! nested parentheses around one word kept a core busy for minutes. Length
-//! and depth are therefore counted on the raw text, before any parser runs,
-//! and the result window is capped; the time a search may take is bounded by
-//! each backend (a deadline checked while collecting, Elasticsearch's
-//! `timeout`).
+//! tantivy's query grammar (0.26) parses a group twice when it holds one
+//! item or fails inside, so each level of parentheses doubles the work on
+//! everything inside it: 25 nested parentheses around one word kept a core
+//! busy for minutes, and even 8 levels around 4 KiB of words took 0.2-0.3 s.
+//! Measured on the project's machine (docs/benchmarks.md, "query grammar"),
+//! parsing takes about 0.25 µs × bytes × 2^depth, so the length a query may
+//! have halves with each level past the second; tabs and newlines made the
+//! field-name parser quadratic (17 s at depth 8), so all whitespace is made a
+//! space first; long `NOT NOT …` chains are quadratic after parsing. Within
+//! these limits no input found took more than about 3 ms to parse.
+//!
+//! The time a search may take is bounded by each backend (a deadline checked
+//! while collecting, Elasticsearch's `timeout`).
 
 use std::time::Duration;
 
 /// Longest query text accepted, in bytes.
 pub const MAX_QUERY_BYTES: usize = 4096;
-/// Deepest nesting of `(`, `[` and `{` accepted.
+/// Deepest nesting of parentheses accepted.
 pub const MAX_QUERY_DEPTH: usize = 8;
+/// `bytes << depth` at most: 4096 bytes up to 2 levels, then half as many per level.
+pub const QUERY_BUDGET: usize = 16_384;
+/// `NOT`s one query may hold.
+pub const MAX_QUERY_NOTS: usize = 64;
 /// Most documents one request may return.
 pub const MAX_LIMIT: usize = 1000;
 /// `offset + limit` at most: deeper pages cost the store more than they are worth.
@@ -38,10 +49,17 @@ pub enum QueryRefused {
     #[error("the query has {actual} bytes; at most {MAX_QUERY_BYTES} are accepted (query length limit)")]
     TooLong { actual: usize },
     #[error(
-        "the query nests brackets {actual} levels deep; at most {MAX_QUERY_DEPTH} are accepted (query depth limit): write the \
+        "the query nests parentheses {actual} levels deep; at most {MAX_QUERY_DEPTH} are accepted (query depth limit): write the \
          condition with fewer parentheses"
     )]
     TooDeep { actual: usize },
+    #[error(
+        "the query has {bytes} bytes inside {depth} levels of parentheses; at that depth at most {allowed} bytes are accepted \
+         (query depth limit: the work of parsing doubles with each level)"
+    )]
+    TooLongForDepth { bytes: usize, depth: usize, allowed: usize },
+    #[error("the query has {actual} NOTs; at most {MAX_QUERY_NOTS} are accepted (query NOT limit)")]
+    TooManyNots { actual: usize },
     #[error("limit {actual} is above the cap of {MAX_LIMIT} documents per request (limit cap): page through with offset")]
     LimitTooHigh { actual: usize },
     #[error(
@@ -51,7 +69,25 @@ pub enum QueryRefused {
     WindowTooDeep { offset: usize, limit: usize },
 }
 
-/// Checks a search against the limits above; the first one broken is the error.
+impl SearchRequest {
+    /// The request as the stores get it: every whitespace character of the
+    /// query made a plain space (a tab or a newline is never meaningful in
+    /// the query syntax, and made tantivy's parser quadratic), then checked
+    /// against the limits above; the first one broken is the error.
+    pub fn checked(mut self) -> Result<SearchRequest, QueryRefused> {
+        if self.query.len() > MAX_QUERY_BYTES {
+            return Err(QueryRefused::TooLong { actual: self.query.len() });
+        }
+        if self.query.chars().any(|c| c.is_whitespace() && c != ' ') {
+            self.query = self.query.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+        }
+        check(&self)?;
+        Ok(self)
+    }
+}
+
+/// Checks a search against the limits above; the first one broken is the
+/// error. [`SearchRequest::checked`] also normalises the whitespace.
 pub fn check(request: &SearchRequest) -> Result<(), QueryRefused> {
     let query = &request.query;
     if query.len() > MAX_QUERY_BYTES {
@@ -60,6 +96,13 @@ pub fn check(request: &SearchRequest) -> Result<(), QueryRefused> {
     let depth = nesting_depth(query);
     if depth > MAX_QUERY_DEPTH {
         return Err(QueryRefused::TooDeep { actual: depth });
+    }
+    if query.len() << depth > QUERY_BUDGET {
+        return Err(QueryRefused::TooLongForDepth { bytes: query.len(), depth, allowed: QUERY_BUDGET >> depth });
+    }
+    let nots = query.matches("NOT").count();
+    if nots > MAX_QUERY_NOTS {
+        return Err(QueryRefused::TooManyNots { actual: nots });
     }
     if request.limit > MAX_LIMIT {
         return Err(QueryRefused::LimitTooHigh { actual: request.limit });
@@ -70,20 +113,29 @@ pub fn check(request: &SearchRequest) -> Result<(), QueryRefused> {
     Ok(())
 }
 
-/// The deepest nesting of opening brackets, counted on every `(`, `[` and
-/// `{` whether or not a parser would take it as one (inside quotes, escaped,
-/// never closed): a parser that backtracks may try each of them as a group.
-/// A closing bracket ends the innermost open one of any kind.
+/// The deepest nesting of parentheses, counted on every `(` and `)` whether
+/// or not a parser would take it as one (inside quotes, never closed): a
+/// parser that backtracks may try each as a group. An escaped character
+/// (`\(`, `\)`, `\\`) is part of a term, as the parsers read it: a `\)` in a
+/// field name does not close anything (counting it did let a query 18 levels
+/// deep pass as 1). Brackets and braces are not counted: range and set
+/// parsing does not recurse.
 pub fn nesting_depth(query: &str) -> usize {
     let mut depth: usize = 0;
     let mut deepest = 0;
+    let mut escaped = false;
     for byte in query.bytes() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
         match byte {
-            b'(' | b'[' | b'{' => {
+            b'\\' => escaped = true,
+            b'(' => {
                 depth += 1;
                 deepest = deepest.max(depth);
             }
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b')' => depth = depth.saturating_sub(1),
             _ => {}
         }
     }
@@ -99,18 +151,21 @@ mod tests {
     }
 
     #[test]
-    fn depth_counts_every_opening_bracket() {
+    fn depth_counts_every_parenthesis_but_escaped_ones() {
         let cases = [
             ("", 0),
-            ("customer.country:fi AND total_eur:[500 TO *]", 1),
+            ("customer.country:fi AND total_eur:[500 TO *]", 0),
             ("(a OR b) AND (c OR d)", 1),
             ("((a))", 2),
             ("a:(b:(c:(x)))", 3),
             ("((((((((((x", 10),
             ("x))))))((", 2),
             ("\"((((\"", 4),
-            (r"\(\(\(", 3),
-            ("([{x}])", 3),
+            ("((\")\" ((\")\" x", 3),
+            (r"\(\(\(", 0),
+            (r"\\(\\(", 2),
+            (&r"\):(".repeat(18), 18),
+            ("([{x}])", 1),
             ("(a) (b) (c)", 1),
         ];
         for (query, expected) in cases {
@@ -124,9 +179,22 @@ mod tests {
         let cases: Vec<(SearchRequest, Result<(), QueryRefused>)> = vec![
             (request("", 10, 0), Ok(())),
             (request(&nested(MAX_QUERY_DEPTH), MAX_LIMIT, 0), Ok(())),
+            (request(&r"\):(".repeat(18), 10, 0), Err(QueryRefused::TooDeep { actual: 18 })),
             (request(&nested(MAX_QUERY_DEPTH + 1), 10, 0), Err(QueryRefused::TooDeep { actual: MAX_QUERY_DEPTH + 1 })),
             (request(&nested(30), 10, 0), Err(QueryRefused::TooDeep { actual: 30 })),
             (request(&"a".repeat(MAX_QUERY_BYTES), 10, 0), Ok(())),
+            (request(&format!("(({}))", "a ".repeat(2046)), 10, 0), Ok(())),
+            (request(&format!("((({})))", "a ".repeat(1021)), 10, 0), Ok(())),
+            (
+                request(&format!("((({})))", "a ".repeat(1022)), 10, 0),
+                Err(QueryRefused::TooLongForDepth { bytes: 2050, depth: 3, allowed: 2048 }),
+            ),
+            (
+                request(&format!("(((((((({}))))))))", "a ".repeat(40)), 10, 0),
+                Err(QueryRefused::TooLongForDepth { bytes: 96, depth: 8, allowed: 64 }),
+            ),
+            (request(&format!("{}x", "NOT ".repeat(MAX_QUERY_NOTS)), 10, 0), Ok(())),
+            (request(&format!("{}x", "NOT ".repeat(MAX_QUERY_NOTS + 1)), 10, 0), Err(QueryRefused::TooManyNots { actual: 65 })),
             (request(&"a".repeat(MAX_QUERY_BYTES + 1), 10, 0), Err(QueryRefused::TooLong { actual: MAX_QUERY_BYTES + 1 })),
             // Length is checked before depth: a long text is never scanned for depth.
             (request(&"(".repeat(MAX_QUERY_BYTES + 1), 10, 0), Err(QueryRefused::TooLong { actual: MAX_QUERY_BYTES + 1 })),
@@ -140,6 +208,15 @@ mod tests {
         for (request, expected) in cases {
             assert_eq!(check(&request), expected, "{:.40} limit {} offset {}", request.query, request.limit, request.offset);
         }
+    }
+
+    #[test]
+    fn whitespace_is_made_plain_spaces_before_the_checks() {
+        let checked = request("a\tb\nc\r\u{3000}d", 10, 0).checked().unwrap();
+        assert_eq!(checked.query, "a b c  d");
+        assert_eq!(request("x", 10, 0).checked().unwrap().query, "x");
+        assert!(matches!(request(&"(".repeat(9), 10, 0).checked(), Err(QueryRefused::TooDeep { actual: 9 })));
+        assert!(matches!(request(&"a".repeat(5000), 10, 0).checked(), Err(QueryRefused::TooLong { actual: 5000 })));
     }
 
     #[test]
