@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: installs what is missing, checks the formatting
-# (rustfmt.toml), starts real Kafka and OpenSearch
+# (rustfmt.toml) and the layer order of the host's modules
+# (scripts/check-layers.py), starts real Kafka and OpenSearch
 # (scripts/services.sh), runs the whole workspace's tests (guest components
 # are built from source by tests/build.rs), then the main job once
 # (scripts/run.sh --exit). Services this script started are stopped again.
@@ -8,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh --tests
-# Formatting first: it fails in a second, before anything is started.
+# Formatting and the host's layer order first: they fail in a second,
+# before anything is started.
 cargo fmt --all --check
+python3 scripts/check-layers.py
 started_services=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
     started_services=1

@@ -2,19 +2,18 @@
 //! same `HostState` and host imports, same Cranelift settings) replicated with
 //! one engine setting changed, to measure what fuel metering and epoch
 //! interruption cost. The host's own engine settings cannot be changed from
-//! outside (`mysimbdp::runtime::Runtime` fixes them), hence the replica.
+//! outside (its sandbox fixes them), hence the replica, built from the
+//! pieces `mysimbdp::experiment` lends benchmarks.
 //!
-//! What differs from `Runtime::run_batch` besides the toggled setting: no
-//! memory limiter (the guest stays far below its limit) and no deadline.
+//! What differs from the host's batch invocation besides the toggled
+//! setting: no memory limiter (the guest stays far below its limit) and no
+//! deadline.
 
 use mysimbdp::batch::identify;
-use mysimbdp::capabilities::HostState;
-use mysimbdp::capabilities::staging::InputFile;
+use mysimbdp::experiment::{BatchPipelinePre, BatchReport, HOST_STACK_BYTES, InputFile, StoreData, batch_store_data};
 use mysimbdp::opened_file::OpenedFile;
 use mysimbdp::pipelines::{self, PipelineKind};
 use mysimbdp::platform::Platform;
-use mysimbdp::runtime::bindings::BatchReport;
-use mysimbdp::runtime::bindings::batch::BatchPipelinePre;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +21,6 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Resource};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
-/// As `mysimbdp::runtime`: host calls run on the guest's fiber below its stack.
-const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Fuel between yields when fuel alone interrupts the guest: at the ~4·10^9
 /// units per second measured here, about 5 ms.
@@ -50,7 +47,7 @@ impl EngineSettings {
 pub struct Replica {
     settings: EngineSettings,
     engine: Engine,
-    pre: BatchPipelinePre<HostState>,
+    pre: BatchPipelinePre<StoreData>,
     ticking: Arc<AtomicBool>,
 }
 
@@ -76,7 +73,7 @@ impl Replica {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&config)?;
-        let linker = mysimbdp::runtime::linker(&engine, PipelineKind::Batch)?;
+        let linker = mysimbdp::experiment::linker(&engine, PipelineKind::Batch)?;
         let component = Component::from_file(&engine, wasm)?;
         let pre = BatchPipelinePre::new(linker.instantiate_pre(&component)?)?;
         let ticking = Arc::new(AtomicBool::new(true));
@@ -102,9 +99,8 @@ impl Replica {
         let identity = identify(path).await?;
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let input = InputFile::new(&name, &identity.sha256, OpenedFile::open(path, None)?);
-        let scope = platform.scope(tenant, PipelineKind::Batch, &spec.name, version.version, &spec.parameters);
         let limits = tenant.profile.sandbox.with(&spec.sandbox);
-        let mut store = Store::new(&self.engine, HostState::new(scope, limits.memory_bytes.bytes()));
+        let mut store = Store::new(&self.engine, batch_store_data(platform, tenant, spec, version.version));
         if self.settings.fuel {
             store.set_fuel(limits.fuel_per_invocation)?;
         }
@@ -119,7 +115,7 @@ impl Replica {
             store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         }
         let instance = self.pre.instantiate_async(&mut store).await?;
-        let handle = store.data_mut().table().push(input)?;
+        let handle = store.data_mut().host.table().push(input)?;
         let borrowed = Resource::<InputFile>::new_borrow(handle.rep());
         let report = instance.call_ingest(&mut store, borrowed).await?;
         let report = report.map_err(|e| anyhow::anyhow!("the pipeline failed: {e:?}"))?;

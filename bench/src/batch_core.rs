@@ -11,7 +11,7 @@
 use crate::ablation::{EngineSettings, Replica};
 use crate::common::{self, BenchPlatform, mb, median, secs};
 use clap::Args as ClapArgs;
-use mysimbdp::batch::{identify, ingest_path};
+use mysimbdp::batch::identify;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
 use mysimbdp_guest::{CsvReader, DocumentBatch, ReadSource, RowIds};
@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     null.upload(TENANT, PipelineKind::Batch, PIPELINE, &wasm)?;
     let platform = null.open().await?;
     let started = Instant::now();
-    let warm = Run::from_record(&ingest_path(&platform, TENANT, Some(PIPELINE), &file, None).await?, started.elapsed())?;
+    let warm = Run::from_record(&platform.ingest_path(TENANT, Some(PIPELINE), &file, None).await?, started.elapsed())?;
     println!("  warm-up (compiles the component): {:.2} s", warm.seconds);
     // `replicas` runs them all; each can also be named alone.
     let replicas = REPLICAS
@@ -115,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         if wanted("wasm-null") {
             let started = Instant::now();
-            let record = ingest_path(&platform, TENANT, Some(PIPELINE), &file, None).await?;
+            let record = platform.ingest_path(TENANT, Some(PIPELINE), &file, None).await?;
             timings.entry("wasm-null").or_default().push(Run::from_record(&record, started.elapsed())?);
         }
         if wanted("native") {
@@ -205,9 +205,9 @@ async fn embedded(compiled: &BenchPlatform, file: &Path, wasm: &Path) -> anyhow:
     copy_dir(&compiled.data_dir().join("compiled"), &fresh.data_dir().join("compiled"))?;
     let platform = fresh.open().await?;
     let started = Instant::now();
-    let record = ingest_path(&platform, TENANT, Some(PIPELINE), file, None).await?;
+    let record = platform.ingest_path(TENANT, Some(PIPELINE), file, None).await?;
     let took = started.elapsed();
-    let indexed = platform.services.coredms.count(&format!("{TENANT}-orders")).await?;
+    let indexed = platform.coredms().count(&format!("{TENANT}-orders")).await?;
     anyhow::ensure!(indexed == record.records_out, "{indexed} documents in the index, {} reported", record.records_out);
     platform.close().await;
     Run::from_record(&record, took)

@@ -18,7 +18,6 @@
 use crate::common::{self, BenchPlatform, mb, median, secs};
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use mysimbdp::batch::BatchManager;
 use mysimbdp::batch::status::tenant_status;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::platform::Platform;
@@ -260,7 +259,7 @@ async fn through_manager(files: &[(&'static str, PathBuf)], bytes: u64, store: S
     }
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let manager = BatchManager::start(platform.clone()).await?;
+    let manager = platform.start_batch_manager().await?;
     let tenants = [platform.tenant(RETAIL)?, platform.tenant(SENSORS)?];
     loop {
         // The manager's in-memory load is cheap to poll; reading the
@@ -303,7 +302,7 @@ async fn directly(files: &[(&'static str, PathBuf)], bytes: u64, store: Store) -
         let permit = slots.clone().acquire_owned().await?;
         let (platform, tenant, file) = (platform.clone(), *tenant, file.clone());
         tasks.push(tokio::spawn(async move {
-            let record = mysimbdp::batch::ingest_path(&platform, tenant, None, &file, None).await;
+            let record = platform.ingest_path(tenant, None, &file, None).await;
             drop(permit);
             record
         }));

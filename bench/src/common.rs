@@ -5,7 +5,6 @@ use anyhow::Context;
 use mysimbdp::config::PlatformConfig;
 use mysimbdp::pipelines::{self, PipelineKind, PipelineVersion};
 use mysimbdp::platform::Platform;
-use mysimbdp::runtime::Runtime;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -204,8 +203,7 @@ impl BenchPlatform {
         let tenant = registry.require(tenant)?;
         let name = pipelines::resolve_name(tenant, kind, Some(name))?;
         let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-        Runtime::new(None).check(kind, &bytes).with_context(|| format!("{} rejected", wasm.display()))?;
-        pipelines::store(tenant, kind, &name, &bytes)
+        mysimbdp::platform::upload_pipeline(tenant, kind, &name, &bytes).with_context(|| format!("{} rejected", wasm.display()))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -220,16 +218,7 @@ impl BenchPlatform {
 /// Compiles (or loads from the disk cache) the active version of a tenant's
 /// pipeline, so that the timed part never includes Cranelift.
 pub async fn warm(platform: &Platform, tenant: &str, kind: PipelineKind, name: &str) -> anyhow::Result<()> {
-    let tenant = &platform.tenant(tenant)?;
-    let name = pipelines::resolve_name(tenant, kind, Some(name))?;
-    let version = pipelines::active(tenant, kind, &name)?;
-    let overrides = match kind {
-        PipelineKind::Batch => tenant.profile.batch_pipeline(name.as_str()).map(|p| p.sandbox).unwrap_or_default(),
-        PipelineKind::Stream => tenant.profile.stream.as_ref().map(|s| s.sandbox).unwrap_or_default(),
-    };
-    let stack = tenant.profile.sandbox.with(&overrides).max_wasm_stack_bytes.bytes();
-    platform.runtime.load(&version, stack).await?;
-    Ok(())
+    platform.load_pipeline(tenant, kind, name).await
 }
 
 /// The `"type":"ingestion"` records of a tenant's batch or stream log.

@@ -22,7 +22,6 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::platform::Platform;
-use mysimbdp::stream::StreamManager;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -271,7 +270,7 @@ async fn stream_tenant(args: &Args, prefix: &str, run: &str) -> anyhow::Result<(
     let platform = bench.open().await?;
     common::warm(&platform, &tenant, PipelineKind::Stream, "live").await?;
     let topic = format!("{tenant}.readings");
-    platform.services.ensure_topic(&topic, PARTITIONS).await?;
+    platform.ensure_topic(&topic, PARTITIONS).await?;
     Ok((tenant, bench, platform, topic))
 }
 
@@ -280,7 +279,7 @@ async fn host_stream(args: &Args, search: &Search, kafka: &Kafka, lines: &[Strin
     let (tenant, bench, platform, topic) = stream_tenant(args, "bs", "stream").await?;
     let produced = kafka.produce_all(&topic, lines).await?;
 
-    let manager = StreamManager::new(platform.clone());
+    let manager = platform.stream_manager();
     let index = format!("{tenant}-readings");
     let started = Instant::now();
     manager.start(&tenant, Some(instances)).await?;
@@ -289,7 +288,7 @@ async fn host_stream(args: &Args, search: &Search, kafka: &Kafka, lines: &[Strin
     platform.close().await;
     let records = common::ingestion_records(&bench.tenant_dir(&tenant), PipelineKind::Stream);
     search.delete(&format!("{tenant}-*")).await;
-    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)]).await;
+    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::config::DEAD_LETTER_TOPIC)]).await;
     let progress = progress?;
 
     // Where the time went, from the host's own records of each batch.
@@ -412,7 +411,7 @@ async fn consume(brokers: &str, topic: &str, index: &str, search: &Search, stop:
 async fn latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) -> anyhow::Result<Value> {
     let (tenant, _bench, platform, topic) = stream_tenant(args, "bl", "stream-latency").await?;
     let index = format!("{tenant}-readings");
-    let manager = StreamManager::new(platform.clone());
+    let manager = platform.stream_manager();
     manager.start(&tenant, Some(1)).await?;
     println!("\nlatency: 1 instance, {} msg/s background, {} probes every 100 ms", args.rate, args.probes);
 
@@ -420,7 +419,7 @@ async fn latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) 
     manager.stop(&tenant).await?;
     platform.close().await;
     search.delete(&format!("{tenant}-*")).await;
-    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::deadletter::TOPIC)]).await;
+    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::config::DEAD_LETTER_TOPIC)]).await;
     result
 }
 

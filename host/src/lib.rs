@@ -1,17 +1,27 @@
 //! mysimbdp: the host runtime and CLI of a multi-tenant ingestion platform
 //! whose tenants bring their pipelines as WebAssembly components.
 
-pub mod api;
+//!
+//! The modules form layers, each importing only from those below it (README,
+//! "Architecture"; `scripts/check-layers.py` checks it):
+//! config, failure, opened_file → telemetry → backends, pipelines →
+//! capabilities → sandbox → invocation → batch, stream → platform → api → cli.
+//! What the benchmarks and the integration tests use is `pub`; the rest
+//! is the crate's own.
+
+pub(crate) mod api;
 pub mod backends;
 pub mod batch;
-pub mod capabilities;
+pub(crate) mod capabilities;
 pub mod cli;
 pub mod config;
-pub mod deadletter;
+pub mod experiment;
+pub mod failure;
+pub(crate) mod invocation;
 pub mod opened_file;
 pub mod pipelines;
 pub mod platform;
-pub mod runtime;
+pub(crate) mod sandbox;
 pub mod stream;
 pub mod telemetry;
 

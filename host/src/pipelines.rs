@@ -2,43 +2,12 @@
 //! `tenants/<id>/pipelines/<kind>/<name>/v<N>.wasm` with `v<N>.json` beside it.
 //! The newest version is the active one; old versions stay for rollback and audit.
 
+pub use crate::config::PipelineKind;
 use crate::config::{Name, Tenant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum PipelineKind {
-    /// Ingests staged files (world `batch-pipeline`).
-    Batch,
-    /// Processes batches of messages (world `stream-pipeline`).
-    Stream,
-}
-
-impl PipelineKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PipelineKind::Batch => "batch",
-            PipelineKind::Stream => "stream",
-        }
-    }
-
-    pub fn world(self) -> &'static str {
-        match self {
-            PipelineKind::Batch => "mysimbdp:pipeline/batch-pipeline@0.1.0",
-            PipelineKind::Stream => "mysimbdp:pipeline/stream-pipeline@0.1.0",
-        }
-    }
-}
-
-impl fmt::Display for PipelineKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One uploaded version of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

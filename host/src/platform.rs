@@ -1,22 +1,28 @@
-//! The assembled platform: configuration, tenants, the sandbox runtime and
-//! the shared services. The host process, the CLI in local mode and the tests
-//! all start from [`Platform::open`].
+//! The composition root: the platform assembled from its configuration (the
+//! registry in force, the stores and broker, the sandbox, the invocation
+//! layer) and the control operations on it. The host process, the CLI in
+//! local mode and the tests start from [`Platform::open`]; the managers get
+//! only the parts they use from here.
 
 use crate::backends::embedded_log::EmbeddedLog;
 use crate::backends::embedded_store::EmbeddedStore;
 use crate::backends::null_store::NullStore;
-use crate::backends::{DocumentStore, MessageBus, SearchError, SearchRequest, SearchResult};
-use crate::capabilities::{Scope, Services};
-use crate::config::{CoredmsConfig, MessagingConfig, Name, PlatformConfig, Registry, Tenant, TenantId};
-use crate::pipelines::PipelineKind;
-use crate::runtime::Runtime;
+use crate::backends::{DocumentStore, MessageBus, OutRecord, SearchError, SearchRequest, SearchResult};
+use crate::batch::BatchManager;
+use crate::capabilities::Services;
+use crate::config::{
+    CoredmsConfig, MessagingConfig, Name, PipelineKind, PlatformConfig, RESERVED_TOPICS, Registry, RegistryHandle, Tenant, TenantId,
+};
+use crate::invocation::Invoker;
+use crate::pipelines::PipelineVersion;
+use crate::sandbox::Sandbox;
+use crate::stream::StreamManager;
 use crate::telemetry::IngestionRecord;
-use crate::telemetry::index::MetricsIndex;
-use crate::telemetry::logs::{LogSink, tenant_log_path};
+use crate::telemetry::logs::Logs;
 use anyhow::Context;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::Semaphore;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 fn create_dirs(tenant: &Tenant) -> anyhow::Result<()> {
     tenant
@@ -25,21 +31,11 @@ fn create_dirs(tenant: &Tenant) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the directories of tenant `{}` under {}", tenant.id, tenant.paths.root.display()))
 }
 
-fn slots_for(tenant: &Tenant) -> (u32, Arc<Semaphore>) {
-    let cap = tenant.profile.agreement.max_concurrent_ingestions;
-    (cap, Arc::new(Semaphore::new(cap as usize)))
-}
-
 pub struct Platform {
     pub config: PlatformConfig,
     /// The registry in force: replaced whole by [`Platform::reload`].
-    registry: RwLock<Arc<Registry>>,
-    pub runtime: Runtime,
-    pub services: Arc<Services>,
-    /// Caps each tenant's concurrent ingestions (`max_concurrent_ingestions`),
-    /// with the cap each semaphore was made for.
-    tenant_slots: Mutex<HashMap<TenantId, (u32, Arc<Semaphore>)>>,
-    metrics_index: MetricsIndex,
+    registry: RegistryHandle,
+    invoker: Arc<Invoker>,
 }
 
 /// What a [`Platform::reload`] changed.
@@ -70,24 +66,49 @@ impl Platform {
             MessagingConfig::Embedded => Arc::new(EmbeddedLog::open(&config.data_dir.join("messaging"))?),
             MessagingConfig::Kafka(kafka) => Arc::new(crate::backends::kafka::KafkaBus::connect(kafka)?),
         };
-        let tenant_slots = registry.tenants().map(|t| (t.id.clone(), slots_for(t))).collect();
-        Ok(Arc::new(Platform {
-            runtime: Runtime::new(Some(&config.data_dir.join("compiled"))),
-            metrics_index: MetricsIndex::start(coredms.clone()),
-            services: Arc::new(Services::new(coredms, messaging)),
-            registry: RwLock::new(Arc::new(registry)),
-            tenant_slots: Mutex::new(tenant_slots),
-            config,
-        }))
+        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")));
+        let logs = Arc::new(Logs::new(&config.data_dir));
+        let invoker = Arc::new(Invoker::new(sandbox, Arc::new(Services::new(coredms, messaging)), logs, &registry));
+        Ok(Arc::new(Platform { registry: RegistryHandle::new(registry), invoker, config }))
     }
 
     /// The registry in force (a snapshot: a reload does not change it).
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry.read().expect("registry poisoned").clone()
+        self.registry.current()
     }
 
     pub fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
-        self.registry().require(id).cloned()
+        self.registry.tenant(id)
+    }
+
+    /// The document store every tenant's collections are in.
+    pub fn coredms(&self) -> &Arc<dyn DocumentStore> {
+        &self.invoker.services().coredms
+    }
+
+    /// The message broker of the tenants' topics.
+    pub fn messaging(&self) -> &Arc<dyn MessageBus> {
+        &self.invoker.services().messaging
+    }
+
+    pub(crate) fn logs(&self) -> &Arc<Logs> {
+        self.invoker.logs()
+    }
+
+    pub(crate) fn services(&self) -> &Arc<Services> {
+        self.invoker.services()
+    }
+
+    /// Starts a batch manager on this platform's tenants (recovering their
+    /// manifests first).
+    pub async fn start_batch_manager(&self) -> anyhow::Result<BatchManager> {
+        BatchManager::start(self.invoker.clone(), self.registry.clone(), self.config.batch.clone(), self.logs().clone()).await
+    }
+
+    /// A stream manager for this platform's tenants (nothing runs until a
+    /// stream is started).
+    pub fn stream_manager(&self) -> Arc<StreamManager> {
+        StreamManager::new(self.invoker.clone(), self.registry.clone(), self.config.stream.clone())
     }
 
     /// Reads the registry and every profile again and puts them in force.
@@ -120,25 +141,15 @@ impl Platform {
             }
         }
         let new = Arc::new(new);
-        {
-            let mut slots = self.tenant_slots.lock().expect("tenant slots poisoned");
-            for tenant in new.tenants() {
-                let cap = tenant.profile.agreement.max_concurrent_ingestions;
-                // A new cap gets a new semaphore: ingestions holding the old
-                // one finish under the old cap.
-                if slots.get(&tenant.id).is_none_or(|(old_cap, _)| *old_cap != cap) {
-                    slots.insert(tenant.id.clone(), slots_for(tenant));
-                }
-            }
-        }
-        *self.registry.write().expect("registry poisoned") = new.clone();
+        self.invoker.update_slots(&new);
+        self.registry.replace(new.clone());
         Ok((new, reloaded))
     }
 
     /// [`Platform::reload`], then the batch manager (if this process runs
     /// one) takes in the new tenants and profiles. Written to the platform
     /// log either way.
-    pub async fn reload_all(&self, batch: Option<&crate::batch::BatchManager>) -> anyhow::Result<Reloaded> {
+    pub async fn reload_all(&self, batch: Option<&BatchManager>) -> anyhow::Result<Reloaded> {
         let result = async {
             let (registry, reloaded) = self.reload()?;
             if let Some(batch) = batch {
@@ -150,14 +161,14 @@ impl Platform {
         match &result {
             Ok(reloaded) => {
                 tracing::info!(added = ?reloaded.added, changed = ?reloaded.changed, "Tenant registry reloaded.");
-                self.platform_log().write(&serde_json::json!({
+                self.logs().platform().write(&serde_json::json!({
                     "type": "event", "level": "info", "message": "registry reloaded",
                     "added": reloaded.added, "changed": reloaded.changed,
                 }));
             }
             Err(error) => {
                 tracing::error!(error = %format!("{error:#}"), "Reloading the tenant registry failed; the one in force is kept.");
-                self.platform_log().write(&serde_json::json!({
+                self.logs().platform().write(&serde_json::json!({
                     "type": "event", "level": "error", "message": "registry reload failed", "error": format!("{error:#}"),
                 }));
             }
@@ -165,58 +176,9 @@ impl Platform {
         result
     }
 
-    /// The semaphore of `tenant`'s concurrent ingestions.
-    pub fn tenant_slots(&self, tenant: &TenantId) -> Arc<Semaphore> {
-        let slots = self.tenant_slots.lock().expect("tenant slots poisoned");
-        slots.get(tenant).map(|(_, semaphore)| semaphore.clone()).unwrap_or_else(|| Arc::new(Semaphore::new(1)))
-    }
-
-    /// The tenant's batch or stream log.
-    pub fn tenant_log(&self, tenant: &Tenant, kind: PipelineKind) -> LogSink {
-        let path = tenant_log_path(&tenant.paths.logs, kind);
-        self.services
-            .logs
-            .sink(&path)
-            .unwrap_or_else(|error| panic!("cannot open the log {} of tenant `{}`: {error}", path.display(), tenant.id))
-    }
-
-    /// The platform's own log.
-    pub fn platform_log(&self) -> LogSink {
-        let path = self.config.data_dir.join("logs").join("platform.log");
-        self.services.logs.sink(&path).unwrap_or_else(|error| panic!("cannot open the log {}: {error}", path.display()))
-    }
-
-    /// Who an invocation acts for.
-    pub fn scope(
-        &self,
-        tenant: &Arc<Tenant>,
-        kind: PipelineKind,
-        pipeline: &Name,
-        version: u32,
-        parameters: &BTreeMap<String, String>,
-    ) -> Arc<Scope> {
-        Arc::new(Scope {
-            tenant: tenant.clone(),
-            kind,
-            pipeline: pipeline.clone(),
-            version,
-            parameters: tenant.profile.parameters_for(parameters),
-            services: self.services.clone(),
-            log: self.tenant_log(tenant, kind),
-        })
-    }
-
-    /// Records the result of an ingestion: the tenant's log, the metrics, and
-    /// the tenant's `metrics` collection.
-    pub fn record_ingestion(&self, scope: &Scope, record: &IngestionRecord) {
-        scope.log.write(record);
-        crate::telemetry::metrics::record_ingestion(record);
-        self.metrics_index.push(record);
-    }
-
     /// Writes what is buffered (ingestion records) before the process ends.
     pub async fn close(&self) {
-        self.metrics_index.close().await;
+        self.invoker.close().await;
     }
 
     /// The index of a tenant's collection.
@@ -224,9 +186,53 @@ impl Platform {
         let name = Name::parse(collection).map_err(anyhow::Error::msg)?;
         Ok(format!("{tenant}-{name}"))
     }
+
+    /// Compiles the active version of a tenant's pipeline now (it is kept),
+    /// so that the first invocation does not wait for it.
+    pub async fn load_pipeline(&self, tenant: &str, kind: PipelineKind, name: &str) -> anyhow::Result<()> {
+        let tenant = self.tenant(tenant)?;
+        match kind {
+            PipelineKind::Batch => {
+                let spec = tenant
+                    .profile
+                    .batch_pipeline(name)
+                    .with_context(|| format!("tenant `{}` has no batch pipeline `{name}`", tenant.id))?;
+                self.invoker.load_batch(&tenant, spec).await.map(drop)
+            }
+            PipelineKind::Stream => {
+                let spec = tenant.profile.stream.as_ref().with_context(|| format!("tenant `{}` has no stream pipeline", tenant.id))?;
+                self.invoker.load_stream(&tenant, spec).await.map(drop)
+            }
+        }
+    }
 }
 
 impl Platform {
+    /// Ingests the file at `path` for `tenant`, with the named batch pipeline
+    /// or the first whose `files` pattern matches: [`crate::batch::ingest_path`].
+    pub async fn ingest_path(
+        &self,
+        tenant: &str,
+        pipeline: Option<&str>,
+        path: &Path,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> anyhow::Result<IngestionRecord> {
+        self.ingest_path_within(tenant, pipeline, path, None, progress).await
+    }
+
+    /// [`Platform::ingest_path`] of a file that must be inside `within`.
+    pub async fn ingest_path_within(
+        &self,
+        tenant: &str,
+        pipeline: Option<&str>,
+        path: &Path,
+        within: Option<&Path>,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> anyhow::Result<IngestionRecord> {
+        let tenant = self.tenant(tenant)?;
+        crate::batch::ingest_path(&self.invoker, &tenant, pipeline, path, within, progress).await
+    }
+
     /// The first `limit` documents of a tenant's collection (its `metrics`
     /// collection included) that match `query`.
     pub async fn search(&self, tenant: &str, collection: &str, query: &str, limit: usize) -> anyhow::Result<SearchResult> {
@@ -252,8 +258,59 @@ impl Platform {
             limit,
             offset,
             timeout: std::time::Duration::from_millis(self.config.api.search_timeout_ms),
-        };
-        crate::backends::query::check(&request).map_err(SearchError::from)?;
-        Ok(self.services.coredms.search(&index, &request).await?)
+        }
+        .checked()
+        .map_err(SearchError::from)?;
+        Ok(self.coredms().search(&index, &request).await?)
     }
+
+    /// Creates `topic` (a full name, prefix included) with `partitions` if
+    /// it does not exist yet.
+    pub async fn ensure_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        Ok(self.invoker.services().ensure_topic(topic, partitions).await?)
+    }
+
+    /// Publishes messages to a tenant's topic (`mysimbdp stream produce`);
+    /// returns the topic's full name. The host's own topics are refused.
+    pub async fn produce(&self, tenant: &str, topic: &str, messages: Vec<OutRecord>) -> anyhow::Result<String> {
+        let tenant = self.tenant(tenant)?;
+        let name = Name::parse(topic).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            !RESERVED_TOPICS.contains(&name.as_str()),
+            "topic `{name}` of tenant `{}` is reserved for the host (it writes the tenant's dead letters there); produce to another topic",
+            tenant.id
+        );
+        let full = format!("{}.{name}", tenant.id);
+        let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
+        let services = self.invoker.services();
+        services.ensure_topic(&full, partitions).await?;
+        services.messaging.publish(&full, messages).await?;
+        Ok(full)
+    }
+}
+
+/// Checks components before they are stored: each must implement the world
+/// of its kind (every import one the host provides, the export of the right
+/// type). What `mysimbdp pipeline upload` does first.
+pub struct ComponentCheck(Sandbox);
+
+impl ComponentCheck {
+    #[expect(clippy::new_without_default, reason = "it starts a sandbox (and its epoch thread), not a value")]
+    pub fn new() -> ComponentCheck {
+        ComponentCheck(Sandbox::new(None))
+    }
+
+    /// Compiles `component` and checks that it implements the world of `kind`.
+    pub fn check(&self, kind: PipelineKind, component: &[u8]) -> anyhow::Result<()> {
+        self.0.check(kind, component)
+    }
+}
+
+/// Checks `component` ([`ComponentCheck`]), then stores it as the next
+/// version of the tenant's pipeline `name`: `mysimbdp pipeline upload`.
+pub fn upload_pipeline(tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8]) -> anyhow::Result<PipelineVersion> {
+    ComponentCheck::new()
+        .check(kind, component)
+        .with_context(|| format!("the component was not accepted as the {kind} pipeline `{name}` of tenant `{}`", tenant.id))?;
+    crate::pipelines::store(tenant, kind, name, component)
 }

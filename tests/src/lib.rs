@@ -5,7 +5,6 @@
 use mysimbdp::config::PlatformConfig;
 use mysimbdp::pipelines::{self, PipelineKind, PipelineVersion};
 use mysimbdp::platform::Platform;
-use mysimbdp::runtime::Runtime;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -176,8 +175,7 @@ impl TestPlatform {
         let tenant = registry.require(tenant).expect("tenant");
         let name = pipelines::resolve_name(tenant, kind, Some(name)).expect("declared pipeline");
         let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("{wasm}: {e}"));
-        Runtime::new(None).check(kind, &bytes).unwrap_or_else(|e| panic!("{wasm} rejected: {e:#}"));
-        pipelines::store(tenant, kind, &name, &bytes).expect("store the pipeline")
+        mysimbdp::platform::upload_pipeline(tenant, kind, &name, &bytes).unwrap_or_else(|e| panic!("{wasm} rejected: {e:#}"))
     }
 
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {

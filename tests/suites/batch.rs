@@ -1,7 +1,6 @@
 //! The batch ingest manager: constraints and quarantine, concurrency, cron,
 //! priority without starvation, duplicates, and a host killed mid-ingestion.
 
-use mysimbdp::batch::BatchManager;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled};
@@ -80,7 +79,7 @@ async fn constrained(tenant: &Tenant, changes: &[(&str, &str)]) -> TestPlatform 
 async fn run_manager(test: &TestPlatform, tenant: &Tenant) -> mysimbdp::batch::status::TenantStatus {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let platform = test.open().await;
-    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let manager = platform.start_batch_manager().await.unwrap();
     let status = settled(&platform, tenant.id, Duration::from_secs(60)).await;
     manager.shutdown().await;
     status
@@ -242,7 +241,7 @@ async fn cron_pipelines_start_only_at_their_ticks() {
     const TICK_MS: i64 = 3000;
     let test = constrained(&SENSORS, &[("agreement.schedule", "'*/3 * * * * *'")]).await;
     let platform = test.open().await;
-    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let manager = platform.start_batch_manager().await.unwrap();
     // The first tick at or after a time, in ms.
     let tick_after = |ms: i64| (ms + TICK_MS - 1) / TICK_MS * TICK_MS;
     let mut landed = Vec::new();
@@ -299,7 +298,7 @@ async fn priority_goes_first_without_starving_others() {
         stage(&test, "low", &format!("l-{i}.csv"), &orders_csv(i * 10_000, 3_000));
     }
     let platform = test.open().await;
-    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let manager = platform.start_batch_manager().await.unwrap();
     settled(&platform, "high", Duration::from_secs(120)).await;
     settled(&platform, "low", Duration::from_secs(120)).await;
     manager.shutdown().await;
@@ -324,7 +323,7 @@ async fn the_same_file_staged_twice_yields_no_duplicates() {
     stage(&test, "retail", "day.csv", &content);
     stage(&test, "retail", "day-copy.csv", &content);
     let platform = test.open().await;
-    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let manager = platform.start_batch_manager().await.unwrap();
     settled(&platform, "retail", Duration::from_secs(30)).await;
     assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 300);
     // Staged again after it was done: recognised by its checksum.
@@ -352,7 +351,7 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::PANICS);
     stage(&test, "retail", "monday.csv", &orders_csv(1, 50));
     let platform = test.open().await;
-    let manager = BatchManager::start(platform.clone()).await.unwrap();
+    let manager = platform.start_batch_manager().await.unwrap();
     let status = settled(&platform, "retail", Duration::from_secs(30)).await;
     assert_eq!(status.failed.len(), 1, "{status:?}");
     assert_eq!(status.failed[0].state, "guest-panic");

@@ -2,8 +2,8 @@
 //! into the embedded store; adversarial guests are contained and classified;
 //! names outside a tenant's namespace are denied; re-ingestion is idempotent.
 
+use mysimbdp::failure::FailureKind;
 use mysimbdp::pipelines::PipelineKind;
-use mysimbdp::runtime::FailureKind;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{TestPlatform, artifacts, read_log, repo_root};
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ async fn example_pipelines_fill_the_store_from_the_sample_data() {
     let platform = test.open().await;
 
     let orders = sample("retail/orders-2026-11-20.csv");
-    let record = mysimbdp::batch::ingest_path(&platform, "retail", None, &orders, None).await.unwrap();
+    let record = platform.ingest_path("retail", None, &orders, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
     let rows = csv_rows(&orders);
     assert_eq!(record.records_in, rows.len() as u64);
@@ -61,7 +61,7 @@ async fn example_pipelines_fill_the_store_from_the_sample_data() {
     assert_eq!(doc["total"].as_f64().unwrap(), total);
 
     let readings = sample("sensors/readings-2026-11-20.ndjson");
-    let record = mysimbdp::batch::ingest_path(&platform, "sensors", None, &readings, None).await.unwrap();
+    let record = platform.ingest_path("sensors", None, &readings, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
     let lines = std::fs::read_to_string(&readings).unwrap().lines().count() as u64;
     assert_eq!(record.records_in, lines);
@@ -85,9 +85,9 @@ async fn reingesting_a_file_creates_no_duplicates() {
     let test = platform();
     let platform = test.open().await;
     let orders = sample("retail/orders-2026-11-21.csv");
-    let first = mysimbdp::batch::ingest_path(&platform, "retail", None, &orders, None).await.unwrap();
+    let first = platform.ingest_path("retail", None, &orders, None).await.unwrap();
     let after_first = platform.search("retail", "orders", "", 0).await.unwrap().total;
-    let second = mysimbdp::batch::ingest_path(&platform, "retail", None, &orders, None).await.unwrap();
+    let second = platform.ingest_path("retail", None, &orders, None).await.unwrap();
     let after_second = platform.search("retail", "orders", "", 0).await.unwrap().total;
     assert_eq!(first.records_out, second.records_out);
     assert_eq!(after_first, first.records_out);
@@ -119,10 +119,8 @@ async fn adversarial_guests_are_reported_by_kind_and_the_host_goes_on() {
         let staged = test.dir.path().join(format!("{name}.txt"));
         std::fs::copy(&input, &staged).unwrap();
         // The other tenant ingests while the bad guest runs.
-        let (bad, good) = tokio::join!(
-            mysimbdp::batch::ingest_path(&platform, "sandbox", None, &staged, None),
-            mysimbdp::batch::ingest_path(&platform, "retail", None, &orders, None),
-        );
+        let (bad, good) =
+            tokio::join!(platform.ingest_path("sandbox", None, &staged, None), platform.ingest_path("retail", None, &orders, None),);
         let bad = bad.unwrap();
         assert_eq!(bad.outcome, Outcome::Failed, "{name}: {bad:?}");
         assert_eq!(bad.failure, Some(expected), "{name}: {:?}", bad.reason);
@@ -134,8 +132,7 @@ async fn adversarial_guests_are_reported_by_kind_and_the_host_goes_on() {
     assert!(panic["reason"].as_str().unwrap().contains("fixture panic after reading"), "{panic}");
 
     // And right after all of them a normal ingestion still succeeds.
-    let after =
-        mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
+    let after = platform.ingest_path("sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
     assert_eq!(after.outcome, Outcome::Ok);
 }
 
@@ -144,16 +141,16 @@ async fn a_guest_cannot_leave_its_namespace() {
     let test = platform();
     test.upload("sandbox", PipelineKind::Batch, "escape-namespace", artifacts::ESCAPE_NAMESPACE);
     let platform = test.open().await;
-    mysimbdp::batch::ingest_path(&platform, "sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
+    platform.ingest_path("sensors", None, &sample("sensors/readings-2026-11-20.ndjson"), None).await.unwrap();
     let before = platform.search("sensors", "readings", "", 0).await.unwrap().total;
 
     let staged = test.dir.path().join("escape.txt");
     std::fs::write(&staged, "x\n").unwrap();
-    let record = mysimbdp::batch::ingest_path(&platform, "sandbox", None, &staged, None).await.unwrap();
+    let record = platform.ingest_path("sandbox", None, &staged, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "every attempt was denied: {:?}", record.reason);
     assert_eq!(platform.search("sensors", "readings", "", 0).await.unwrap().total, before);
     assert_eq!(platform.search("sensors", "readings", "escaped:true", 0).await.unwrap().total, 0);
-    let indices = platform.services.coredms.indices("").await.unwrap();
+    let indices = platform.coredms().indices("").await.unwrap();
     assert!(
         indices
             .iter()
@@ -179,7 +176,7 @@ async fn document_records_work_without_the_sdk_and_bad_packing_is_refused() {
     let staged = test.dir.path().join("notes.txt");
     std::fs::write(&staged, "n-1 {\"n\":1}\n- {\"n\":2}\n- {\"n\":3}\n- {\"n\":2}\n").unwrap();
     for _ in 0..2 {
-        let record = mysimbdp::batch::ingest_path(&platform, "sandbox", None, &staged, None).await.unwrap();
+        let record = platform.ingest_path("sandbox", None, &staged, None).await.unwrap();
         assert_eq!(record.outcome, Outcome::Ok, "{:?}", record.reason);
     }
     let found = platform.search("sandbox", "notes", "", 10).await.unwrap();
@@ -202,7 +199,7 @@ async fn document_records_work_without_the_sdk_and_bad_packing_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_checks_the_world_of_the_component() {
-    let runtime = mysimbdp::runtime::Runtime::new(None);
+    let runtime = mysimbdp::platform::ComponentCheck::new();
     let stream = std::fs::read(artifacts::SENSOR_STREAM).unwrap();
     let batch = std::fs::read(artifacts::RETAIL_ORDERS).unwrap();
     assert!(runtime.check(PipelineKind::Stream, &stream).is_ok());

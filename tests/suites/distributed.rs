@@ -6,7 +6,6 @@
 //! Each test uses tenant ids of its own, so runs never see each other's data.
 
 use mysimbdp::pipelines::PipelineKind;
-use mysimbdp::stream::StreamManager;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{
     Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with, read_log,
@@ -44,7 +43,7 @@ async fn a_batch_file_lands_in_the_tenants_opensearch_index() {
     test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     let platform = test.open().await;
     let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
-    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    let record = platform.ingest_path(&tenant, None, &sample, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
 
     let search = search();
@@ -76,7 +75,7 @@ async fn messages_from_a_kafka_client_become_documents() {
     let test = platform(&tenant, &sensors_stream_profile(&[]));
     test.upload(&tenant, PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
     let platform = test.open().await;
-    let manager = StreamManager::new(platform.clone());
+    let manager = platform.stream_manager();
     manager.start(&tenant, Some(2)).await.unwrap();
 
     let readings = mysimbdp_tests::readings_ndjson(0, 300);
@@ -109,7 +108,7 @@ async fn messages_from_a_kafka_client_become_documents() {
     // and commits them.
     let group = format!("mysimbdp.{tenant}.live");
     let topics = [format!("{tenant}.readings")];
-    let messaging = &platform.services.messaging;
+    let messaging = &platform.messaging();
     eventually("every offset to be committed", Duration::from_secs(60), || {
         let (group, topics) = (&group, &topics);
         async move { (messaging.lag(group, topics).await.unwrap() == 0).then_some(()) }
@@ -130,7 +129,7 @@ async fn a_poison_message_goes_to_the_dead_letter_topic_and_the_rest_is_ingested
     let test = platform(&tenant, &profile);
     test.upload(&tenant, PipelineKind::Stream, "events", artifacts::POISON_STREAM);
     let platform = test.open().await;
-    let manager = StreamManager::new(platform.clone());
+    let manager = platform.stream_manager();
     manager.start(&tenant, Some(1)).await.unwrap();
 
     let mut lines: Vec<String> = (0..40).map(|i| format!("k{i}|event {i}")).collect();
@@ -194,7 +193,7 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
 
     // A graceful stop and start, in-process.
     let platform = test.open().await;
-    let manager = StreamManager::new(platform.clone());
+    let manager = platform.stream_manager();
     manager.start(&tenant, Some(1)).await.unwrap();
     eventually("some documents", Duration::from_secs(60), || async { (count().await > 0).then_some(()) }).await;
     manager.stop(&tenant).await.unwrap();
@@ -260,7 +259,7 @@ async fn a_guest_cannot_reach_another_tenants_index_or_topic() {
     let platform = test.open().await;
     let staged = test.dir.path().join("escape.txt");
     std::fs::write(&staged, "x\n").unwrap();
-    let record = mysimbdp::batch::ingest_path(&platform, &attacker, None, &staged, None).await.unwrap();
+    let record = platform.ingest_path(&attacker, None, &staged, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "every attempt denied: {:?}", record.reason);
     let denials = read_log(&test.tenant_dir(&attacker).join("logs/batch.log"))
         .into_iter()
@@ -329,7 +328,7 @@ async fn bulk_requests_and_items_refused_for_load_are_retried_until_indexed() {
     test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     let platform = test.open().await;
     let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
-    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    let record = platform.ingest_path(&tenant, None, &sample, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "{record:?}");
     assert_eq!(record.dead_lettered, 21, "only the rows the pipeline rejected; nothing was refused for good");
     let requests = proxy.bulk_requests.load(std::sync::atomic::Ordering::SeqCst);
@@ -349,7 +348,7 @@ async fn documents_the_store_refuses_are_dead_lettered_with_the_reason() {
     test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     let platform = test.open().await;
     let sample = repo_root().join("data/retail/orders-2026-11-20.csv");
-    let record = mysimbdp::batch::ingest_path(&platform, &tenant, None, &sample, None).await.unwrap();
+    let record = platform.ingest_path(&tenant, None, &sample, None).await.unwrap();
     let indexed = search().count(&format!("{tenant}-orders")).await;
     let dead = kcat_read(&brokers(), &format!("{tenant}.dead-letter"));
     let refused: Vec<&serde_json::Value> = dead.iter().filter(|m| kcat_headers(m)["error-kind"] == "document-refused").collect();

@@ -4,7 +4,7 @@
 //! operator page in headless Chromium.
 
 use mysimbdp::pipelines::PipelineKind;
-use mysimbdp::stream::{StreamManager, monitor};
+use mysimbdp::stream::monitor;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
 use mysimbdp_tests::{TestPlatform, artifacts, eventually, orders_csv, profile_with, read_log, readings_ndjson, repo_root};
 use std::process::{Child, Command, Stdio};
@@ -145,9 +145,9 @@ async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
     let test = TestPlatform::builder().tenant_yaml("sensors", &profile).config("stream:\n  monitor_interval_ms: 500\n").build();
     test.upload("sensors", PipelineKind::Stream, "slow", artifacts::SLOW_STREAM);
     let platform = test.open().await;
-    let manager = StreamManager::new(platform.clone());
-    let monitor = monitor::spawn_monitor(platform.clone(), manager.clone());
-    let listener = monitor::spawn_alert_listener(platform.clone(), manager.clone());
+    let manager = platform.stream_manager();
+    let monitor = monitor::spawn_monitor(manager.clone());
+    let listener = monitor::spawn_alert_listener(manager.clone());
     manager.start("sensors", None).await.unwrap();
     let messages: Vec<mysimbdp::backends::OutRecord> = (0..3000)
         .map(|i| mysimbdp::backends::OutRecord {
@@ -156,7 +156,7 @@ async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
             headers: vec![],
         })
         .collect();
-    StreamManager::produce(&platform, "sensors", "work", messages).await.unwrap();
+    platform.produce("sensors", "work", messages).await.unwrap();
 
     let instances = || {
         let manager = manager.clone();
@@ -190,7 +190,7 @@ async fn a_slow_stream_is_scaled_up_to_its_maximum_and_down_when_idle() {
     assert!(alerts.iter().any(|a| *a == "slow-ingestion" || *a == "consumer-lag"), "{alerts:?}");
     assert!(alerts.contains(&"idle"), "{alerts:?}");
     // Alerts also went out on the platform topic, where the manager read them.
-    let published = platform.services.messaging.read_all(monitor::ALERTS_TOPIC, 10_000, Duration::from_secs(5)).await.unwrap();
+    let published = platform.messaging().read_all(monitor::ALERTS_TOPIC, 10_000, Duration::from_secs(5)).await.unwrap();
     assert!(!published.is_empty());
     assert_eq!(platform.search("sensors", "events", "", 0).await.unwrap().total, 3000, "every message was processed");
 }
@@ -214,7 +214,7 @@ async fn stats_match_what_was_ingested() {
         ("retail", data.join("retail/orders-2026-11-21.csv")),
         ("sensors", data.join("sensors/readings-2026-11-20.ndjson")),
     ] {
-        let record = mysimbdp::batch::ingest_path(&platform, tenant, None, &file, None).await.unwrap();
+        let record = platform.ingest_path(tenant, None, &file, None).await.unwrap();
         let entry = expected.entry(tenant).or_insert((0, 0, 0, 0));
         entry.0 += 1;
         entry.1 += record.records_in;
@@ -223,7 +223,7 @@ async fn stats_match_what_was_ingested() {
     }
     let spin = test.dir.path().join("spin-forever.txt");
     std::fs::write(&spin, "x\n").unwrap();
-    let failed = mysimbdp::batch::ingest_path(&platform, "sandbox", None, &spin, None).await.unwrap();
+    let failed = platform.ingest_path("sandbox", None, &spin, None).await.unwrap();
     assert_eq!(failed.outcome, Outcome::Failed);
     platform.close().await;
 

@@ -2,6 +2,7 @@
 //! Prometheus, and the operator page.
 
 pub mod client;
+mod guard;
 pub mod page;
 mod server;
 

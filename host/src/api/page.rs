@@ -115,8 +115,8 @@ pub async fn overview(platform: &Platform, stream: Option<&StreamManager>) -> Ov
     }
     Overview {
         generated_at: chrono::Utc::now(),
-        coredms: platform.services.coredms.kind().to_string(),
-        messaging: platform.services.messaging.kind().to_string(),
+        coredms: platform.coredms().kind().to_string(),
+        messaging: platform.messaging().kind().to_string(),
         tenants,
     }
 }

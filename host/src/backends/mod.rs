@@ -3,11 +3,11 @@
 //! distributed one (Elasticsearch/OpenSearch, Kafka).
 
 mod deadline;
-pub mod elasticsearch;
-pub mod embedded_log;
-pub mod embedded_store;
-pub mod kafka;
-pub mod null_store;
+pub(crate) mod elasticsearch;
+pub(crate) mod embedded_log;
+pub(crate) mod embedded_store;
+pub(crate) mod kafka;
+pub(crate) mod null_store;
 pub mod query;
 
 use async_trait::async_trait;
@@ -201,7 +201,7 @@ pub trait DocumentStore: Send + Sync {
 
     /// `request.query` in the store's query-string syntax (empty matches
     /// all), the page `offset..offset + limit`, within `request.timeout`.
-    /// The caller has checked the request against [`query::check`].
+    /// The caller has checked the request ([`SearchRequest::checked`]).
     async fn search(&self, index: &str, request: &SearchRequest) -> Result<SearchResult, SearchError>;
 
     /// Live documents in the index (0 when it does not exist).

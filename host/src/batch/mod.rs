@@ -1,12 +1,14 @@
 //! Batch ingestion: constraints on staged files, one file through a tenant's
 //! batch pipeline, and the manager that schedules staged files.
 
-pub mod constraints;
+pub(crate) mod constraints;
 mod ingest;
-pub mod manager;
+mod manager;
 pub mod manifest;
+mod scan;
 pub mod staging;
 pub mod status;
+mod worker;
 
-pub use ingest::{FileIdentity, IngestOptions, identify, ingest_file, ingest_file_with, ingest_path, ingest_path_within};
+pub use ingest::{FileIdentity, identify, ingest_path};
 pub use manager::BatchManager;

@@ -1,10 +1,10 @@
 //! `coredms`: bulk writes into the tenant's own indices.
 
 use super::HostState;
+use super::bindings::batch::mysimbdp::pipeline::coredms;
+use super::bindings::{BulkReport, Document, GuestError, ItemFailure};
+use super::dead_letter::header;
 use crate::backends::Docs;
-use crate::deadletter::header;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::coredms;
-use crate::runtime::bindings::{BulkReport, Document, GuestError, ItemFailure};
 use sha2::{Digest, Sha256};
 
 /// Documents one call may write.

@@ -2,8 +2,8 @@
 //! tagged with the pipeline and its version.
 
 use super::HostState;
-use crate::runtime::bindings::Level;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::log;
+use super::bindings::Level;
+use super::bindings::batch::mysimbdp::pipeline::log;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

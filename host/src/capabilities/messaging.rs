@@ -1,9 +1,9 @@
 //! `messaging`: publish to the tenant's own topics.
 
 use super::HostState;
+use super::bindings::batch::mysimbdp::pipeline::messaging;
+use super::bindings::{GuestError, Outgoing};
 use crate::backends::OutRecord;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::messaging;
-use crate::runtime::bindings::{GuestError, Outgoing};
 
 /// Messages one call may publish.
 const MAX_MESSAGES_PER_CALL: usize = 10_000;

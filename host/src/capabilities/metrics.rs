@@ -2,7 +2,7 @@
 //! it cannot change.
 
 use super::HostState;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::metrics;
+use super::bindings::batch::mysimbdp::pipeline::metrics;
 
 /// Distinct counters one pipeline may define; more would explode Prometheus.
 const MAX_COUNTERS: usize = 64;

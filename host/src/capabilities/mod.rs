@@ -1,21 +1,22 @@
-//! The host side of every WIT import. Each invocation gets a fresh
-//! [`HostState`]; its [`Scope`] says which tenant and pipeline the guest
-//! acts for, and every name the guest passes is checked and prefixed here.
+//! The host side of every WIT import, with the bindings generated from
+//! `wit/pipeline.wit` beside the implementations that answer them (one file
+//! per interface). Each invocation gets a fresh [`HostState`]; its [`Scope`]
+//! says which tenant and pipeline the guest acts for, and every name the
+//! guest passes is checked and prefixed here.
 
-pub mod coredms;
+pub mod bindings;
+mod coredms;
 pub mod dead_letter;
-pub mod log;
-pub mod messaging;
-pub mod metrics;
-pub mod params;
+mod log;
+mod messaging;
+mod metrics;
+mod params;
 pub mod staging;
 
 use crate::backends::{DocumentStore, MessageBus};
-use crate::config::{Name, Tenant, TenantId};
+use crate::config::{Name, PipelineKind, Tenant, TenantId};
 use crate::config::{RESERVED_COLLECTIONS, RESERVED_TOPICS};
-use crate::pipelines::PipelineKind;
-use crate::runtime::MemoryLimiter;
-use crate::telemetry::logs::{LogFiles, LogSink};
+use crate::telemetry::logs::LogSink;
 use log::OutputCapture;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,14 +27,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub struct Services {
     pub coredms: Arc<dyn DocumentStore>,
     pub messaging: Arc<dyn MessageBus>,
-    pub logs: LogFiles,
     /// Indices and topics already created, so each is checked once per process.
     ensured: Mutex<HashSet<String>>,
 }
 
 impl Services {
     pub fn new(coredms: Arc<dyn DocumentStore>, messaging: Arc<dyn MessageBus>) -> Self {
-        Services { coredms, messaging, logs: LogFiles::default(), ensured: Mutex::new(HashSet::new()) }
+        Services { coredms, messaging, ensured: Mutex::new(HashSet::new()) }
     }
 
     /// Creates the index once per process, with the profile's mappings.
@@ -115,11 +115,12 @@ pub struct Effects {
     pub log_lines_dropped: u32,
 }
 
-/// The data of one invocation's `Store`.
+/// What the imports of one invocation work with: its scope, what it did,
+/// its WASI context (with nothing granted) and resource table. The sandbox
+/// keeps it in the invocation's `Store`, beside the memory limiter.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limiter: MemoryLimiter,
     pub(crate) scope: Arc<Scope>,
     pub(crate) effects: Effects,
     pub(crate) stdout: OutputCapture,
@@ -128,7 +129,7 @@ pub struct HostState {
 
 impl HostState {
     /// A sandbox with no files, no environment, no network: only our imports.
-    pub fn new(scope: Arc<Scope>, memory_bytes: u64) -> Self {
+    pub fn new(scope: Arc<Scope>) -> Self {
         let stdout = OutputCapture::default();
         let stderr = OutputCapture::default();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -138,23 +139,20 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        HostState {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter::new(memory_bytes),
-            scope,
-            effects: Effects::default(),
-            stdout,
-            stderr,
-        }
+        HostState { wasi, table: ResourceTable::new(), scope, effects: Effects::default(), stdout, stderr }
     }
 
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }
 
+    /// What the invocation did so far.
+    pub fn effects(&self) -> &Effects {
+        &self.effects
+    }
+
     /// Records and logs a refused call; returns the error for the guest.
-    pub(crate) fn deny(&mut self, what: &str, reason: String) -> crate::runtime::bindings::GuestError {
+    pub(crate) fn deny(&mut self, what: &str, reason: String) -> bindings::GuestError {
         let message = format!("{what} denied: {reason}");
         self.scope.log.write(&serde_json::json!({
             "type": "event",
@@ -172,7 +170,7 @@ impl HostState {
         )
         .increment(1);
         self.effects.denied.push(message.clone());
-        crate::runtime::bindings::GuestError::Denied(message)
+        bindings::GuestError::Denied(message)
     }
 }
 
@@ -182,4 +180,4 @@ impl WasiView for HostState {
     }
 }
 
-impl crate::runtime::bindings::batch::mysimbdp::pipeline::types::Host for HostState {}
+impl bindings::batch::mysimbdp::pipeline::types::Host for HostState {}

@@ -1,7 +1,7 @@
 //! `config`: who the guest is and its parameters from the tenant's profile.
 
 use super::HostState;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::config;
+use super::bindings::batch::mysimbdp::pipeline::config;
 
 impl config::Host for HostState {
     async fn tenant(&mut self) -> wasmtime::Result<String> {

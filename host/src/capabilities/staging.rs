@@ -1,9 +1,9 @@
 //! `staging.input-file`: the guest reads the staged file in chunks.
 
 use super::HostState;
+use super::bindings::GuestError;
+use super::bindings::batch::mysimbdp::pipeline::staging;
 use crate::opened_file::OpenedFile;
-use crate::runtime::bindings::GuestError;
-use crate::runtime::bindings::batch::mysimbdp::pipeline::staging;
 use wasmtime::component::Resource;
 
 /// Most bytes one `read` returns, whatever the guest asks for.

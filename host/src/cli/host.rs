@@ -4,7 +4,7 @@ use crate::api::{AppState, router};
 use crate::batch::BatchManager;
 use crate::config::PlatformConfig;
 use crate::platform::Platform;
-use crate::stream::{StreamManager, monitor};
+use crate::stream::monitor;
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,15 +15,15 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen); is another host running?", config.api.listen))?;
-    platform.platform_log().write(&serde_json::json!({
+    platform.logs().platform().write(&serde_json::json!({
         "type": "event", "level": "info", "message": "host started", "api": config.api.listen,
-        "coredms": platform.services.coredms.kind(), "messaging": platform.services.messaging.kind(),
+        "coredms": platform.coredms().kind(), "messaging": platform.messaging().kind(),
     }));
     tracing::info!(
         api = %config.api.listen,
         tenants = platform.registry().tenants().count(),
-        coredms = platform.services.coredms.kind(),
-        messaging = platform.services.messaging.kind(),
+        coredms = platform.coredms().kind(),
+        messaging = platform.messaging().kind(),
         "Host started."
     );
     if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
@@ -33,10 +33,10 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
              start or stop streams. Set api.token_file in the config."
         );
     }
-    let batch = Arc::new(BatchManager::start(platform.clone()).await?);
-    let stream = StreamManager::new(platform.clone());
-    let monitor = monitor::spawn_monitor(platform.clone(), stream.clone());
-    let listener_task = monitor::spawn_alert_listener(platform.clone(), stream.clone());
+    let batch = Arc::new(platform.start_batch_manager().await?);
+    let stream = platform.stream_manager();
+    let monitor = monitor::spawn_monitor(stream.clone());
+    let listener_task = monitor::spawn_alert_listener(stream.clone());
     let reload_task = spawn_reload_on_hangup(platform.clone(), batch.clone())?;
     let app = router(AppState::new(platform.clone(), Some(metrics), Some(batch.clone()), Some(stream.clone())));
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
@@ -46,7 +46,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     stream.shutdown().await;
     batch.shutdown().await;
     platform.close().await;
-    platform.platform_log().write(&serde_json::json!({ "type": "event", "level": "info", "message": "host stopped" }));
+    platform.logs().platform().write(&serde_json::json!({ "type": "event", "level": "info", "message": "host stopped" }));
     tracing::info!("Host stopped.");
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 mod commands;
 mod host;
 mod output;
+mod streams;
 
 use crate::pipelines::PipelineKind;
 use clap::{Args, Parser, Subcommand};
@@ -298,13 +299,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stage { command: StageCommand::Put { tenant, into, files } } => {
             commands::stage_put(&config, &out, &tenant, into.as_deref(), &files)
         }
-        Command::Stats { tenant, since } => commands::stats(&config, &out, tenant.as_deref(), since.as_deref()),
+        Command::Stats { tenant, since } => streams::stats(&config, &out, tenant.as_deref(), since.as_deref()),
         Command::Stream { command } => match command {
-            StreamCommand::Start { tenant, instances } => commands::stream_start(&config, &out, &tenant, instances).await,
-            StreamCommand::Stop { tenant } => commands::stream_stop(&config, &out, &tenant).await,
-            StreamCommand::Status { tenant } => commands::stream_status(&config, &out, tenant.as_deref()).await,
+            StreamCommand::Start { tenant, instances } => streams::stream_start(&config, &out, &tenant, instances).await,
+            StreamCommand::Stop { tenant } => streams::stream_stop(&config, &out, &tenant).await,
+            StreamCommand::Status { tenant } => streams::stream_status(&config, &out, tenant.as_deref()).await,
             StreamCommand::Produce { tenant, topic, key, key_field, file } => {
-                commands::stream_produce(&config, &out, &tenant, &topic, key, key_field, file.as_deref()).await
+                streams::stream_produce(&config, &out, &tenant, &topic, key, key_field, file.as_deref()).await
             }
         },
         Command::Batch { command } => match command {

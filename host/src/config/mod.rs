@@ -3,21 +3,23 @@
 //! file and the field.
 
 mod ids;
+mod kind;
 mod platform;
 mod profile;
 mod registry;
 mod units;
 
 pub use ids::{Name, TenantId};
+pub use kind::PipelineKind;
 pub use platform::{
     ApiConfig, ApiToken, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig,
     StreamManagerConfig, read_token_file,
 };
 pub use profile::{
-    BatchPipelineSpec, CollectionSpec, FileConstraints, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS, SandboxLimits,
-    SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
+    BatchPipelineSpec, CollectionSpec, DEAD_LETTER_TOPIC, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, RESERVED_COLLECTIONS,
+    RESERVED_TOPICS, SandboxLimits, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
 };
-pub use registry::{Registry, Tenant, TenantPaths};
+pub use registry::{Registry, RegistryHandle, Tenant, TenantPaths};
 pub use units::ByteSize;
 
 use serde::de::DeserializeOwned;

@@ -245,9 +245,15 @@ pub struct CollectionSpec {
     pub mappings: Option<serde_json::Value>,
 }
 
+/// The deepest wasm stack a profile may ask for.
+pub const MAX_WASM_STACK_BYTES: u64 = 2 * 1024 * 1024;
+
+/// The topic of each tenant where the host writes what was refused.
+pub const DEAD_LETTER_TOPIC: &str = "dead-letter";
+
 /// Names a guest cannot use because the host writes them itself.
 pub const RESERVED_COLLECTIONS: &[&str] = &["metrics"];
-pub const RESERVED_TOPICS: &[&str] = &["dead-letter"];
+pub const RESERVED_TOPICS: &[&str] = &[DEAD_LETTER_TOPIC];
 
 impl Profile {
     pub fn load(file: &Path) -> Result<Profile, ConfigError> {
@@ -376,10 +382,10 @@ fn validate_sandbox(file: &Path, at: &str, limits: &SandboxLimits) -> Result<(),
     if !(10..=86_400_000).contains(&limits.deadline_ms) {
         return fail("deadline_ms", format!("is {} but must be between 10 and 86400000 (a day)", limits.deadline_ms));
     }
-    if !(64 * ByteSize::KIB..=crate::runtime::MAX_WASM_STACK_BYTES).contains(&limits.max_wasm_stack_bytes.0) {
+    if !(64 * ByteSize::KIB..=MAX_WASM_STACK_BYTES).contains(&limits.max_wasm_stack_bytes.0) {
         return fail(
             "max_wasm_stack_bytes",
-            format!("is {} but must be between 64KiB and {}", limits.max_wasm_stack_bytes, ByteSize(crate::runtime::MAX_WASM_STACK_BYTES)),
+            format!("is {} but must be between 64KiB and {}", limits.max_wasm_stack_bytes, ByteSize(MAX_WASM_STACK_BYTES)),
         );
     }
     Ok(())

@@ -7,7 +7,7 @@ use super::{ConfigError, Profile, TenantId};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,5 +152,31 @@ impl Registry {
 
     pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.values()
+    }
+}
+
+/// The registry in force, shared by every part of the host: replaced whole
+/// by a reload, so a reader holds one consistent snapshot.
+#[derive(Clone)]
+pub struct RegistryHandle(Arc<RwLock<Arc<Registry>>>);
+
+impl RegistryHandle {
+    pub fn new(registry: Registry) -> RegistryHandle {
+        RegistryHandle(Arc::new(RwLock::new(Arc::new(registry))))
+    }
+
+    /// The registry in force now (a snapshot: a reload does not change it).
+    pub fn current(&self) -> Arc<Registry> {
+        self.0.read().expect("registry poisoned").clone()
+    }
+
+    /// The tenant `id` as the registry in force has it.
+    pub fn tenant(&self, id: &str) -> anyhow::Result<Arc<Tenant>> {
+        self.current().require(id).cloned()
+    }
+
+    /// Puts `registry` in force.
+    pub fn replace(&self, registry: Arc<Registry>) {
+        *self.0.write().expect("registry poisoned") = registry;
     }
 }

@@ -5,8 +5,9 @@
 mod instance;
 pub mod monitor;
 
+use crate::config::{RegistryHandle, StreamManagerConfig};
 use crate::config::{StreamSpec, Tenant, TenantId};
-use crate::platform::Platform;
+use crate::invocation::Invoker;
 use anyhow::Context;
 use instance::Instance;
 use serde::{Deserialize, Serialize};
@@ -92,13 +93,20 @@ pub struct StreamStatus {
 }
 
 pub struct StreamManager {
-    platform: Arc<Platform>,
+    invoker: Arc<Invoker>,
+    /// The registry in force: a stream starting from nothing runs the profile it has.
+    registry: RegistryHandle,
+    config: StreamManagerConfig,
     streams: tokio::sync::Mutex<HashMap<TenantId, TenantStream>>,
 }
 
 impl StreamManager {
-    pub fn new(platform: Arc<Platform>) -> Arc<StreamManager> {
-        Arc::new(StreamManager { platform, streams: tokio::sync::Mutex::new(HashMap::new()) })
+    pub fn new(invoker: Arc<Invoker>, registry: RegistryHandle, config: StreamManagerConfig) -> Arc<StreamManager> {
+        Arc::new(StreamManager { invoker, registry, config, streams: tokio::sync::Mutex::new(HashMap::new()) })
+    }
+
+    fn services(&self) -> &crate::capabilities::Services {
+        self.invoker.services()
     }
 
     fn spec(tenant: &Tenant) -> anyhow::Result<StreamSpec> {
@@ -110,9 +118,9 @@ impl StreamManager {
     /// Runs `instances` instances (default: the profile's minimum) of the
     /// tenant's stream pipeline, creating its topics first.
     pub async fn start(&self, tenant: &str, instances: Option<u32>) -> anyhow::Result<StreamStatus> {
-        let tenant = self.platform.tenant(tenant)?;
+        let tenant = self.registry.tenant(tenant)?;
         let spec = Self::spec(&tenant)?;
-        crate::pipelines::active(&tenant, crate::pipelines::PipelineKind::Stream, &spec.name)?;
+        crate::pipelines::active(&tenant, crate::config::PipelineKind::Stream, &spec.name)?;
         let wanted = instances.unwrap_or(spec.min_instances.max(1));
         anyhow::ensure!(
             (1..=spec.max_instances).contains(&wanted),
@@ -121,16 +129,16 @@ impl StreamManager {
             spec.max_instances
         );
         for topic in Instance::topics(&tenant, &spec) {
-            self.platform.services.ensure_topic(&topic, spec.partitions).await?;
+            self.services().ensure_topic(&topic, spec.partitions).await?;
         }
-        self.platform.services.ensure_topic(&crate::deadletter::topic(&tenant.id), 1).await?;
+        self.services().ensure_topic(&crate::capabilities::dead_letter::topic(&tenant.id), 1).await?;
         self.scale(&tenant.id, wanted, "started by an operator").await?;
         self.status_of(&tenant.id).await
     }
 
     /// Stops every instance of the tenant's stream; each finishes its batch.
     pub async fn stop(&self, tenant: &str) -> anyhow::Result<StreamStatus> {
-        let tenant = self.platform.tenant(tenant)?;
+        let tenant = self.registry.tenant(tenant)?;
         Self::spec(&tenant)?;
         self.scale(&tenant.id, 0, "stopped by an operator").await?;
         self.status_of(&tenant.id).await
@@ -138,7 +146,7 @@ impl StreamManager {
 
     /// Sets the number of running instances, logging why.
     pub async fn scale(&self, tenant: &TenantId, wanted: u32, reason: &str) -> anyhow::Result<()> {
-        let tenant = self.platform.tenant(tenant.as_str())?;
+        let tenant = self.registry.tenant(tenant.as_str())?;
         let spec = Self::spec(&tenant)?;
         let mut stopping = Vec::new();
         let before;
@@ -168,7 +176,7 @@ impl StreamManager {
                 stream.next_number += 1;
                 let (stop, stop_rx) = watch::channel(false);
                 let instance = Instance {
-                    platform: self.platform.clone(),
+                    invoker: self.invoker.clone(),
                     tenant: stream.tenant.clone(),
                     spec: stream.spec.clone(),
                     number,
@@ -190,7 +198,7 @@ impl StreamManager {
         }
         if before != wanted {
             tracing::info!(tenant = %tenant.id, from = before, to = wanted, %reason, "Stream instances changed.");
-            self.platform.tenant_log(&tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({
+            self.invoker.logs().tenant(&tenant, crate::config::PipelineKind::Stream).write(&serde_json::json!({
                 "type": "scaling", "tenant": tenant.id, "pipeline": spec.name, "from": before, "to": wanted, "reason": reason,
             }));
         }
@@ -211,8 +219,8 @@ impl StreamManager {
     /// Every tenant with a stream pipeline (or one), with its lag.
     pub async fn status(&self, tenant: Option<&str>) -> anyhow::Result<Vec<StreamStatus>> {
         let tenants: Vec<Arc<Tenant>> = match tenant {
-            Some(id) => vec![self.platform.tenant(id)?],
-            None => self.platform.registry().tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
+            Some(id) => vec![self.registry.tenant(id)?],
+            None => self.registry.current().tenants().filter(|t| t.profile.stream.is_some()).cloned().collect(),
         };
         let mut statuses = Vec::new();
         for tenant in tenants {
@@ -226,7 +234,7 @@ impl StreamManager {
             };
             let group = Instance::group(&tenant, &spec);
             let topics = Instance::topics(&tenant, &spec);
-            let lag = self.platform.services.messaging.lag(&group, &topics).await.ok();
+            let lag = self.services().messaging.lag(&group, &topics).await.ok();
             statuses.push(StreamStatus {
                 tenant: tenant.id.to_string(),
                 pipeline: spec.name.to_string(),
@@ -258,26 +266,5 @@ impl StreamManager {
         for tenant in tenants {
             let _ = self.scale(&tenant, 0, "host shutdown").await;
         }
-    }
-
-    /// Publishes messages to a tenant's topic (`mysimbdp stream produce`).
-    pub async fn produce(
-        platform: &Platform,
-        tenant: &str,
-        topic: &str,
-        messages: Vec<crate::backends::OutRecord>,
-    ) -> anyhow::Result<String> {
-        let tenant = platform.tenant(tenant)?;
-        let name = crate::config::Name::parse(topic).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            !crate::config::RESERVED_TOPICS.contains(&name.as_str()),
-            "topic `{name}` of tenant `{}` is reserved for the host (it writes the tenant's dead letters there); produce to another topic",
-            tenant.id
-        );
-        let full = format!("{}.{name}", tenant.id);
-        let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
-        platform.services.ensure_topic(&full, partitions).await?;
-        platform.services.messaging.publish(&full, messages).await?;
-        Ok(full)
     }
 }

@@ -10,7 +10,7 @@
 
 use super::{StreamManager, instance::Instance};
 use crate::backends::OutRecord;
-use crate::platform::Platform;
+use crate::config::PipelineKind;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,28 +66,28 @@ pub struct Measurement {
 }
 
 /// Measures, compares and alerts, every interval, until dropped.
-pub fn spawn_monitor(platform: Arc<Platform>, manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()> {
-    let interval = Duration::from_millis(platform.config.stream.monitor_interval_ms);
+pub fn spawn_monitor(manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()> {
+    let interval = Duration::from_millis(manager.config.monitor_interval_ms);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            for alert in check(&platform, &manager).await {
-                raise(&platform, &alert).await;
+            for alert in check(&manager).await {
+                raise(&manager, &alert).await;
             }
         }
     })
 }
 
 /// Compares each running stream with its thresholds.
-pub async fn check(platform: &Platform, manager: &StreamManager) -> Vec<Alert> {
+pub async fn check(manager: &StreamManager) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for (tenant, spec, stats, instances, running_for) in manager.running().await {
         let window = stats.take();
         let group = Instance::group(&tenant, &spec);
-        let lag = platform.services.messaging.lag(&group, &Instance::topics(&tenant, &spec)).await.ok();
+        let lag = manager.services().messaging.lag(&group, &Instance::topics(&tenant, &spec)).await.ok();
         let avg_ingestion_ms = (window.batches > 0).then(|| window.busy.as_secs_f64() * 1000.0 / window.batches as f64);
         let error_rate = (window.messages > 0).then(|| window.failed as f64 / window.messages as f64);
         let idle_for = window.last_message.map_or(running_for, |t| t.elapsed());
@@ -103,7 +103,7 @@ pub async fn check(platform: &Platform, manager: &StreamManager) -> Vec<Alert> {
         if let Some(rate) = error_rate {
             metrics::gauge!("mysimbdp_stream_error_rate", &labels).set(rate);
         }
-        platform.tenant_log(&tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({
+        manager.invoker.logs().tenant(&tenant, PipelineKind::Stream).write(&serde_json::json!({
             "type": "measurement", "tenant": tenant.id, "pipeline": spec.name, "instances": instances, "measured": measured,
         }));
 
@@ -156,11 +156,11 @@ pub async fn check(platform: &Platform, manager: &StreamManager) -> Vec<Alert> {
 }
 
 /// Logs, counts and publishes an alert.
-async fn raise(platform: &Platform, alert: &Alert) {
+async fn raise(manager: &StreamManager, alert: &Alert) {
     tracing::warn!(tenant = %alert.tenant, pipeline = %alert.pipeline, alert = alert.alert.as_str(), "Stream alert: {}.", alert.message);
-    platform.platform_log().write(&serde_json::json!({ "type": "alert", "alert": alert }));
-    if let Some(tenant) = platform.registry().get(&alert.tenant) {
-        platform.tenant_log(tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({ "type": "alert", "alert": alert }));
+    manager.invoker.logs().platform().write(&serde_json::json!({ "type": "alert", "alert": alert }));
+    if let Some(tenant) = manager.registry.current().get(&alert.tenant) {
+        manager.invoker.logs().tenant(tenant, PipelineKind::Stream).write(&serde_json::json!({ "type": "alert", "alert": alert }));
     }
     metrics::counter!(
         "mysimbdp_stream_alerts_total",
@@ -174,24 +174,24 @@ async fn raise(platform: &Platform, alert: &Alert) {
         value: serde_json::to_vec(alert).expect("serializable"),
         headers: Vec::new(),
     };
-    if let Err(error) = platform.services.messaging.publish(ALERTS_TOPIC, vec![record]).await {
+    if let Err(error) = manager.services().messaging.publish(ALERTS_TOPIC, vec![record]).await {
         tracing::error!(%error, "Cannot publish an alert on {ALERTS_TOPIC}.");
     }
 }
 
 /// The manager's side: consumes the alerts topic and scales.
-pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_alert_listener(manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()> {
     let started = chrono::Utc::now();
-    let cooldown = Duration::from_millis(platform.config.stream.monitor_interval_ms * 2);
+    let cooldown = Duration::from_millis(manager.config.monitor_interval_ms * 2);
     tokio::spawn(async move {
         let group = format!("_mysimbdp.stream-manager.{}", std::process::id());
         let topics = [ALERTS_TOPIC.to_string()];
-        if let Err(error) = platform.services.ensure_topic(ALERTS_TOPIC, 1).await {
+        if let Err(error) = manager.services().ensure_topic(ALERTS_TOPIC, 1).await {
             tracing::error!(%error, "Cannot create the alerts topic; the stream manager will not scale.");
             return;
         }
         let mut consumer = loop {
-            match platform.services.messaging.consumer(&group, &topics).await {
+            match manager.services().messaging.consumer(&group, &topics).await {
                 Ok(consumer) => break consumer,
                 Err(error) => {
                     tracing::warn!(%error, "Cannot consume the alerts topic yet.");
@@ -215,7 +215,7 @@ pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>
                 if alert.at < started {
                     continue;
                 }
-                act(&platform, &manager, &alert, &mut last_change, cooldown).await;
+                act(&manager, &alert, &mut last_change, cooldown).await;
             }
             if !records.is_empty() {
                 let processed: Vec<_> = records.iter().map(|r| (r.topic.clone(), r.partition, r.offset)).collect();
@@ -226,8 +226,8 @@ pub fn spawn_alert_listener(platform: Arc<Platform>, manager: Arc<StreamManager>
 }
 
 /// One decision on one alert, logged with its reason.
-async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
-    let Ok(tenant) = platform.tenant(&alert.tenant) else { return };
+async fn act(manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
+    let Ok(tenant) = manager.registry.tenant(&alert.tenant) else { return };
     let Some(spec) = tenant.profile.stream.clone() else { return };
     let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
@@ -235,14 +235,14 @@ async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_c
         AlertKind::SlowIngestion | AlertKind::ConsumerLag => (instances + 1, "up"),
         AlertKind::Idle => (instances.saturating_sub(1), "down"),
         AlertKind::ErrorRate => {
-            return decide(platform, &tenant, alert, instances, instances, "not scaling: more instances do not fix failing messages");
+            return decide(manager, &tenant, alert, instances, instances, "not scaling: more instances do not fix failing messages");
         }
     };
     let bounded = target.clamp(spec.min_instances.max(1), spec.max_instances);
     if bounded == instances {
         let limit = if direction == "up" { "maximum" } else { "minimum" };
         return decide(
-            platform,
+            manager,
             &tenant,
             alert,
             instances,
@@ -251,7 +251,7 @@ async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_c
         );
     }
     if last_change.get(tenant.id.as_str()).is_some_and(|t| t.elapsed() < cooldown) {
-        return decide(platform, &tenant, alert, instances, instances, "not scaling yet: the last change is still settling");
+        return decide(manager, &tenant, alert, instances, instances, "not scaling yet: the last change is still settling");
     }
     let reason = format!("{} ({})", alert.alert.as_str(), alert.message);
     match manager.scale(&tenant.id, bounded, &reason).await {
@@ -264,15 +264,15 @@ async fn act(platform: &Platform, manager: &StreamManager, alert: &Alert, last_c
                 "direction" => direction
             )
             .increment(1);
-            decide(platform, &tenant, alert, instances, bounded, &format!("scaled {direction}: {}", alert.message));
+            decide(manager, &tenant, alert, instances, bounded, &format!("scaled {direction}: {}", alert.message));
         }
-        Err(error) => decide(platform, &tenant, alert, instances, instances, &format!("scaling failed: {error:#}")),
+        Err(error) => decide(manager, &tenant, alert, instances, instances, &format!("scaling failed: {error:#}")),
     }
 }
 
-fn decide(platform: &Platform, tenant: &crate::config::Tenant, alert: &Alert, from: u32, to: u32, reason: &str) {
+fn decide(manager: &StreamManager, tenant: &crate::config::Tenant, alert: &Alert, from: u32, to: u32, reason: &str) {
     tracing::info!(tenant = %tenant.id, alert = alert.alert.as_str(), from, to, "Stream manager decision: {reason}.");
-    platform.tenant_log(tenant, crate::pipelines::PipelineKind::Stream).write(&serde_json::json!({
+    manager.invoker.logs().tenant(tenant, PipelineKind::Stream).write(&serde_json::json!({
         "type": "decision", "tenant": tenant.id, "pipeline": alert.pipeline, "alert": alert.alert, "from": from, "to": to, "reason": reason,
     }));
 }

@@ -3,7 +3,7 @@
 //! Every ingestion writes one `"type":"ingestion"` record; `mysimbdp stats`
 //! reads them back.
 
-use crate::pipelines::PipelineKind;
+use crate::config::{PipelineKind, Tenant};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -59,6 +59,31 @@ impl LogFiles {
         let sink = LogSink { path: path.to_path_buf(), file: Arc::new(Mutex::new(file)) };
         open.insert(path.to_path_buf(), sink.clone());
         Ok(sink)
+    }
+}
+
+/// Every log of the host: the tenants' batch and stream logs and the
+/// platform's own, each file opened once.
+pub struct Logs {
+    files: LogFiles,
+    platform: PathBuf,
+}
+
+impl Logs {
+    /// Logs whose platform log is `<data_dir>/logs/platform.log`.
+    pub fn new(data_dir: &Path) -> Logs {
+        Logs { files: LogFiles::default(), platform: data_dir.join("logs").join("platform.log") }
+    }
+
+    /// The tenant's batch or stream log.
+    pub fn tenant(&self, tenant: &Tenant, kind: PipelineKind) -> LogSink {
+        let path = tenant_log_path(&tenant.paths.logs, kind);
+        self.files.sink(&path).unwrap_or_else(|error| panic!("cannot open the log {} of tenant `{}`: {error}", path.display(), tenant.id))
+    }
+
+    /// The platform's own log.
+    pub fn platform(&self) -> LogSink {
+        self.files.sink(&self.platform).unwrap_or_else(|error| panic!("cannot open the log {}: {error}", self.platform.display()))
     }
 }
 

@@ -15,8 +15,8 @@ pub const API_REQUESTS_REFUSED: &str = "mysimbdp_api_requests_refused_total";
 pub fn record_ingestion(record: &IngestionRecord) {
     let labels = [("tenant", record.tenant.clone()), ("pipeline", record.pipeline.clone()), ("kind", record.kind.as_str().to_string())];
     let unit = match record.kind {
-        crate::pipelines::PipelineKind::Batch => "files",
-        crate::pipelines::PipelineKind::Stream => "batches",
+        crate::config::PipelineKind::Batch => "files",
+        crate::config::PipelineKind::Stream => "batches",
     };
     match record.outcome {
         Outcome::Ok => metrics::counter!(format!("mysimbdp_{unit}_ingested_total"), &labels).increment(1),

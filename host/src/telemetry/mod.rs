@@ -2,13 +2,12 @@
 //! Prometheus, per-tenant JSON-lines logs, and the statistics read back from
 //! those logs.
 
-pub mod index;
-pub mod logs;
-pub mod metrics;
-pub mod stats;
+pub(crate) mod logs;
+pub(crate) mod metrics;
+pub(crate) mod stats;
 
-use crate::pipelines::PipelineKind;
-use crate::runtime::{Failure, FailureKind};
+use crate::config::PipelineKind;
+use crate::failure::{Failure, FailureKind};
 use serde::{Deserialize, Serialize};
 
 /// The result of one ingestion: one batch file or one stream batch. Written

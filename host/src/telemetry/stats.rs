@@ -2,8 +2,8 @@
 //! (`mysimbdp stats`): per tenant and for the whole platform.
 
 use super::{IngestionRecord, Outcome};
+use crate::config::PipelineKind;
 use crate::config::Registry;
-use crate::pipelines::PipelineKind;
 use crate::telemetry::logs::tenant_log_path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -143,7 +143,7 @@ pub fn parse_since(text: &str) -> anyhow::Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::FailureKind;
+    use crate::failure::FailureKind;
 
     fn record(tenant: &str, kind: PipelineKind, ms: f64, failure: Option<FailureKind>) -> IngestionRecord {
         IngestionRecord {

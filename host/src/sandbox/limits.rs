@@ -38,7 +38,7 @@ impl fmt::Display for DeadlineExceeded {
 impl std::error::Error for DeadlineExceeded {}
 
 /// Caps linear memory and remembers the peak, for the metrics.
-pub struct MemoryLimiter {
+pub(super) struct MemoryLimiter {
     max: usize,
     peak: usize,
 }

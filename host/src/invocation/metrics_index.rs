@@ -2,8 +2,8 @@
 //! they can be searched like any data. Written in batches by a background
 //! task: once a second, or sooner when many arrive.
 
-use super::IngestionRecord;
 use crate::backends::{Docs, DocumentStore};
+use crate::telemetry::IngestionRecord;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,7 @@ pub const METRICS_COLLECTION: &str = "metrics";
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const FLUSH_AT: usize = 500;
 
-pub struct MetricsIndex {
+pub(super) struct MetricsIndex {
     sender: Mutex<Option<mpsc::UnboundedSender<IngestionRecord>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }

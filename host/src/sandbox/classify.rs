@@ -1,75 +1,14 @@
-//! Every way an invocation can fail, as a kind the operator can count and a
-//! message that says what happened and what to change.
+//! Which [`Failure`] ended an invocation: by the typed error of the limit it
+//! hit, the trap wasmtime reports, or what a sink said while the guest ran.
 
 use super::{DeadlineExceeded, MemoryLimitExceeded};
-use crate::capabilities::HostState;
-use crate::runtime::bindings::GuestError;
-use serde::{Deserialize, Serialize};
-use std::fmt;
+use crate::capabilities::Effects;
+use crate::capabilities::bindings::GuestError;
+use crate::failure::{Failure, FailureKind};
 use wasmtime::Trap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// Ran out of `fuel_per_invocation`.
-    OutOfFuel,
-    /// Tried to grow past `memory_bytes`.
-    MemoryLimit,
-    /// Ran past `deadline_ms`.
-    Deadline,
-    /// Recursed deeper than `max_wasm_stack_bytes`.
-    StackOverflow,
-    /// The guest panicked (Rust `panic!`, `unwrap` on `None`, ...).
-    GuestPanic,
-    /// Any other trap (out-of-bounds access, division by zero, ...).
-    GuestTrap,
-    /// The guest returned an error.
-    GuestError,
-    /// The store, the broker or the staged file failed under the guest.
-    SinkError,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::OutOfFuel => "out-of-fuel",
-            FailureKind::MemoryLimit => "memory-limit",
-            FailureKind::Deadline => "deadline",
-            FailureKind::StackOverflow => "stack-overflow",
-            FailureKind::GuestPanic => "guest-panic",
-            FailureKind::GuestTrap => "guest-trap",
-            FailureKind::GuestError => "guest-error",
-            FailureKind::SinkError => "sink-error",
-        }
-    }
-
-    /// A trap ends the instance; the data it was given may be at fault.
-    pub fn is_trap(self) -> bool {
-        !matches!(self, FailureKind::GuestError | FailureKind::SinkError)
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind}: {message}")]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Failure { kind, message: message.into() }
-    }
-}
-
 /// Classifies an error that ended the call (a trap or a host failure).
-pub(super) fn classify(error: &wasmtime::Error, state: &HostState, stderr: &str) -> Failure {
+pub(super) fn classify(error: &wasmtime::Error, effects: &Effects, stderr: &str) -> Failure {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Failure::new(FailureKind::MemoryLimit, limit.to_string());
     }
@@ -95,7 +34,7 @@ pub(super) fn classify(error: &wasmtime::Error, state: &HostState, stderr: &str)
             Failure::new(FailureKind::GuestPanic, format!("guest panic: {}", detail.trim()))
         }
         Some(trap) => Failure::new(FailureKind::GuestTrap, format!("guest trap: {trap}")),
-        None => match &state.effects.sink_error {
+        None => match &effects.sink_error {
             Some(sink) => Failure::new(FailureKind::SinkError, sink.clone()),
             None => Failure::new(FailureKind::GuestTrap, format!("{error:#}")),
         },
@@ -108,7 +47,7 @@ fn stderr_after<'s>(stderr: &'s str, line: &str) -> &'s str {
 }
 
 /// Classifies an error the guest returned.
-pub(super) fn from_guest_error(error: GuestError, state: &HostState) -> Failure {
+pub(super) fn from_guest_error(error: GuestError, effects: &Effects) -> Failure {
     let (kind, message) = match error {
         GuestError::Unavailable(m) => (FailureKind::SinkError, m),
         GuestError::InvalidInput(m) => (FailureKind::GuestError, format!("invalid input: {m}")),
@@ -116,7 +55,7 @@ pub(super) fn from_guest_error(error: GuestError, state: &HostState) -> Failure 
         GuestError::QuotaExceeded(m) => (FailureKind::GuestError, format!("quota exceeded: {m}")),
         GuestError::Other(m) => (FailureKind::GuestError, m),
     };
-    match (&state.effects.sink_error, kind) {
+    match (&effects.sink_error, kind) {
         (Some(sink), _) => Failure::new(FailureKind::SinkError, sink.clone()),
         _ => Failure::new(kind, message),
     }

@@ -33,5 +33,5 @@ pub mod stream {
 }
 
 pub use batch::mysimbdp::pipeline::types::{
-    BatchReport, BulkReport, DeadRecord, Document, Error as GuestError, ItemFailure, Level, Message, Outgoing, Rejection, StreamReport,
+    BatchReport, BulkReport, DeadRecord, Document, Error as GuestError, ItemFailure, Level, Message, Outgoing, StreamReport,
 };

@@ -2,43 +2,37 @@
 //! pre-instantiated form, and runs every invocation in a fresh `Store` with
 //! the tenant's limits. A trap ends that invocation only.
 
-pub mod bindings;
-mod failure;
+mod cache;
+mod classify;
 mod limits;
+mod store;
 
-pub use failure::{Failure, FailureKind};
-pub use limits::{DeadlineExceeded, MemoryLimitExceeded, MemoryLimiter};
+pub use limits::{DeadlineExceeded, MemoryLimitExceeded};
+pub use store::{EPOCH_TICK, StoreData, Usage};
 
 use crate::capabilities::HostState;
+use crate::capabilities::bindings::{self, BatchReport, Message, StreamReport};
 use crate::capabilities::staging::InputFile;
-use crate::config::SandboxLimits;
-use crate::pipelines::{PipelineKind, PipelineVersion};
+use crate::config::{PipelineKind, SandboxLimits};
+use crate::failure::{Failure, FailureKind};
+use crate::pipelines::PipelineVersion;
 use anyhow::Context;
-use bindings::{BatchReport, Message, StreamReport};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{Config, Engine};
 
-/// The deepest wasm stack a profile may ask for.
-pub const MAX_WASM_STACK_BYTES: u64 = 2 * 1024 * 1024;
 /// Host calls run on the guest's fiber, below its wasm stack.
-const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
-/// How often epochs advance; the deadline is checked at this granularity and
-/// a running guest yields to other tasks this often.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Bytes a guest may pass to the host in one call (documents, messages).
-const MAX_HOSTCALL_BYTES: usize = 64 * 1024 * 1024;
+pub const HOST_STACK_BYTES: usize = 2 * 1024 * 1024;
 
 /// An engine and the linkers of both worlds. `max_wasm_stack` is an engine
 /// setting, so there is one per distinct stack limit in the profiles.
 struct EngineSet {
     engine: Engine,
-    batch: Linker<HostState>,
-    stream: Linker<HostState>,
+    batch: Linker<StoreData>,
+    stream: Linker<StoreData>,
 }
 
 impl EngineSet {
@@ -57,21 +51,26 @@ impl EngineSet {
 
 /// What a pipeline of `kind` may import: WASI (with nothing granted by
 /// `HostState`) and the imports of its world.
-pub fn linker(engine: &Engine, kind: PipelineKind) -> anyhow::Result<Linker<HostState>> {
+pub fn linker(engine: &Engine, kind: PipelineKind) -> anyhow::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     match kind {
-        PipelineKind::Batch => bindings::batch::BatchPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?,
-        PipelineKind::Stream => bindings::stream::StreamPipeline::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?,
+        PipelineKind::Batch => bindings::batch::BatchPipeline::add_to_linker::<StoreData, HasSelf<HostState>>(&mut linker, host_state)?,
+        PipelineKind::Stream => bindings::stream::StreamPipeline::add_to_linker::<StoreData, HasSelf<HostState>>(&mut linker, host_state)?,
     }
     Ok(linker)
 }
 
+/// The imports' view of the store's data.
+fn host_state(data: &mut StoreData) -> &mut HostState {
+    &mut data.host
+}
+
 /// A component compiled and linked, ready to instantiate.
 #[derive(Clone)]
-pub enum Prepared {
-    Batch(bindings::batch::BatchPipelinePre<HostState>),
-    Stream(bindings::stream::StreamPipelinePre<HostState>),
+enum Prepared {
+    Batch(bindings::batch::BatchPipelinePre<StoreData>),
+    Stream(bindings::stream::StreamPipelinePre<StoreData>),
 }
 
 /// A pipeline version ready to run under one stack limit.
@@ -81,18 +80,12 @@ pub struct CompiledPipeline {
     prepared: Prepared,
 }
 
-/// What an invocation used, measured by the host.
-#[derive(Debug, Clone, Default)]
-pub struct Usage {
-    pub fuel_consumed: u64,
-    pub peak_memory_bytes: u64,
-    pub duration: Duration,
-}
-
 /// A component (by SHA-256), the stack limit of its engine, and its world.
 type CompileKey = (String, u64, PipelineKind);
 
-pub struct Runtime {
+/// The wasm sandbox of the host: one engine per stack limit, the compiled
+/// pipelines, and the thread that advances their epochs.
+pub struct Sandbox {
     engines: Mutex<HashMap<u64, Arc<EngineSet>>>,
     /// One cell per component and stack size: concurrent loads compile once.
     compiled: Mutex<HashMap<CompileKey, Arc<tokio::sync::OnceCell<Arc<CompiledPipeline>>>>>,
@@ -107,7 +100,7 @@ struct Ticker {
     stop: AtomicBool,
 }
 
-impl Runtime {
+impl Sandbox {
     pub fn new(cache_dir: Option<&Path>) -> Self {
         let ticker = Arc::new(Ticker { engines: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
         let thread_ticker = ticker.clone();
@@ -122,7 +115,7 @@ impl Runtime {
                 }
             })
             .expect("spawn the epoch ticker");
-        Runtime {
+        Sandbox {
             engines: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
             cache_dir: cache_dir.map(Path::to_path_buf),
@@ -163,7 +156,7 @@ impl Runtime {
         let cache_file = self.cache_dir.as_ref().map(|dir| dir.join(format!("{}-{stack_bytes}.cwasm", version.sha256)));
         let path = version.path.clone();
         let engine = set.engine.clone();
-        let component = tokio::task::spawn_blocking(move || compile_cached(&engine, &path, cache_file.as_deref()))
+        let component = tokio::task::spawn_blocking(move || cache::compile_cached(&engine, &path, cache_file.as_deref()))
             .await
             .context("compiler thread")??;
         let prepared = prepare(&set, version.kind, &component)?;
@@ -171,7 +164,7 @@ impl Runtime {
     }
 
     /// Runs the batch pipeline on one file.
-    pub async fn run_batch(
+    pub(crate) async fn run_batch(
         &self,
         pipeline: &CompiledPipeline,
         limits: &SandboxLimits,
@@ -182,19 +175,19 @@ impl Runtime {
             return mismatch(state, "batch");
         };
         let pre = pre.clone();
-        invoke(&pipeline.engine, limits, state, async move |store| {
+        store::invoke(&pipeline.engine, limits, state, async move |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
-            let handle = store.data_mut().table().push(file)?;
+            let handle = store.data_mut().host.table().push(file)?;
             let borrowed = wasmtime::component::Resource::<InputFile>::new_borrow(handle.rep());
             let result = instance.call_ingest(&mut *store, borrowed).await;
-            store.data_mut().table().delete(handle)?;
+            store.data_mut().host.table().delete(handle)?;
             result
         })
         .await
     }
 
     /// Runs the stream pipeline on one batch of messages.
-    pub async fn run_stream(
+    pub(crate) async fn run_stream(
         &self,
         pipeline: &CompiledPipeline,
         limits: &SandboxLimits,
@@ -205,7 +198,7 @@ impl Runtime {
             return mismatch(state, "stream");
         };
         let pre = pre.clone();
-        invoke(&pipeline.engine, limits, state, async move |store| {
+        store::invoke(&pipeline.engine, limits, state, async move |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.call_process(&mut *store, &batch).await
         })
@@ -213,7 +206,7 @@ impl Runtime {
     }
 }
 
-impl Drop for Runtime {
+impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker.stop.store(true, Ordering::Relaxed);
     }
@@ -252,86 +245,4 @@ fn imports_message(world: &str) -> String {
 
 fn exports_message(world: &str, export: &str) -> String {
     format!("the component does not implement {world}: it must export `{export}` as declared in wit/pipeline.wit")
-}
-
-fn compile_cached(engine: &Engine, wasm: &Path, cache_file: Option<&Path>) -> anyhow::Result<Component> {
-    if let Some(cache_file) = cache_file
-        && cache_file.exists()
-    {
-        // SAFETY: the file was written by `Component::serialize` of this
-        // host into its own data directory; a stale or foreign artifact fails
-        // the engine compatibility check instead of loading.
-        match unsafe { Component::deserialize_file(engine, cache_file) } {
-            Ok(component) => return Ok(component),
-            Err(error) => tracing::warn!(file = %cache_file.display(), %error, "Compiled pipeline not reusable; compiling again."),
-        }
-    }
-    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read pipeline {}", wasm.display()))?;
-    let component =
-        Component::new(engine, &bytes).map_err(anyhow::Error::from).with_context(|| format!("cannot compile {}", wasm.display()))?;
-    if let Some(cache_file) = cache_file {
-        // Another host process may write the same artifact: a private temporary name.
-        let temporary = cache_file.with_extension(format!("{}.tmp", std::process::id()));
-        let written = cache_file
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&temporary, component.serialize().unwrap_or_default()))
-            .and_then(|_| std::fs::rename(&temporary, cache_file));
-        if let Err(error) = written {
-            tracing::warn!(file = %cache_file.display(), %error, "Cannot cache the compiled pipeline.");
-        }
-    }
-    Ok(component)
-}
-
-/// Runs `call` in a fresh store with `limits`, then classifies the outcome.
-async fn invoke<R, F>(engine: &Engine, limits: &SandboxLimits, state: HostState, call: F) -> (Result<R, Failure>, Usage, HostState)
-where
-    F: AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, bindings::GuestError>>,
-{
-    let started = Instant::now();
-    let deadline = Duration::from_millis(limits.deadline_ms);
-    let mut store = Store::new(engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
-    if let Err(error) = store.set_fuel(limits.fuel_per_invocation) {
-        let failure = Failure::new(FailureKind::GuestTrap, format!("cannot set fuel: {error}"));
-        return (Err(failure), Usage::default(), store.into_data());
-    }
-    // Yield to other tasks every tick while the guest computes; trap once the
-    // deadline has passed.
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if started.elapsed() >= deadline {
-            Err(wasmtime::Error::new(DeadlineExceeded { deadline_ms: deadline.as_millis() as u64 }))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
-        }
-    });
-
-    // Epochs stop a guest that computes; the timeout also stops one that
-    // waits in a host call (a sleep, a slow sink).
-    let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 5, call(&mut store)).await;
-    let fuel_left = store.get_fuel().unwrap_or(0);
-    let usage = Usage {
-        fuel_consumed: limits.fuel_per_invocation.saturating_sub(fuel_left),
-        peak_memory_bytes: store.data().limiter.peak_bytes(),
-        duration: started.elapsed(),
-    };
-    let mut state = store.into_data();
-    let stderr = state.flush_output();
-    let result = match outcome {
-        Err(_elapsed) => Err(Failure::new(
-            FailureKind::Deadline,
-            format!("the invocation ran past its deadline of {} ms while waiting in a host call", limits.deadline_ms),
-        )),
-        Ok(Err(error)) => Err(failure::classify(&error, &state, &stderr)),
-        Ok(Ok(Err(guest_error))) => Err(failure::from_guest_error(guest_error, &state)),
-        Ok(Ok(Ok(report))) => match &state.effects.sink_error {
-            // The guest went on after a sink failed: the data did not all land.
-            Some(error) => Err(Failure::new(FailureKind::SinkError, error.clone())),
-            None => Ok(report),
-        },
-    };
-    (result, usage, state)
 }

@@ -1,0 +1,217 @@
+//! The work on claimed files: resuming what a stop interrupted, picking the
+//! next file fairly, ingesting it through the invocation layer, and moving
+//! it where its outcome says.
+
+use super::manager::{Inner, Job, TenantState};
+use super::manifest::{self, Entry, FileState};
+use super::staging::{self, Reason};
+use crate::config::{OnSuccess, TenantId};
+use crate::invocation::{FileInput, Input};
+use crate::opened_file::{FileIdentity, OpenedFile};
+use crate::telemetry::{IngestionRecord, Outcome};
+use chrono::Utc;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl Inner {
+    /// Resumes what a previous run left: claimed or ingesting files are queued
+    /// again, finished ones moved where they belong.
+    pub(super) async fn recover(self: &Arc<Self>, tenant: &TenantId, entries: Vec<Entry>) {
+        let state = &self.state(tenant);
+        let work = &state.tenant().paths.work;
+        let mut known = HashSet::new();
+        for entry in entries {
+            let path = entry.work_path(work);
+            known.insert(path.clone());
+            match entry.state {
+                FileState::Claimed | FileState::Ingesting if path.exists() => {
+                    tracing::info!(tenant = %tenant, file = %entry.file, "Resuming an ingestion interrupted by a stop.");
+                    match reopen(&path, &state.tenant().paths.work, &entry).await {
+                        Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
+                        Err(message) => {
+                            tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
+                            let failed = Entry {
+                                state: FileState::Failed,
+                                ts: Utc::now(),
+                                reason: Some(format!("not-started: {message}")),
+                                ..entry.clone()
+                            };
+                            self.record(state, &[failed], true);
+                            self.finish_failed(state, &entry, &path, "not-started", &message);
+                        }
+                    }
+                }
+                FileState::Claimed | FileState::Ingesting => {
+                    // Stopped between the claim and the move: the file is still staged.
+                    let retried = Entry {
+                        state: FileState::Retried,
+                        ts: Utc::now(),
+                        reason: Some("claim interrupted; the file is still in staging".into()),
+                        ..entry
+                    };
+                    self.record(state, &[retried], true);
+                }
+                FileState::Done if path.exists() => self.finish_done(state, &entry, &path),
+                FileState::Failed if path.exists() => {
+                    let reason = entry.reason.clone().unwrap_or_default();
+                    self.finish_failed(state, &entry, &path, "interrupted", &reason);
+                }
+                _ => {}
+            }
+        }
+        // A file in work/ the manifest does not know goes back to staging.
+        for file in staging::list(work).unwrap_or_default() {
+            if !known.contains(&file.path) {
+                let name = file.relative.split_once('-').map_or(file.relative.as_str(), |(_, n)| n).to_string();
+                if let Err(error) = staging::move_into(&file.path, &state.tenant().paths.staging, &name, &manifest::new_id()) {
+                    tracing::error!(tenant = %tenant, file = %file.path.display(), %error, "Cannot return an unknown work file to staging.");
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    pub(super) fn record(&self, state: &TenantState, entries: &[Entry], durable: bool) {
+        if let Err(error) = state.manifest.record(entries, durable) {
+            // Without the manifest a crash could ingest twice or lose track.
+            tracing::error!(tenant = %state.tenant().id, file = %state.manifest.path().display(), %error, "Cannot write the manifest.");
+        }
+    }
+
+    pub(super) fn enqueue(&self, tenant: &TenantId, job: Job) {
+        self.queues.lock().expect("queues poisoned").entry(tenant.clone()).or_default().push_back(job);
+    }
+
+    /// Archives (or deletes, per the profile) a file whose content is in the store.
+    pub(super) fn dispose(&self, state: &TenantState, entry: &Entry, path: &Path, on_success: OnSuccess) {
+        let result = match on_success {
+            OnSuccess::Archive => staging::move_into(path, &state.tenant().paths.archive, &entry.file, &entry.id).map(drop),
+            OnSuccess::Delete => std::fs::remove_file(path),
+        };
+        if let Err(error) = result {
+            tracing::error!(tenant = %state.tenant().id, file = %entry.file, %error, "Cannot archive an ingested file.");
+        }
+    }
+
+    pub(super) fn finish_done(&self, state: &TenantState, entry: &Entry, path: &Path) {
+        let on_success = state.tenant().profile.batch_pipeline(&entry.pipeline).map_or(OnSuccess::Archive, |p| p.on_success);
+        self.dispose(state, entry, path, on_success);
+    }
+
+    pub(super) fn finish_failed(&self, state: &TenantState, entry: &Entry, path: &Path, kind: &str, message: &str) {
+        let tenant = &state.tenant();
+        let reason = Reason {
+            tenant: tenant.id.to_string(),
+            file: entry.file.clone(),
+            rule: kind.to_string(),
+            limit: None,
+            actual: None,
+            message: message.to_string(),
+            at: Utc::now(),
+            id: Some(entry.id.clone()),
+            pipeline: Some(entry.pipeline.clone()),
+        };
+        if let Err(error) = staging::move_with_reason(path, &tenant.paths.failed, &entry.id, &reason) {
+            tracing::error!(tenant = %tenant.id, file = %entry.file, %error, "Cannot move a failed file to failed/.");
+        }
+    }
+
+    /// The next job: highest priority plus waiting time, among tenants below
+    /// their concurrency cap.
+    pub(super) fn pick(&self) -> Option<(TenantId, Job)> {
+        let aging = Duration::from_millis(self.config.priority_aging_ms.max(1));
+        let mut queues = self.queues.lock().expect("queues poisoned");
+        let best = queues
+            .iter()
+            .filter_map(|(id, queue)| {
+                let head = queue.front()?;
+                let state = &self.state(id);
+                let agreement = &state.tenant().profile.agreement;
+                (state.running.load(Ordering::Acquire) < agreement.max_concurrent_ingestions as usize).then(|| {
+                    // Waiting counts from when the tenant was last served: a
+                    // tenant served again and again does not age.
+                    let since = match *state.last_served.lock().expect("poisoned") {
+                        Some(served) => served.max(head.queued_at),
+                        None => head.queued_at,
+                    };
+                    let waited = since.elapsed();
+                    (f64::from(agreement.priority) + waited.as_secs_f64() / aging.as_secs_f64(), waited, id.clone())
+                })
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
+        let id = best.2;
+        let job = queues.get_mut(&id)?.pop_front()?;
+        let state = &self.state(&id);
+        state.running.fetch_add(1, Ordering::AcqRel);
+        *state.last_served.lock().expect("poisoned") = Some(Instant::now());
+        Some((id, job))
+    }
+
+    /// Ingests one claimed file and moves it where its outcome says.
+    pub(super) async fn work(&self, tenant_id: &TenantId, job: Job) {
+        let state = &self.state(tenant_id);
+        let tenant = &state.tenant();
+        let entry = job.entry;
+        let path = entry.work_path(&tenant.paths.work);
+        self.record(state, &[Entry { state: FileState::Ingesting, ts: Utc::now(), ..entry.clone() }], false);
+        let outcome: Result<IngestionRecord, String> = match tenant.profile.batch_pipeline(&entry.pipeline) {
+            None => Err(format!("the profile no longer declares batch pipeline `{}`", entry.pipeline)),
+            Some(spec) => {
+                let name = Path::new(&entry.file).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let input = FileInput { identity: Some(job.identity), ..FileInput::new(job.file, &name) };
+                let invoked = async {
+                    let loaded = self.invoker.load_batch(tenant, spec).await?;
+                    self.invoker.invoke(&loaded, Input::File(input)).await
+                };
+                invoked.await.map(|invoked| invoked.record).map_err(|e| format!("{e:#}"))
+            }
+        };
+        match outcome {
+            Ok(record) if record.outcome == Outcome::Ok => {
+                self.record(state, &[Entry { state: FileState::Done, ts: Utc::now(), ..entry.clone() }], true);
+                state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
+                self.finish_done(state, &entry, &path);
+            }
+            Ok(record) => {
+                let kind = record.failure.map_or("failed", |k| k.as_str());
+                let message = record.reason.clone().unwrap_or_default();
+                self.record(
+                    state,
+                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("{kind}: {message}")), ..entry.clone() }],
+                    true,
+                );
+                self.finish_failed(state, &entry, &path, kind, &message);
+            }
+            Err(message) => {
+                tracing::error!(tenant = %tenant.id, file = %entry.file, %message, "Ingestion could not start.");
+                self.record(
+                    state,
+                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("not-started: {message}")), ..entry.clone() }],
+                    true,
+                );
+                self.finish_failed(state, &entry, &path, "not-started", &message);
+            }
+        }
+    }
+}
+
+/// Opens a claimed file again after a restart: the claim's size and
+/// checksum must still be what the file holds (read up to that size).
+async fn reopen(path: &Path, work: &Path, entry: &Entry) -> Result<(OpenedFile, FileIdentity), String> {
+    let opened = OpenedFile::open(path, Some(work)).map_err(|e| e.to_string())?;
+    let opened = opened.limited_to(entry.bytes).map_err(|e| e.to_string())?;
+    let hashed = opened.clone();
+    let identity = tokio::task::spawn_blocking(move || hashed.identify()).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    if identity.sha256 != entry.checksum {
+        return Err(format!(
+            "{} changed after it was claimed (checksum {} now, {} when claimed)",
+            path.display(),
+            &identity.sha256[..12],
+            &entry.checksum[..entry.checksum.len().min(12)]
+        ));
+    }
+    Ok((opened, identity))
+}

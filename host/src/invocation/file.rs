@@ -1,0 +1,61 @@
+//! A batch invocation: one file through the tenant's batch pipeline, under
+//! the tenant's concurrency cap; done only once what it wrote is durable and
+//! searchable.
+
+use super::record::{Measured, record};
+use super::{FileInput, Invoked, Invoker, Loaded};
+use crate::capabilities::HostState;
+use crate::capabilities::staging::InputFile;
+use crate::failure::{Failure, FailureKind};
+use anyhow::Context;
+
+impl Invoker {
+    pub(super) async fn file(&self, loaded: &Loaded, input: FileInput) -> anyhow::Result<Invoked> {
+        let identity = match input.identity {
+            Some(identity) => identity,
+            None => {
+                let hashed = input.file.clone();
+                tokio::task::spawn_blocking(move || hashed.identify()).await?.with_context(|| format!("cannot read `{}`", input.name))?
+            }
+        };
+        let mut file = InputFile::new(&input.name, &identity.sha256, input.file);
+        file.progress = input.progress;
+
+        let tenant = &loaded.scope.tenant;
+        let _slot = self.slots.of(&tenant.id).acquire_owned().await?;
+        let started_at = chrono::Utc::now();
+        let state = HostState::new(loaded.scope.clone());
+        let (result, usage, state) = self.sandbox.run_batch(&loaded.compiled, &loaded.limits, state, file).await;
+
+        // Acknowledged means durable and searchable: only then is the file done.
+        let mut result = result;
+        for index in &state.effects().indices {
+            if let Err(error) = self.services.coredms.flush(index, true).await
+                && result.is_ok()
+            {
+                result = Err(Failure::new(FailureKind::SinkError, error.to_string()));
+            }
+        }
+
+        let effects = state.effects();
+        let (records_in, records_out, records_rejected) = match &result {
+            Ok(report) => (report.records_in, report.records_out, report.records_rejected),
+            Err(_) => (0, effects.docs_indexed, effects.docs_failed),
+        };
+        crate::telemetry::metrics::record_guest_counters(tenant.id.as_str(), loaded.scope.pipeline.as_str(), &effects.counters);
+        let failure = result.err();
+        let measured = Measured {
+            source: input.name,
+            records_in,
+            records_out,
+            records_rejected,
+            dead_lettered: effects.dead_lettered,
+            bytes: identity.bytes,
+            started_at,
+            duration: usage.duration,
+            fuel_consumed: usage.fuel_consumed,
+            peak_memory_bytes: usage.peak_memory_bytes,
+        };
+        Ok(Invoked { record: record(&loaded.scope, measured, failure.as_ref()), failure })
+    }
+}
