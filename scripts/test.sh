@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every test: installs what is missing, checks the formatting
 # (rustfmt.toml) and the layer order of the host's modules
-# (scripts/check-layers.py), starts real Kafka and OpenSearch
-# (scripts/services.sh), runs the whole workspace's tests (guest components
-# are built from source by tests/build.rs), then the main job once
-# (scripts/run.sh --exit). Services this script started are stopped again.
+# (scripts/check-layers.py), runs clippy with warnings as errors, starts
+# real Kafka and OpenSearch (scripts/services.sh), runs the whole
+# workspace's tests (guest components are built from source by
+# tests/build.rs), then the main job once (scripts/run.sh --exit). Services
+# this script started are stopped again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,6 +14,9 @@ scripts/setup.sh --tests
 # before anything is started.
 cargo fmt --all --check
 python3 scripts/check-layers.py
+# Lints as errors, every target (the guest SDK denies missing docs itself),
+# before the services start.
+cargo clippy --workspace --all-targets -- -D warnings
 started_services=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
     started_services=1

@@ -58,13 +58,14 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// A tenant id no earlier run used, for the shared Kafka and OpenSearch
-/// (ids are at most 32 characters).
+/// (ids are at most 32 characters; without `_`, as the tests', so their
+/// topics are `<id>.<topic>`).
 pub fn unique_tenant(base: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs() % 100_000_000;
-    format!("{base}_{stamp}_{n}")
+    format!("{base}{stamp}x{n}")
 }
 
 /// nproc, memory, CPU model and load, so numbers can be read in context.

@@ -20,6 +20,7 @@
 use crate::common::{self, BenchPlatform, median, percentile, secs};
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use mysimbdp::config::{Name, TenantId};
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::platform::Platform;
 use rdkafka::ClientConfig;
@@ -269,7 +270,7 @@ async fn stream_tenant(args: &Args, prefix: &str, run: &str) -> anyhow::Result<(
     bench.upload(&tenant, PipelineKind::Stream, "live", &common::guest("sensor_stream")?)?;
     let platform = bench.open().await?;
     common::warm(&platform, &tenant, PipelineKind::Stream, "live").await?;
-    let topic = format!("{tenant}.readings");
+    let topic = tenant_id(&tenant)?.topic(&Name::parse("readings").map_err(anyhow::Error::msg)?);
     platform.ensure_topic(&topic, PARTITIONS).await?;
     Ok((tenant, bench, platform, topic))
 }
@@ -288,7 +289,7 @@ async fn host_stream(args: &Args, search: &Search, kafka: &Kafka, lines: &[Strin
     platform.close().await;
     let records = common::ingestion_records(&bench.tenant_dir(&tenant), PipelineKind::Stream);
     search.delete(&format!("{tenant}-*")).await;
-    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::config::DEAD_LETTER_TOPIC)]).await;
+    kafka.delete_topics(&[topic, tenant_id(&tenant)?.dead_letter_topic()]).await;
     let progress = progress?;
 
     // Where the time went, from the host's own records of each batch.
@@ -419,8 +420,12 @@ async fn latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) 
     manager.stop(&tenant).await?;
     platform.close().await;
     search.delete(&format!("{tenant}-*")).await;
-    kafka.delete_topics(&[topic, format!("{tenant}.{}", mysimbdp::config::DEAD_LETTER_TOPIC)]).await;
+    kafka.delete_topics(&[topic, tenant_id(&tenant)?.dead_letter_topic()]).await;
     result
+}
+
+fn tenant_id(tenant: &str) -> anyhow::Result<TenantId> {
+    TenantId::parse(tenant).map_err(anyhow::Error::msg)
 }
 
 async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String], topic: &str, index: &str) -> anyhow::Result<Value> {

@@ -1,3 +1,8 @@
+//! What a pipeline knows and does besides reading and writing: who it runs
+//! for and its parameters, deterministic document ids, rejections (dead
+//! letters) and its own counters. [`BatchContext`] and [`StreamContext`]
+//! also build the report the host records.
+
 use crate::__private::bindings::mysimbdp::pipeline::types::{BatchReport, DeadRecord, Error as WitError, Message, Rejection, StreamReport};
 use crate::__private::bindings::mysimbdp::pipeline::{config, dead_letter, metrics, staging};
 use crate::{Error, InputFile, Line, Row, tally};
@@ -110,6 +115,7 @@ pub struct RowIds {
 }
 
 impl RowIds {
+    /// The ids of the rows of the file with `checksum` (SHA-256, hex) of `tenant`.
     pub fn new(tenant: &str, checksum: &str) -> Self {
         RowIds { prefix: format!("{tenant}:{}:", &checksum[..16.min(checksum.len())]) }
     }

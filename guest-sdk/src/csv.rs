@@ -1,3 +1,7 @@
+//! CSV files, record by record: a header row names the columns, rows give
+//! their fields by position or name, and a record cut by a read is joined
+//! again before it is handed out.
+
 use crate::input::{ChunkSource, Chunks};
 use crate::{Error, tally};
 use csv_core::{ReadRecordResult, Reader};
@@ -375,6 +379,7 @@ impl<'r> Row<'r> {
         self.ends.len()
     }
 
+    /// Whether the row has no field.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

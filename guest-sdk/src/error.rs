@@ -1,11 +1,17 @@
+//! The error a pipeline returns, and how the host takes it.
+
 use crate::__private::bindings::mysimbdp::pipeline::types::Error as WitError;
 use std::fmt;
 
-/// What a pipeline returns when it cannot go on. The host records the kind:
-/// `InvalidInput` quarantines the file, `Unavailable` marks a sink failure.
+/// What a pipeline returns when it cannot go on. The host records the
+/// ingestion as failed: `Unavailable` as a `sink-error` (worth trying again),
+/// every other kind as a `guest-error` with the message. A failed file goes
+/// to the tenant's `failed/` with the reason (`mysimbdp batch retry` stages
+/// it again); for a stream batch the host halves the batch to find the
+/// message that fails and dead-letters that one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The input is bad; the host quarantines the file or dead-letters the batch.
+    /// The input is bad.
     InvalidInput(String),
     /// The host refused an action outside the tenant's namespace or profile.
     Denied(String),
@@ -13,14 +19,17 @@ pub enum Error {
     QuotaExceeded(String),
     /// A sink or broker is down; the host may retry the ingestion later.
     Unavailable(String),
+    /// Anything else the pipeline wants to fail with.
     Other(String),
 }
 
 impl Error {
+    /// [`Error::InvalidInput`] with `message`.
     pub fn invalid_input(message: impl Into<String>) -> Self {
         Error::InvalidInput(message.into())
     }
 
+    /// [`Error::Other`] with `message`.
     pub fn other(message: impl Into<String>) -> Self {
         Error::Other(message.into())
     }

@@ -1,3 +1,5 @@
+//! The staged file a batch pipeline ingests, read from the host in chunks.
+
 use crate::__private::bindings::mysimbdp::pipeline::staging;
 use crate::{CsvReader, Error, LineReader};
 
@@ -23,6 +25,7 @@ impl<'a> InputFile<'a> {
         &self.name
     }
 
+    /// Its size in bytes, as the host checked it (nothing past it is read).
     pub fn size(&self) -> u64 {
         self.size
     }

@@ -26,6 +26,8 @@
 //! per batch), sends rejected records to the tenant's dead-letter topic and
 //! builds the report the host records. The raw WIT bindings stay hidden.
 
+#![deny(missing_docs)]
+
 mod context;
 mod csv;
 mod error;

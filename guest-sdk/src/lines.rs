@@ -1,3 +1,5 @@
+//! Text files line by line (NDJSON, logs).
+
 use crate::input::{ChunkSource, Chunks};
 use crate::{Error, tally};
 
@@ -50,10 +52,12 @@ impl<'r> Line<'r> {
         self.number
     }
 
+    /// The line's bytes, without its line end.
     pub fn raw(&self) -> &'r [u8] {
         self.bytes
     }
 
+    /// The line as text; an error naming the line if it is not UTF-8.
     pub fn text(&self) -> Result<&'r str, Error> {
         std::str::from_utf8(self.bytes).map_err(|e| Error::InvalidInput(format!("line {} is not UTF-8: {e}", self.number)))
     }

@@ -1,3 +1,6 @@
+//! Documents into the tenant's collections, in batches: one host call per
+//! thousand documents, their ids and JSON texts packed in one buffer.
+
 use crate::__private::bindings::mysimbdp::pipeline::coredms;
 use crate::context::RowId;
 use crate::{Error, tally};
@@ -68,6 +71,7 @@ impl DocumentBatch {
         self.ends.len()
     }
 
+    /// Whether the batch holds no document.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }

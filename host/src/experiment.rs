@@ -5,7 +5,7 @@
 
 pub use crate::capabilities::bindings::BatchReport;
 pub use crate::capabilities::bindings::batch::BatchPipelinePre;
-pub use crate::capabilities::staging::InputFile;
+pub use crate::capabilities::input_file::InputFile;
 pub use crate::sandbox::{HOST_STACK_BYTES, StoreData, linker};
 
 use crate::capabilities::{HostState, Scope};

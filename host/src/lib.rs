@@ -4,7 +4,7 @@
 //!
 //! The modules form layers, each importing only from those below it (README,
 //! "Architecture"; `scripts/check-layers.py` checks it):
-//! config, failure, opened_file → telemetry → backends, pipelines →
+//! config, failure, opened_file, retry → telemetry → backends, pipelines →
 //! capabilities → sandbox → invocation → batch, stream → platform → api → cli.
 //! What the benchmarks and the integration tests use is `pub`; the rest
 //! is the crate's own.
@@ -21,6 +21,7 @@ pub(crate) mod invocation;
 pub mod opened_file;
 pub mod pipelines;
 pub mod platform;
+pub(crate) mod retry;
 pub(crate) mod sandbox;
 pub mod stream;
 pub mod telemetry;

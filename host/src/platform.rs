@@ -4,7 +4,7 @@
 //! local mode and the tests start from [`Platform::open`]; the managers get
 //! only the parts they use from here.
 
-use crate::backends::embedded_log::EmbeddedLog;
+use crate::backends::embedded_bus::EmbeddedBus;
 use crate::backends::embedded_store::EmbeddedStore;
 use crate::backends::null_store::NullStore;
 use crate::backends::{DocumentStore, MessageBus, OutRecord, SearchError, SearchRequest, SearchResult};
@@ -18,6 +18,7 @@ use crate::pipelines::PipelineVersion;
 use crate::sandbox::Sandbox;
 use crate::stream::StreamManager;
 use crate::telemetry::IngestionRecord;
+use crate::telemetry::events::PlatformEvent;
 use crate::telemetry::logs::Logs;
 use anyhow::Context;
 use std::path::Path;
@@ -63,7 +64,7 @@ impl Platform {
             CoredmsConfig::Elasticsearch(es) => Arc::new(crate::backends::elasticsearch::ElasticStore::connect(es)?),
         };
         let messaging: Arc<dyn MessageBus> = match &config.messaging {
-            MessagingConfig::Embedded => Arc::new(EmbeddedLog::open(&config.data_dir.join("messaging"))?),
+            MessagingConfig::Embedded => Arc::new(EmbeddedBus::open(&config.data_dir.join("messaging"))?),
             MessagingConfig::Kafka(kafka) => Arc::new(crate::backends::kafka::KafkaBus::connect(kafka)?),
         };
         let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")));
@@ -158,21 +159,19 @@ impl Platform {
             anyhow::Ok(reloaded)
         }
         .await;
-        match &result {
-            Ok(reloaded) => {
-                tracing::info!(added = ?reloaded.added, changed = ?reloaded.changed, "Tenant registry reloaded.");
-                self.logs().platform().write(&serde_json::json!({
-                    "type": "event", "level": "info", "message": "registry reloaded",
-                    "added": reloaded.added, "changed": reloaded.changed,
-                }));
-            }
-            Err(error) => {
-                tracing::error!(error = %format!("{error:#}"), "Reloading the tenant registry failed; the one in force is kept.");
-                self.logs().platform().write(&serde_json::json!({
-                    "type": "event", "level": "error", "message": "registry reload failed", "error": format!("{error:#}"),
-                }));
-            }
-        }
+        let event = match &result {
+            Ok(reloaded) => PlatformEvent {
+                level: "info",
+                message: "registry reloaded",
+                fields: serde_json::json!({ "added": reloaded.added, "changed": reloaded.changed }),
+            },
+            Err(error) => PlatformEvent {
+                level: "error",
+                message: "registry reload failed",
+                fields: serde_json::json!({ "error": format!("{error:#}"), "kept": "the registry in force" }),
+            },
+        };
+        event.emit(&self.logs().platform());
         result
     }
 
@@ -184,7 +183,7 @@ impl Platform {
     /// The index of a tenant's collection.
     pub fn index_name(tenant: &TenantId, collection: &str) -> anyhow::Result<String> {
         let name = Name::parse(collection).map_err(anyhow::Error::msg)?;
-        Ok(format!("{tenant}-{name}"))
+        Ok(tenant.index(&name))
     }
 
     /// Compiles the active version of a tenant's pipeline now (it is kept),
@@ -280,7 +279,7 @@ impl Platform {
             "topic `{name}` of tenant `{}` is reserved for the host (it writes the tenant's dead letters there); produce to another topic",
             tenant.id
         );
-        let full = format!("{}.{name}", tenant.id);
+        let full = tenant.id.topic(&name);
         let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
         let services = self.invoker.services();
         services.ensure_topic(&full, partitions).await?;

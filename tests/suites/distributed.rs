@@ -366,3 +366,42 @@ async fn documents_the_store_refuses_are_dead_lettered_with_the_reason() {
     }
     search().delete(&format!("{tenant}-*")).await;
 }
+
+/// Kafka treats `.` and `_` alike when it checks a new topic's name. Under
+/// plain `<tenant>.<topic>` names, tenant `shop` publishing to its topic
+/// `eu_dead-letter` took the name of tenant `shop_eu`'s dead-letter topic
+/// (`shop.eu_dead-letter` against `shop_eu.dead-letter`), and `shop_eu`'s
+/// stream could no longer start. Each tenant's names are its own now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_whose_ids_differ_by_an_underscore_cannot_take_each_others_topics() {
+    use mysimbdp::config::{Name, TenantId};
+    let shop = unique_tenant("shop");
+    let shop_eu = format!("{shop}_eu");
+    let profile = sensors_stream_profile(&[("stream.name", "events"), ("stream.topics", "[events]"), ("stream.partitions", "1")]);
+    let test = TestPlatform::builder().tenant_yaml(&shop, &profile).tenant_yaml(&shop_eu, &profile).services().build();
+    test.upload(&shop_eu, PipelineKind::Stream, "events", artifacts::POISON_STREAM);
+    let platform = test.open().await;
+
+    // `shop` creates its topic `eu_dead-letter` first (a guest could, by publishing to it).
+    let record = mysimbdp::backends::OutRecord { key: None, value: b"shop's own message".to_vec(), headers: Vec::new() };
+    let squatted = platform.produce(&shop, "eu_dead-letter", vec![record]).await.unwrap();
+    // `shop_eu`'s stream starts, with its dead-letter topic, and its dead letters arrive there.
+    let manager = platform.stream_manager();
+    manager.start(&shop_eu, Some(1)).await.expect("the stream of shop_eu starts beside shop's topic");
+    let eu = TenantId::parse(&shop_eu).unwrap();
+    let events = eu.topic(&Name::parse("events").unwrap());
+    kcat_produce(&brokers(), &events, &["k1|event 1".to_string(), "k2|poison pill".to_string(), "k3|event 3".to_string()]);
+    let dead = eventually("shop_eu's dead letter", Duration::from_secs(60), || {
+        let messages = kcat_read(&brokers(), &eu.dead_letter_topic());
+        async move { (!messages.is_empty()).then_some(messages) }
+    })
+    .await;
+    manager.stop(&shop_eu).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["payload"], "poison pill");
+    assert_eq!(kcat_headers(&dead[0])["tenant"], shop_eu);
+    let own: Vec<String> = kcat_read(&brokers(), &squatted).iter().map(|m| m["payload"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(own, ["shop's own message"], "{squatted} holds shop's message only");
+    assert_ne!(squatted.replace('.', "_"), eu.dead_letter_topic().replace('.', "_"), "apart also as Kafka compares names");
+    search().delete(&format!("{shop}*")).await;
+}

@@ -43,7 +43,7 @@ impl AppState {
         let mut counts = self.requests.per_tenant.lock().expect("in-flight counts poisoned");
         let count = counts.entry(tenant.to_string()).or_default();
         if *count >= cap {
-            metrics::counter!(crate::telemetry::metrics::API_REQUESTS_REFUSED, "tenant" => tenant.to_string()).increment(1);
+            crate::telemetry::events::RequestRefused { tenant }.emit();
             return Err(HttpError(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!(
@@ -204,8 +204,8 @@ mod tests {
 
     #[test]
     fn only_hosts_naming_the_listen_address_are_allowed() {
-        let mut api = ApiConfig::default(); // 127.0.0.1:8780
-        api.allowed_hosts = vec!["ingest.example.org".into(), "gw.example.org:443".into(), "[fd00::1]".into()];
+        let allowed_hosts = vec!["ingest.example.org".into(), "gw.example.org:443".into(), "[fd00::1]".into()];
+        let mut api = ApiConfig { allowed_hosts, ..ApiConfig::default() }; // 127.0.0.1:8780
         let cases = [
             ("127.0.0.1:8780", true),
             ("localhost:8780", true),

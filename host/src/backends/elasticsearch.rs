@@ -8,8 +8,10 @@
 //! them). The document id is always set, so a retry or a re-run overwrites
 //! instead of duplicating.
 
-use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, RunningSearch, SearchError, SearchRequest, SearchResult, SinkError};
+use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
+use crate::retry::Backoff;
+use crate::telemetry::events::SearchRunning;
 use async_trait::async_trait;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cat::CatIndicesParts;
@@ -23,9 +25,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 const BACKEND: &str = "elasticsearch";
-/// First wait before retrying; doubled each time.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits before a `_bulk` request or its refused items are sent again.
+const BULK_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// How much longer than its own `timeout` a search may take to be answered:
 /// the cluster checks its timeout between segments and still has to reply.
 const SEARCH_ANSWER_GRACE: Duration = Duration::from_secs(2);
@@ -43,6 +44,25 @@ fn sink_error(context: &str, error: impl std::fmt::Display) -> SinkError {
 /// 429 and 5xx are worth another try; other statuses will not change.
 fn retryable(status: u16) -> bool {
     status == 429 || status >= 500
+}
+
+/// What becomes of one `_bulk` item, by its status, on attempt `attempt`
+/// (1 for the first) when `max_retries` retries are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemVerdict {
+    Indexed,
+    /// Refused for load (429, 5xx): sent again after a wait.
+    Retry,
+    /// Refused for good: a bad document (4xx), or load past the retries.
+    Failed,
+}
+
+fn item_verdict(status: u16, attempt: u32, max_retries: u32) -> ItemVerdict {
+    match status {
+        200..=299 => ItemVerdict::Indexed,
+        status if retryable(status) && attempt <= max_retries => ItemVerdict::Retry,
+        _ => ItemVerdict::Failed,
+    }
 }
 
 impl ElasticStore {
@@ -187,7 +207,7 @@ impl DocumentStore for ElasticStore {
                 }
             }
         }
-        let mut backoff = FIRST_BACKOFF;
+        let mut waits = BULK_RETRY.waits();
         let mut attempt = 0;
         while !pending.is_empty() {
             attempt += 1;
@@ -197,27 +217,25 @@ impl DocumentStore for ElasticStore {
                 Err(error) if last => return Err(error),
                 Err(error) => {
                     tracing::warn!(%index, attempt, %error, "Bulk request failed; retrying.");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(waits.next().unwrap_or(BULK_RETRY.max)).await;
                     continue;
                 }
             };
             let mut retry = Vec::new();
             for (i, status, error) in answers {
-                match (status, error) {
-                    (200..=299, _) => outcome.indexed += 1,
-                    (status, error) if retryable(status) && !last => {
+                match item_verdict(status, attempt, self.max_retries) {
+                    ItemVerdict::Indexed => outcome.indexed += 1,
+                    ItemVerdict::Retry => {
                         tracing::debug!(%index, status, error = error.as_deref().unwrap_or(""), "Bulk item will be retried.");
                         retry.push(i);
                     }
-                    (status, error) => {
+                    ItemVerdict::Failed => {
                         outcome.failed.push(ItemFailure { index: i, status, reason: error.unwrap_or_else(|| format!("HTTP {status}")) })
                     }
                 }
             }
             if !retry.is_empty() {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(waits.next().unwrap_or(BULK_RETRY.max)).await;
             }
             pending = retry;
         }
@@ -244,7 +262,7 @@ impl DocumentStore for ElasticStore {
     /// bounds the wait for an answer, and dropping it closes the connection,
     /// which makes the cluster cancel the search.
     async fn search(&self, index: &str, request: &SearchRequest) -> Result<SearchResult, SearchError> {
-        let _running = RunningSearch::start(BACKEND);
+        let _running = SearchRunning::start(BACKEND);
         let timeout_ms = request.timeout.as_millis() as u64;
         let text = request.query.as_str();
         let query = if text.trim().is_empty() { json!({ "match_all": {} }) } else { json!({ "query_string": { "query": text } }) };
@@ -334,5 +352,30 @@ impl DocumentStore for ElasticStore {
             return Ok(());
         }
         self.json(&format!("delete {index}"), response).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ItemVerdict, item_verdict};
+
+    #[test]
+    fn bulk_items_are_retried_for_load_only_and_only_so_often() {
+        // (status, attempt, max_retries) -> verdict
+        let cases = [
+            (200, 1, 5, ItemVerdict::Indexed),
+            (201, 6, 5, ItemVerdict::Indexed),
+            (429, 1, 5, ItemVerdict::Retry),
+            (503, 5, 5, ItemVerdict::Retry),
+            (500, 6, 5, ItemVerdict::Failed),
+            (429, 6, 5, ItemVerdict::Failed),
+            (429, 1, 0, ItemVerdict::Failed),
+            (400, 1, 5, ItemVerdict::Failed),
+            (409, 1, 5, ItemVerdict::Failed),
+            (404, 1, 5, ItemVerdict::Failed),
+        ];
+        for (status, attempt, max_retries, expected) in cases {
+            assert_eq!(item_verdict(status, attempt, max_retries), expected, "status {status}, attempt {attempt} of 1 + {max_retries}");
+        }
     }
 }

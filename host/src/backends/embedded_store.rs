@@ -4,9 +4,8 @@
 //! queries work as with Elasticsearch's query string.
 
 use super::deadline::{Deadline, WithDeadline};
-use super::{
-    BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, RunningSearch, SearchError, SearchRequest, SearchResult, SinkError, blocking,
-};
+use super::{BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError, blocking};
+use crate::telemetry::events::SearchRunning;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -139,7 +138,7 @@ impl Collection {
 
     /// Runs `request` under its deadline, on the calling (blocking) thread.
     fn search(&self, request: &SearchRequest) -> Result<SearchResult, SearchError> {
-        let _running = RunningSearch::start(BACKEND_LABEL);
+        let _running = SearchRunning::start(BACKEND_LABEL);
         let deadline = Deadline::new(Instant::now() + request.timeout);
         let timed_out = || SearchError::TimedOut { timeout_ms: request.timeout.as_millis() as u64 };
         self.reader.reload().map_err(|e| sink_error("reload", e))?;

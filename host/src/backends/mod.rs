@@ -4,7 +4,7 @@
 
 mod deadline;
 pub(crate) mod elasticsearch;
-pub(crate) mod embedded_log;
+pub(crate) mod embedded_bus;
 pub(crate) mod embedded_store;
 pub(crate) mod kafka;
 pub(crate) mod null_store;
@@ -148,24 +148,6 @@ pub enum SearchError {
     TimedOut { timeout_ms: u64 },
     #[error(transparent)]
     Store(#[from] SinkError),
-}
-
-/// Counts a search while it runs (`mysimbdp_searches_running`): created
-/// where the work is done (the search thread, the request in flight), so
-/// the gauge falls back only once nothing works on the search any more.
-pub(crate) struct RunningSearch(&'static str);
-
-impl RunningSearch {
-    pub(crate) fn start(backend: &'static str) -> RunningSearch {
-        metrics::gauge!(crate::telemetry::metrics::SEARCHES_RUNNING, "backend" => backend).increment(1.0);
-        RunningSearch(backend)
-    }
-}
-
-impl Drop for RunningSearch {
-    fn drop(&mut self) {
-        metrics::gauge!(crate::telemetry::metrics::SEARCHES_RUNNING, "backend" => self.0).decrement(1.0);
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicU64;
 /// Opens the file at `path` (never through a link) and hashes it.
 pub async fn identify(path: &Path) -> anyhow::Result<FileIdentity> {
     let file = OpenedFile::open(path, None)?;
-    Ok(tokio::task::spawn_blocking(move || file.identify()).await?.with_context(|| format!("cannot read {}", path.display()))?)
+    tokio::task::spawn_blocking(move || file.identify()).await?.with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// Ingests the file at `path` for `tenant` with the named pipeline, or the

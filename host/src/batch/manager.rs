@@ -272,9 +272,7 @@ impl Inner {
         let queues = self.queues.lock().expect("queues poisoned");
         for (id, state) in self.states() {
             let queued = queues.get(&id).map_or(0, VecDeque::len);
-            metrics::gauge!("mysimbdp_batch_queued_files", "tenant" => id.to_string()).set(queued as f64);
-            metrics::gauge!("mysimbdp_batch_running_ingestions", "tenant" => id.to_string())
-                .set(state.running.load(Ordering::Acquire) as f64);
+            crate::telemetry::events::BatchLoad { tenant: &id, queued, running: state.running.load(Ordering::Acquire) }.emit();
         }
     }
 }

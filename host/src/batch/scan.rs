@@ -2,13 +2,15 @@
 //! (per-file rules, the staging quota, the run limit, the cron ticks due),
 //! quarantining those that break a rule, and the claim of the rest.
 
-use super::constraints::{Violation, check_file, check_staging_total};
+use super::constraints::{Violation, check_file};
+use super::lifecycle::{self, Step};
 use super::manager::{DueCron, Inner, Job, TenantState};
-use super::manifest::{self, Entry, FileState};
+use super::manifest::{self, Entry};
 use super::staging::{self, StagedFile};
-use crate::config::{PipelineKind, Schedule, TenantId};
+use super::{admission, schedule};
+use crate::config::{PipelineKind, TenantId};
 use crate::opened_file::{FileIdentity, OpenedFile};
-use crate::telemetry::metrics as telemetry;
+use crate::telemetry::events;
 use chrono::Utc;
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,23 +18,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 impl Inner {
-    /// Cron pipelines whose tick has come, per tenant, with that tick; advances
-    /// their ticks. A host that wakes late (busy, suspended) runs a pipeline
-    /// once for the ticks it missed, under the earliest of them.
+    /// Cron pipelines whose tick has come, per tenant, with that tick
+    /// ([`schedule::due_ticks`]); advances their ticks.
     pub(super) fn due_cron(&self, now: chrono::DateTime<Utc>) -> HashMap<TenantId, DueCron> {
-        let mut due: HashMap<TenantId, DueCron> = HashMap::new();
+        let mut due = HashMap::new();
         for (id, state) in self.states() {
-            let tenant = state.tenant();
-            let mut next = state.cron_next.lock().expect("cron poisoned");
-            for pipeline in &tenant.profile.batch {
-                let schedule = pipeline.schedule.as_ref().unwrap_or(&tenant.profile.agreement.schedule);
-                let Schedule::Cron(cron) = schedule else { continue };
-                let name = pipeline.name.to_string();
-                let tick = *next.entry(name.clone()).or_insert_with(|| cron.after(&now).next().unwrap_or(now));
-                if tick <= now {
-                    due.entry(id.clone()).or_default().insert(name.clone(), tick);
-                    next.insert(name, cron.after(&now).next().unwrap_or(now + chrono::Duration::days(365)));
-                }
+            let ticks = schedule::due_ticks(&state.tenant().profile, &mut state.cron_next.lock().expect("cron poisoned"), now);
+            if !ticks.is_empty() {
+                due.insert(id, ticks);
             }
         }
         due
@@ -58,94 +51,32 @@ impl Inner {
     fn quarantine(&self, state: &TenantState, file: &StagedFile, violation: &Violation) {
         let tenant = &state.tenant();
         match staging::quarantine(tenant, file, violation) {
-            Ok(moved) => {
-                tracing::warn!(tenant = %tenant.id, file = %file.relative, rule = %violation.rule, "File quarantined: {}.", violation.message());
-                self.logs.tenant(tenant, PipelineKind::Batch).write(&serde_json::json!({
-                    "type": "quarantine",
-                    "tenant": tenant.id,
-                    "file": file.relative,
-                    "rule": violation.rule,
-                    "limit": violation.limit,
-                    "actual": violation.actual,
-                    "message": violation.message(),
-                    "moved_to": moved,
-                }));
-                telemetry::record_quarantine(tenant.id.as_str(), &violation.rule);
+            Ok(moved) => events::Quarantined {
+                tenant: &tenant.id,
+                file: &file.relative,
+                rule: &violation.rule,
+                limit: &violation.limit,
+                actual: &violation.actual,
+                message: &violation.message(),
+                moved_to: &moved,
             }
+            .emit(&self.logs.tenant(tenant, PipelineKind::Batch)),
             Err(error) => tracing::error!(tenant = %tenant.id, file = %file.relative, %error, "Cannot quarantine a file."),
         }
     }
 
-    /// One scan of a tenant's staging directory: constraints, then the run of
-    /// on-arrival pipelines and of the cron pipelines in `due`.
+    /// One scan of a tenant's staging directory: the admission decides what
+    /// to quarantine and what this run takes; then those files are claimed.
     async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &DueCron) -> anyhow::Result<()> {
         let tenant = &state.tenant();
-        let profile = &tenant.profile;
-        let min_age = Duration::from_millis(self.config.min_file_age_ms);
-        let now = SystemTime::now();
         let files = staging::list(&tenant.paths.staging)?;
-
-        // Rules each file can break alone.
-        let mut kept = Vec::new();
-        for file in files {
-            let settled = now.duration_since(file.modified).unwrap_or_default() >= min_age;
-            if !settled {
-                kept.push((file, false));
-                continue;
-            }
-            if let Some(kind) = file.special {
-                self.quarantine(state, &file, &Violation::new("not-a-regular-file", "a regular file", kind));
-                continue;
-            }
-            let pipeline = profile.batch_pipeline_for(Path::new(&file.relative));
-            let violation = check_file(&profile.constraints, Path::new(&file.relative), file.bytes).or_else(|| {
-                pipeline.is_none().then(|| {
-                    let patterns: Vec<&str> = profile.batch.iter().map(|p| p.files.as_str()).collect();
-                    Violation::new("no-pipeline", if patterns.is_empty() { "none".into() } else { patterns.join(", ") }, &file.relative)
-                })
-            });
-            match violation {
-                Some(violation) => self.quarantine(state, &file, &violation),
-                None => kept.push((file, true)),
-            }
+        let min_age = Duration::from_millis(self.config.min_file_age_ms);
+        let admission = admission::admit(&tenant.profile, files, SystemTime::now(), min_age, due);
+        for (file, violation) in &admission.quarantine {
+            self.quarantine(state, file, violation);
         }
-
-        // The staging quota: oldest files fit first.
-        let mut total = 0;
-        let mut within = Vec::new();
-        for (file, settled) in kept {
-            total += file.bytes;
-            match check_staging_total(&profile.constraints, total) {
-                Some(violation) if settled => {
-                    total -= file.bytes;
-                    self.quarantine(state, &file, &violation);
-                }
-                _ => within.push((file, settled)),
-            }
-        }
-
-        // This run: settled files of pipelines that run now.
-        let mut run: Vec<StagedFile> = within
-            .into_iter()
-            .filter(|(_, settled)| *settled)
-            .map(|(file, _)| file)
-            .filter(|file| {
-                let pipeline = profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked above");
-                match pipeline.schedule.as_ref().unwrap_or(&profile.agreement.schedule) {
-                    Schedule::OnArrival => true,
-                    Schedule::Cron(_) => due.contains_key(pipeline.name.as_str()),
-                }
-            })
-            .collect();
-        let limit = profile.constraints.max_files_per_run as usize;
-        if run.len() > limit {
-            let count = run.len();
-            for file in run.split_off(limit) {
-                self.quarantine(state, &file, &Violation::new("max-files-per-run", limit, count));
-            }
-        }
-        if !run.is_empty() {
-            self.claim(state, run, due).await;
+        if !admission.take.is_empty() {
+            self.claim(state, admission.take, due).await;
         }
         Ok(())
     }
@@ -182,7 +113,7 @@ impl Inner {
             let pipeline = tenant.profile.batch_pipeline_for(Path::new(&file.relative)).expect("checked by the scan");
             let entry = Entry {
                 id: manifest::new_id(),
-                state: FileState::Claimed,
+                state: lifecycle::after(None, Step::Claim).expect("a file not in the manifest can be claimed"),
                 file: file.relative.clone(),
                 pipeline: pipeline.name.to_string(),
                 checksum: identity.sha256.clone(),
@@ -192,13 +123,11 @@ impl Inner {
                 tick: due.get(pipeline.name.as_str()).copied(),
             };
             if state.done.lock().expect("done poisoned").contains(&(entry.pipeline.clone(), identity.sha256.clone())) {
-                let entry =
-                    Entry { state: FileState::Duplicate, reason: Some("a file with this checksum was already ingested".into()), ..entry };
+                let state_after = lifecycle::after(None, Step::Duplicate).expect("a file not in the manifest can be a duplicate");
+                let entry = Entry { state: state_after, reason: Some("a file with this checksum was already ingested".into()), ..entry };
                 self.record(state, std::slice::from_ref(&entry), true);
-                tracing::info!(tenant = %tenant.id, file = %file.relative, "File already ingested (same checksum); not ingested again.");
-                self.logs.tenant(tenant, PipelineKind::Batch).write(&serde_json::json!({
-                    "type": "duplicate", "tenant": tenant.id, "file": file.relative, "checksum": identity.sha256,
-                }));
+                let duplicate = events::Duplicate { tenant: &tenant.id, file: &file.relative, checksum: &identity.sha256 };
+                duplicate.emit(&self.logs.tenant(tenant, PipelineKind::Batch));
                 self.dispose(state, &entry, &file.path, pipeline.on_success);
                 continue;
             }
@@ -213,13 +142,7 @@ impl Inner {
             let work = entry.work_path(&tenant.paths.work);
             if let Err(error) = std::fs::rename(&file.path, &work) {
                 tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "A claimed file vanished from staging.");
-                let gone = Entry {
-                    state: FileState::Retried,
-                    ts: Utc::now(),
-                    reason: Some(format!("vanished before ingestion: {error}")),
-                    ..entry
-                };
-                self.record(state, &[gone], false);
+                self.record(state, &[entry.after(Step::Vanish, Some(format!("vanished before ingestion: {error}")))], false);
                 continue;
             }
             self.enqueue(&tenant.id, Job { entry, file: opened, identity, queued_at: Instant::now() });

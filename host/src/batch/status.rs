@@ -3,6 +3,7 @@
 //! read from the tenant's files and manifest, so it works with or without a
 //! running host.
 
+use super::lifecycle::{self, Step};
 use super::manifest::{self, Entry, FileState};
 use super::staging::{self, Reason};
 use crate::config::{Registry, Tenant};
@@ -156,7 +157,8 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
             if let Some(Reason { id: Some(id), pipeline, .. }) = &reason {
                 retried_entries.push(Entry {
                     id: id.clone(),
-                    state: FileState::Retried,
+                    // A file in failed/ is recorded failed; the retry returns it.
+                    state: lifecycle::after(Some(FileState::Failed), Step::Return).expect("a failed file can return"),
                     file: staged_as.clone(),
                     pipeline: pipeline.clone().unwrap_or_default(),
                     checksum: String::new(),

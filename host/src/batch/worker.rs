@@ -2,8 +2,10 @@
 //! next file fairly, ingesting it through the invocation layer, and moving
 //! it where its outcome says.
 
+use super::lifecycle::{self, Recovery, Step};
 use super::manager::{Inner, Job, TenantState};
-use super::manifest::{self, Entry, FileState};
+use super::manifest::{self, Entry};
+use super::schedule::{self, Waiting};
 use super::staging::{self, Reason};
 use crate::config::{OnSuccess, TenantId};
 use crate::invocation::{FileInput, Input};
@@ -26,40 +28,29 @@ impl Inner {
         for entry in entries {
             let path = entry.work_path(work);
             known.insert(path.clone());
-            match entry.state {
-                FileState::Claimed | FileState::Ingesting if path.exists() => {
+            match lifecycle::recovery(entry.state, path.exists()) {
+                Recovery::Resume => {
                     tracing::info!(tenant = %tenant, file = %entry.file, "Resuming an ingestion interrupted by a stop.");
                     match reopen(&path, &state.tenant().paths.work, &entry).await {
                         Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
                         Err(message) => {
                             tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
-                            let failed = Entry {
-                                state: FileState::Failed,
-                                ts: Utc::now(),
-                                reason: Some(format!("not-started: {message}")),
-                                ..entry.clone()
-                            };
-                            self.record(state, &[failed], true);
+                            self.record(state, &[entry.after(Step::Fail, Some(format!("not-started: {message}")))], true);
                             self.finish_failed(state, &entry, &path, "not-started", &message);
                         }
                     }
                 }
-                FileState::Claimed | FileState::Ingesting => {
+                Recovery::Forget => {
                     // Stopped between the claim and the move: the file is still staged.
-                    let retried = Entry {
-                        state: FileState::Retried,
-                        ts: Utc::now(),
-                        reason: Some("claim interrupted; the file is still in staging".into()),
-                        ..entry
-                    };
-                    self.record(state, &[retried], true);
+                    let forgotten = entry.after(Step::Vanish, Some("claim interrupted; the file is still in staging".into()));
+                    self.record(state, &[forgotten], true);
                 }
-                FileState::Done if path.exists() => self.finish_done(state, &entry, &path),
-                FileState::Failed if path.exists() => {
+                Recovery::FinishDone => self.finish_done(state, &entry, &path),
+                Recovery::FinishFailed => {
                     let reason = entry.reason.clone().unwrap_or_default();
                     self.finish_failed(state, &entry, &path, "interrupted", &reason);
                 }
-                _ => {}
+                Recovery::Nothing => {}
             }
         }
         // A file in work/ the manifest does not know goes back to staging.
@@ -122,27 +113,30 @@ impl Inner {
     /// The next job: highest priority plus waiting time, among tenants below
     /// their concurrency cap.
     pub(super) fn pick(&self) -> Option<(TenantId, Job)> {
-        let aging = Duration::from_millis(self.config.priority_aging_ms.max(1));
+        let aging = Duration::from_millis(self.config.priority_aging_ms);
         let mut queues = self.queues.lock().expect("queues poisoned");
-        let best = queues
+        let waiting: Vec<Waiting<TenantId>> = queues
             .iter()
             .filter_map(|(id, queue)| {
                 let head = queue.front()?;
                 let state = &self.state(id);
                 let agreement = &state.tenant().profile.agreement;
-                (state.running.load(Ordering::Acquire) < agreement.max_concurrent_ingestions as usize).then(|| {
-                    // Waiting counts from when the tenant was last served: a
-                    // tenant served again and again does not age.
-                    let since = match *state.last_served.lock().expect("poisoned") {
-                        Some(served) => served.max(head.queued_at),
-                        None => head.queued_at,
-                    };
-                    let waited = since.elapsed();
-                    (f64::from(agreement.priority) + waited.as_secs_f64() / aging.as_secs_f64(), waited, id.clone())
+                // Waiting counts from when the tenant was last served: a
+                // tenant served again and again does not age.
+                let since = match *state.last_served.lock().expect("poisoned") {
+                    Some(served) => served.max(head.queued_at),
+                    None => head.queued_at,
+                };
+                Some(Waiting {
+                    tenant: id.clone(),
+                    priority: agreement.priority,
+                    running: state.running.load(Ordering::Acquire),
+                    cap: agreement.max_concurrent_ingestions,
+                    waited: since.elapsed(),
                 })
             })
-            .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))?;
-        let id = best.2;
+            .collect();
+        let id = schedule::pick(&waiting, aging)?;
         let job = queues.get_mut(&id)?.pop_front()?;
         let state = &self.state(&id);
         state.running.fetch_add(1, Ordering::AcqRel);
@@ -154,9 +148,9 @@ impl Inner {
     pub(super) async fn work(&self, tenant_id: &TenantId, job: Job) {
         let state = &self.state(tenant_id);
         let tenant = &state.tenant();
-        let entry = job.entry;
+        let entry = job.entry.after(Step::Start, None);
         let path = entry.work_path(&tenant.paths.work);
-        self.record(state, &[Entry { state: FileState::Ingesting, ts: Utc::now(), ..entry.clone() }], false);
+        self.record(state, std::slice::from_ref(&entry), false);
         let outcome: Result<IngestionRecord, String> = match tenant.profile.batch_pipeline(&entry.pipeline) {
             None => Err(format!("the profile no longer declares batch pipeline `{}`", entry.pipeline)),
             Some(spec) => {
@@ -171,27 +165,19 @@ impl Inner {
         };
         match outcome {
             Ok(record) if record.outcome == Outcome::Ok => {
-                self.record(state, &[Entry { state: FileState::Done, ts: Utc::now(), ..entry.clone() }], true);
+                self.record(state, &[entry.after(Step::Succeed, None)], true);
                 state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
                 self.finish_done(state, &entry, &path);
             }
             Ok(record) => {
                 let kind = record.failure.map_or("failed", |k| k.as_str());
                 let message = record.reason.clone().unwrap_or_default();
-                self.record(
-                    state,
-                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("{kind}: {message}")), ..entry.clone() }],
-                    true,
-                );
+                self.record(state, &[entry.after(Step::Fail, Some(format!("{kind}: {message}")))], true);
                 self.finish_failed(state, &entry, &path, kind, &message);
             }
             Err(message) => {
                 tracing::error!(tenant = %tenant.id, file = %entry.file, %message, "Ingestion could not start.");
-                self.record(
-                    state,
-                    &[Entry { state: FileState::Failed, ts: Utc::now(), reason: Some(format!("not-started: {message}")), ..entry.clone() }],
-                    true,
-                );
+                self.record(state, &[entry.after(Step::Fail, Some(format!("not-started: {message}")))], true);
                 self.finish_failed(state, &entry, &path, "not-started", &message);
             }
         }

@@ -9,7 +9,7 @@ pub mod batch {
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
-            "mysimbdp:pipeline/staging.input-file": crate::capabilities::staging::InputFile,
+            "mysimbdp:pipeline/staging.input-file": crate::capabilities::input_file::InputFile,
         },
     });
 }

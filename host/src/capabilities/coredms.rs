@@ -3,7 +3,6 @@
 use super::HostState;
 use super::bindings::batch::mysimbdp::pipeline::coredms;
 use super::bindings::{BulkReport, Document, GuestError, ItemFailure};
-use super::dead_letter::header;
 use crate::backends::Docs;
 use sha2::{Digest, Sha256};
 
@@ -80,11 +79,7 @@ impl HostState {
             .map(|failure| {
                 let doc = refused(failure.index);
                 let kind = if failure.status < 500 && failure.status != 429 { "document-refused" } else { "store-retries-exhausted" };
-                let mut letter = self
-                    .letter(doc.source.as_bytes().to_vec(), kind, &failure.reason)
-                    .header(header::ORIGIN, format!("{index}/{}", doc.id));
-                letter.key = Some(doc.id.as_bytes().to_vec());
-                letter
+                self.refused_document(&index, doc, kind, &failure.reason)
             })
             .collect();
         self.send_dead_letters(letters).await?;

@@ -3,17 +3,11 @@
 //! `<tenant>.dead-letter` on the platform's message bus, with headers that
 //! say why and where it came from, so nothing is silently dropped.
 
-use super::HostState;
 use super::bindings::batch::mysimbdp::pipeline::dead_letter;
 use super::bindings::{DeadRecord, GuestError};
-use crate::backends::{Header, MessageBus, OutRecord, SinkError};
+use super::{HostState, Scope};
+use crate::backends::{Doc, Header, InRecord, MessageBus, OutRecord, SinkError};
 use crate::config::TenantId;
-
-pub use crate::config::DEAD_LETTER_TOPIC as TOPIC;
-
-pub fn topic(tenant: &TenantId) -> String {
-    format!("{tenant}.{TOPIC}")
-}
 
 /// Header names, stable for operators' tools.
 pub mod header {
@@ -28,23 +22,50 @@ pub mod header {
     pub const SOURCE_OFFSET: &str = "source-offset";
 }
 
-/// A refused record and the headers that explain it.
+/// A refused record and the headers that explain it. Every dead letter of
+/// the host is made here, by one of the constructors below.
 pub struct DeadLetter {
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub headers: Vec<Header>,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    headers: Vec<Header>,
 }
 
 impl DeadLetter {
-    pub fn new(payload: Vec<u8>, error_kind: &str, reason: &str) -> Self {
-        DeadLetter {
+    /// A record refused in an invocation of `scope`'s pipeline, as
+    /// `error_kind` (`rejected`, `document-refused`, a failure kind), with
+    /// the tenant, the pipeline and its version in the headers.
+    pub fn refused(scope: &Scope, payload: Vec<u8>, error_kind: &str, reason: &str) -> DeadLetter {
+        let letter = DeadLetter {
             key: None,
             payload,
             headers: vec![(header::ERROR_KIND.into(), error_kind.as_bytes().to_vec()), (header::REASON.into(), reason.as_bytes().to_vec())],
-        }
+        };
+        letter
+            .header(header::TENANT, &scope.tenant.id)
+            .header(header::PIPELINE, &scope.pipeline)
+            .header(header::PIPELINE_VERSION, scope.version)
     }
 
-    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+    /// Message `record` of one of the tenant's topics, refused: its own key
+    /// and value, and where it came from.
+    pub fn message(scope: &Scope, record: &InRecord, error_kind: &str, reason: &str) -> DeadLetter {
+        let mut letter = DeadLetter::refused(scope, record.value.clone(), error_kind, reason)
+            .header(header::SOURCE_TOPIC, &record.topic)
+            .header(header::SOURCE_PARTITION, record.partition)
+            .header(header::SOURCE_OFFSET, record.offset);
+        letter.key = record.key.clone();
+        letter
+    }
+
+    /// A document the store refused: keyed by its id, with its index and id as origin.
+    fn document(scope: &Scope, index: &str, doc: Doc<'_>, error_kind: &str, reason: &str) -> DeadLetter {
+        let mut letter = DeadLetter::refused(scope, doc.source.as_bytes().to_vec(), error_kind, reason)
+            .header(header::ORIGIN, format!("{index}/{}", doc.id));
+        letter.key = Some(doc.id.as_bytes().to_vec());
+        letter
+    }
+
+    fn header(mut self, name: &str, value: impl ToString) -> Self {
         self.headers.push((name.into(), value.to_string().into_bytes()));
         self
     }
@@ -57,7 +78,7 @@ pub async fn send(bus: &dyn MessageBus, tenant: &TenantId, letters: Vec<DeadLett
         return Ok(());
     }
     let records = letters.into_iter().map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers }).collect();
-    bus.publish(&topic(tenant), records).await
+    bus.publish(&tenant.dead_letter_topic(), records).await
 }
 
 const MAX_RECORDS_PER_CALL: usize = 10_000;
@@ -72,19 +93,18 @@ impl dead_letter::Host for HostState {
         }
         let letters: Vec<DeadLetter> = records
             .into_iter()
-            .map(|record| self.letter(record.payload, "rejected", &record.reason).header(header::ORIGIN, record.origin))
+            .map(|record| {
+                DeadLetter::refused(&self.scope, record.payload, "rejected", &record.reason).header(header::ORIGIN, record.origin)
+            })
             .collect();
         Ok(self.send_dead_letters(letters).await)
     }
 }
 
 impl HostState {
-    /// A dead letter with this invocation's tenant and pipeline in its headers.
-    pub(crate) fn letter(&self, payload: Vec<u8>, error_kind: &str, reason: &str) -> DeadLetter {
-        DeadLetter::new(payload, error_kind, reason)
-            .header(header::TENANT, &self.scope.tenant.id)
-            .header(header::PIPELINE, &self.scope.pipeline)
-            .header(header::PIPELINE_VERSION, self.scope.version)
+    /// The dead letter of a document the store refused in this invocation.
+    pub(crate) fn refused_document(&self, index: &str, doc: Doc<'_>, error_kind: &str, reason: &str) -> DeadLetter {
+        DeadLetter::document(&self.scope, index, doc, error_kind, reason)
     }
 
     /// Publishes dead letters; a failure is a sink error of the invocation.

@@ -7,17 +7,18 @@
 pub mod bindings;
 mod coredms;
 pub mod dead_letter;
-mod log;
+mod guest_counters;
+mod guest_log;
+pub mod input_file;
 mod messaging;
-mod metrics;
 mod params;
-pub mod staging;
 
 use crate::backends::{DocumentStore, MessageBus};
 use crate::config::{Name, PipelineKind, Tenant, TenantId};
 use crate::config::{RESERVED_COLLECTIONS, RESERVED_TOPICS};
+use crate::telemetry::events;
 use crate::telemetry::logs::LogSink;
-use log::OutputCapture;
+use guest_log::OutputCapture;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::ResourceTable;
@@ -76,13 +77,18 @@ impl Scope {
         &self.tenant.id
     }
 
+    /// Who runs, as the telemetry events name it.
+    pub fn invocation(&self) -> events::Invocation<'_> {
+        events::Invocation { tenant: &self.tenant.id, kind: self.kind, pipeline: self.pipeline.as_str(), version: self.version }
+    }
+
     /// `<tenant>-<collection>`, or why the guest may not use `collection`.
     pub fn index_name(&self, collection: &str) -> Result<String, String> {
         let name = Name::parse(collection).map_err(|e| format!("collection {e}"))?;
         if RESERVED_COLLECTIONS.contains(&name.as_str()) {
             return Err(format!("collection `{name}` is reserved for the host"));
         }
-        Ok(format!("{}-{}", self.tenant.id, name))
+        Ok(self.tenant.id.index(&name))
     }
 
     /// `<tenant>.<topic>`, or why the guest may not use `topic`.
@@ -91,7 +97,7 @@ impl Scope {
         if RESERVED_TOPICS.contains(&name.as_str()) {
             return Err(format!("topic `{name}` is reserved for the host; use the dead-letter import"));
         }
-        Ok(format!("{}.{}", self.tenant.id, name))
+        Ok(self.tenant.id.topic(&name))
     }
 }
 
@@ -154,21 +160,7 @@ impl HostState {
     /// Records and logs a refused call; returns the error for the guest.
     pub(crate) fn deny(&mut self, what: &str, reason: String) -> bindings::GuestError {
         let message = format!("{what} denied: {reason}");
-        self.scope.log.write(&serde_json::json!({
-            "type": "event",
-            "level": "warn",
-            "tenant": self.scope.tenant.id,
-            "pipeline": self.scope.pipeline,
-            "version": self.scope.version,
-            "message": message,
-        }));
-        ::metrics::counter!(
-            "mysimbdp_denied_calls_total",
-            "tenant" => self.scope.tenant.id.to_string(),
-            "pipeline" => self.scope.pipeline.to_string(),
-            "kind" => self.scope.kind.as_str()
-        )
-        .increment(1);
+        events::CallDenied { by: self.scope.invocation(), message: &message }.emit(&self.scope.log);
         self.effects.denied.push(message.clone());
         bindings::GuestError::Denied(message)
     }

@@ -5,27 +5,26 @@ use crate::batch::BatchManager;
 use crate::config::PlatformConfig;
 use crate::platform::Platform;
 use crate::stream::monitor;
+use crate::telemetry::events::PlatformEvent;
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
-    let metrics = crate::telemetry::metrics::install_recorder()?;
+    let metrics = crate::telemetry::prometheus::install_recorder()?;
     let platform = Platform::open(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen); is another host running?", config.api.listen))?;
-    platform.logs().platform().write(&serde_json::json!({
-        "type": "event", "level": "info", "message": "host started", "api": config.api.listen,
-        "coredms": platform.coredms().kind(), "messaging": platform.messaging().kind(),
-    }));
-    tracing::info!(
-        api = %config.api.listen,
-        tenants = platform.registry().tenants().count(),
-        coredms = platform.coredms().kind(),
-        messaging = platform.messaging().kind(),
-        "Host started."
-    );
+    PlatformEvent {
+        level: "info",
+        message: "host started",
+        fields: serde_json::json!({
+            "api": config.api.listen, "tenants": platform.registry().tenants().count(),
+            "coredms": platform.coredms().kind(), "messaging": platform.messaging().kind(),
+        }),
+    }
+    .emit(&platform.logs().platform());
     if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
         tracing::warn!(
             api = %config.api.listen,
@@ -46,8 +45,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     stream.shutdown().await;
     batch.shutdown().await;
     platform.close().await;
-    platform.logs().platform().write(&serde_json::json!({ "type": "event", "level": "info", "message": "host stopped" }));
-    tracing::info!("Host stopped.");
+    PlatformEvent { level: "info", message: "host stopped", fields: serde_json::json!({}) }.emit(&platform.logs().platform());
     Ok(ExitCode::SUCCESS)
 }
 

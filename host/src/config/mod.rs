@@ -4,20 +4,22 @@
 
 mod ids;
 mod kind;
-mod platform;
+mod names;
+mod platform_config;
 mod profile;
 mod registry;
 mod units;
 
 pub use ids::{Name, TenantId};
 pub use kind::PipelineKind;
-pub use platform::{
+pub use names::{DEAD_LETTER_TOPIC, METRICS_COLLECTION};
+pub use platform_config::{
     ApiConfig, ApiToken, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig,
     StreamManagerConfig, read_token_file,
 };
 pub use profile::{
-    BatchPipelineSpec, CollectionSpec, DEAD_LETTER_TOPIC, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, RESERVED_COLLECTIONS,
-    RESERVED_TOPICS, SandboxLimits, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
+    BatchPipelineSpec, CollectionSpec, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS,
+    SandboxLimits, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
 };
 pub use registry::{Registry, RegistryHandle, Tenant, TenantPaths};
 pub use units::ByteSize;

@@ -1,7 +1,7 @@
 //! A tenant's service profile (`tenants/<id>/profile.yaml`): what files it may
 //! stage, how its ingestions are scheduled, and the sandbox its pipelines run in.
 
-use super::{ByteSize, ConfigError, Name};
+use super::{ByteSize, ConfigError, DEAD_LETTER_TOPIC, METRICS_COLLECTION, Name};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -248,11 +248,8 @@ pub struct CollectionSpec {
 /// The deepest wasm stack a profile may ask for.
 pub const MAX_WASM_STACK_BYTES: u64 = 2 * 1024 * 1024;
 
-/// The topic of each tenant where the host writes what was refused.
-pub const DEAD_LETTER_TOPIC: &str = "dead-letter";
-
 /// Names a guest cannot use because the host writes them itself.
-pub const RESERVED_COLLECTIONS: &[&str] = &["metrics"];
+pub const RESERVED_COLLECTIONS: &[&str] = &[METRICS_COLLECTION];
 pub const RESERVED_TOPICS: &[&str] = &[DEAD_LETTER_TOPIC];
 
 impl Profile {

@@ -2,7 +2,7 @@
 //! their profiles are. Each tenant's run-time directories live next to its
 //! profile, under `tenants/<id>/`.
 
-use super::platform::{ApiToken, read_token_file};
+use super::platform_config::{ApiToken, read_token_file};
 use super::{ConfigError, Profile, TenantId};
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -5,8 +5,9 @@
 use super::record::{Measured, record};
 use super::{FileInput, Invoked, Invoker, Loaded};
 use crate::capabilities::HostState;
-use crate::capabilities::staging::InputFile;
+use crate::capabilities::input_file::InputFile;
 use crate::failure::{Failure, FailureKind};
+use crate::telemetry::events;
 use anyhow::Context;
 
 impl Invoker {
@@ -42,7 +43,7 @@ impl Invoker {
             Ok(report) => (report.records_in, report.records_out, report.records_rejected),
             Err(_) => (0, effects.docs_indexed, effects.docs_failed),
         };
-        crate::telemetry::metrics::record_guest_counters(tenant.id.as_str(), loaded.scope.pipeline.as_str(), &effects.counters);
+        events::GuestCounters { tenant: &tenant.id, pipeline: loaded.scope.pipeline.as_str(), counters: &effects.counters }.emit();
         let failure = result.err();
         let measured = Measured {
             source: input.name,

@@ -10,8 +10,9 @@ use super::{Invoked, Invoker, Loaded};
 use crate::backends::InRecord;
 use crate::capabilities::HostState;
 use crate::capabilities::bindings::Message;
-use crate::capabilities::dead_letter::{self, DeadLetter, header};
+use crate::capabilities::dead_letter::{self, DeadLetter};
 use crate::failure::{Failure, FailureKind};
+use crate::telemetry::events;
 use std::time::Instant;
 
 /// What handling one polled batch amounted to, over all its guest calls.
@@ -57,7 +58,7 @@ impl Invoker {
         handled.fuel += usage.fuel_consumed;
         handled.peak_memory = handled.peak_memory.max(usage.peak_memory_bytes);
         handled.dead_lettered += effects.dead_lettered;
-        crate::telemetry::metrics::record_guest_counters(scope.tenant.id.as_str(), scope.pipeline.as_str(), &effects.counters);
+        events::GuestCounters { tenant: &scope.tenant.id, pipeline: scope.pipeline.as_str(), counters: &effects.counters }.emit();
         for index in &effects.indices {
             self.services.coredms.flush(index, false).await.map_err(|e| Failure::new(FailureKind::SinkError, e.to_string()))?;
         }
@@ -76,14 +77,8 @@ impl Invoker {
             }
             Err(failure) if failure.kind == FailureKind::SinkError => Err(failure),
             Err(failure) => {
-                metrics::counter!(
-                    "mysimbdp_failures_total",
-                    "tenant" => scope.tenant.id.to_string(),
-                    "pipeline" => scope.pipeline.to_string(),
-                    "kind" => "stream",
-                    "failure" => failure.kind.as_str()
-                )
-                .increment(1);
+                events::StreamTrapped { tenant: &scope.tenant.id, pipeline: scope.pipeline.as_str(), failure: failure.kind.as_str() }
+                    .emit();
                 if let [record] = batch {
                     handled.rejected += 1;
                     let letter = letter(loaded, record, failure.kind.as_str(), &failure.message);
@@ -108,21 +103,12 @@ impl Invoker {
 
 /// The original message, with headers saying why and where from.
 fn letter(loaded: &Loaded, record: &InRecord, kind: &str, reason: &str) -> DeadLetter {
-    let scope = &loaded.scope;
-    let mut letter = DeadLetter::new(record.value.clone(), kind, reason)
-        .header(header::TENANT, &scope.tenant.id)
-        .header(header::PIPELINE, &scope.pipeline)
-        .header(header::PIPELINE_VERSION, scope.version)
-        .header(header::SOURCE_TOPIC, &record.topic)
-        .header(header::SOURCE_PARTITION, record.partition)
-        .header(header::SOURCE_OFFSET, record.offset);
-    letter.key = record.key.clone();
-    letter
+    DeadLetter::message(&loaded.scope, record, kind, reason)
 }
 
 /// The message as the guest sees it: topic without the tenant prefix.
 fn message(loaded: &Loaded, record: &InRecord) -> Message {
-    let prefix = format!("{}.", loaded.scope.tenant.id);
+    let prefix = loaded.scope.tenant.id.topic_prefix();
     Message {
         topic: record.topic.strip_prefix(&prefix).unwrap_or(&record.topic).to_string(),
         partition: record.partition,

@@ -8,7 +8,7 @@
 
 mod file;
 mod messages;
-mod metrics_index;
+mod metrics_collection;
 mod record;
 mod slots;
 
@@ -22,7 +22,7 @@ use crate::sandbox::{CompiledPipeline, Sandbox};
 use crate::telemetry::IngestionRecord;
 use crate::telemetry::logs::Logs;
 use anyhow::Context;
-use metrics_index::MetricsIndex;
+use metrics_collection::MetricsCollection;
 use slots::TenantSlots;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ pub struct Invoker {
     sandbox: Sandbox,
     services: Arc<Services>,
     logs: Arc<Logs>,
-    metrics_index: MetricsIndex,
+    metrics_collection: MetricsCollection,
     /// Caps each tenant's concurrent file ingestions (`max_concurrent_ingestions`).
     slots: TenantSlots,
 }
@@ -92,8 +92,8 @@ impl Invoker {
     /// Starts the writer of the tenants' `metrics` collections (it needs a
     /// tokio runtime).
     pub fn new(sandbox: Sandbox, services: Arc<Services>, logs: Arc<Logs>, registry: &Registry) -> Invoker {
-        let metrics_index = MetricsIndex::start(services.coredms.clone());
-        Invoker { sandbox, services, logs, metrics_index, slots: TenantSlots::new(registry) }
+        let metrics_collection = MetricsCollection::start(services.coredms.clone());
+        Invoker { sandbox, services, logs, metrics_collection, slots: TenantSlots::new(registry) }
     }
 
     /// The services the imports reach (stores, broker).
@@ -164,13 +164,12 @@ impl Invoker {
 
     /// The tenant's log, the metrics, and the tenant's `metrics` collection.
     fn record(&self, loaded: &Loaded, record: &IngestionRecord) {
-        loaded.scope.log.write(record);
-        crate::telemetry::metrics::record_ingestion(record);
-        self.metrics_index.push(record);
+        crate::telemetry::events::Ingested(record).emit(&loaded.scope.log);
+        self.metrics_collection.push(record);
     }
 
     /// Writes what is buffered (ingestion records) before the process ends.
     pub async fn close(&self) {
-        self.metrics_index.close().await;
+        self.metrics_collection.close().await;
     }
 }

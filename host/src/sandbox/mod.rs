@@ -12,7 +12,7 @@ pub use store::{EPOCH_TICK, StoreData, Usage};
 
 use crate::capabilities::HostState;
 use crate::capabilities::bindings::{self, BatchReport, Message, StreamReport};
-use crate::capabilities::staging::InputFile;
+use crate::capabilities::input_file::InputFile;
 use crate::config::{PipelineKind, SandboxLimits};
 use crate::failure::{Failure, FailureKind};
 use crate::pipelines::PipelineVersion;

@@ -13,14 +13,16 @@ use crate::backends::{Consumer, InRecord};
 use crate::config::{PipelineKind, StreamSpec, Tenant};
 use crate::failure::Failure;
 use crate::invocation::{Input, Invoker, Loaded};
+use crate::retry::Backoff;
+use crate::telemetry::events;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How often an instance looks for a newly uploaded version.
 const VERSION_CHECK: Duration = Duration::from_secs(5);
-const FIRST_RETRY: Duration = Duration::from_millis(500);
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Waits before trying a failed batch, poll or join again.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 pub(super) struct Instance {
     pub invoker: Arc<Invoker>,
@@ -38,11 +40,11 @@ struct Current {
 
 impl Instance {
     pub fn group(tenant: &Tenant, spec: &StreamSpec) -> String {
-        format!("mysimbdp.{}.{}", tenant.id, spec.name)
+        tenant.id.consumer_group(&spec.name)
     }
 
     pub fn topics(tenant: &Tenant, spec: &StreamSpec) -> Vec<String> {
-        spec.topics.iter().map(|t| format!("{}.{t}", tenant.id)).collect()
+        spec.topics.iter().map(|t| tenant.id.topic(t)).collect()
     }
 
     /// Loads the active version, again when one was uploaded since.
@@ -63,7 +65,7 @@ impl Instance {
         let topics = Self::topics(&self.tenant, &self.spec);
         let mut consumer: Option<Box<dyn Consumer>> = None;
         let mut loaded: Option<Current> = None;
-        let mut retry = FIRST_RETRY;
+        let mut retry = RETRY.first;
         let mut pending: Vec<InRecord> = Vec::new();
         while !*stop.borrow() {
             if consumer.is_none() {
@@ -112,7 +114,7 @@ impl Instance {
                         self.event(&log, "warn", &format!("offset commit failed, retried at the next poll (until then the batch may be delivered again after a restart): {error}"));
                     }
                     pending.clear();
-                    retry = FIRST_RETRY;
+                    retry = RETRY.first;
                 }
                 Err(failure) => {
                     // Not committed: the same batch is retried here, or
@@ -132,14 +134,8 @@ impl Instance {
     }
 
     fn event(&self, log: &crate::telemetry::logs::LogSink, level: &str, message: &str) {
-        match level {
-            "error" => tracing::error!(tenant = %self.tenant.id, instance = self.number, "{message}"),
-            _ => tracing::warn!(tenant = %self.tenant.id, instance = self.number, "{message}"),
-        }
-        log.write(&serde_json::json!({
-            "type": "event", "level": level, "tenant": self.tenant.id, "pipeline": self.spec.name,
-            "instance": self.number, "message": message,
-        }));
+        events::StreamProblem { tenant: &self.tenant.id, pipeline: self.spec.name.as_str(), instance: self.number, level, message }
+            .emit(log);
     }
 
     /// Handles one polled batch completely (through the invocation layer),
@@ -154,18 +150,17 @@ impl Instance {
             return Err(failure);
         }
         let record = &invoked.record;
-        metrics::counter!("mysimbdp_stream_messages_processed_total", "tenant" => self.tenant.id.to_string(), "pipeline" => self.spec.name.to_string())
-            .increment(batch.len() as u64);
+        events::StreamBatchDone { tenant: &self.tenant.id, pipeline: self.spec.name.as_str(), messages: batch.len() as u64 }.emit();
         self.stats.record_batch(batch.len() as u64, record.dead_lettered, Duration::from_secs_f64(record.duration_ms / 1000.0));
         Ok(())
     }
 }
 
-/// Waits `retry` (or until stopped), then doubles it up to `MAX_RETRY`.
+/// Waits `retry` (or until stopped), then makes it the next wait of [`RETRY`].
 async fn back_off(stop: &mut watch::Receiver<bool>, retry: &mut Duration) {
     tokio::select! {
         _ = tokio::time::sleep(*retry) => {}
         _ = stop.changed() => {}
     }
-    *retry = (*retry * 2).min(MAX_RETRY);
+    *retry = RETRY.after(*retry);
 }

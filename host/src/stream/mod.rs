@@ -4,10 +4,12 @@
 
 mod instance;
 pub mod monitor;
+pub mod scaling;
 
 use crate::config::{RegistryHandle, StreamManagerConfig};
 use crate::config::{StreamSpec, Tenant, TenantId};
 use crate::invocation::Invoker;
+use crate::telemetry::events;
 use anyhow::Context;
 use instance::Instance;
 use serde::{Deserialize, Serialize};
@@ -131,7 +133,7 @@ impl StreamManager {
         for topic in Instance::topics(&tenant, &spec) {
             self.services().ensure_topic(&topic, spec.partitions).await?;
         }
-        self.services().ensure_topic(&crate::capabilities::dead_letter::topic(&tenant.id), 1).await?;
+        self.services().ensure_topic(&tenant.id.dead_letter_topic(), 1).await?;
         self.scale(&tenant.id, wanted, "started by an operator").await?;
         self.status_of(&tenant.id).await
     }
@@ -197,19 +199,21 @@ impl StreamManager {
             let _ = running.task.await;
         }
         if before != wanted {
-            tracing::info!(tenant = %tenant.id, from = before, to = wanted, %reason, "Stream instances changed.");
-            self.invoker.logs().tenant(&tenant, crate::config::PipelineKind::Stream).write(&serde_json::json!({
-                "type": "scaling", "tenant": tenant.id, "pipeline": spec.name, "from": before, "to": wanted, "reason": reason,
-            }));
+            let scaled = events::StreamScaled { tenant: &tenant.id, pipeline: spec.name.as_str(), from: before, to: wanted, reason };
+            scaled.emit(&self.invoker.logs().tenant(&tenant, crate::config::PipelineKind::Stream));
         }
         Ok(())
     }
 
     fn publish(&self, stream: &TenantStream) {
-        let labels = [("tenant", stream.tenant.id.to_string()), ("pipeline", stream.spec.name.to_string())];
-        metrics::gauge!("mysimbdp_stream_instances", &labels).set(stream.instances.len() as f64);
-        metrics::gauge!("mysimbdp_stream_min_instances", &labels).set(f64::from(stream.spec.min_instances));
-        metrics::gauge!("mysimbdp_stream_max_instances", &labels).set(f64::from(stream.spec.max_instances));
+        events::StreamInstances {
+            tenant: &stream.tenant.id,
+            pipeline: stream.spec.name.as_str(),
+            running: stream.instances.len(),
+            min: stream.spec.min_instances,
+            max: stream.spec.max_instances,
+        }
+        .emit();
     }
 
     async fn status_of(&self, tenant: &TenantId) -> anyhow::Result<StreamStatus> {

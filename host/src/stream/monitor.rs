@@ -8,10 +8,10 @@
 //! behind, one fewer (down to the minimum) when idle. Every decision is
 //! logged with its reason.
 
-use super::{StreamManager, instance::Instance};
+use super::{StreamManager, instance::Instance, scaling};
 use crate::backends::OutRecord;
 use crate::config::PipelineKind;
-use serde::{Deserialize, Serialize};
+use crate::telemetry::events;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,51 +19,7 @@ use std::time::{Duration, Instant};
 /// Platform topics start with `_`, which tenant ids cannot.
 pub const ALERTS_TOPIC: &str = "_mysimbdp.alerts";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AlertKind {
-    /// Batches take longer than `max_avg_ingestion_ms` on average.
-    SlowIngestion,
-    /// The group lags more than `max_consumer_lag` messages.
-    ConsumerLag,
-    /// More than `max_error_rate` of the messages failed.
-    ErrorRate,
-    /// No message for `idle_after_ms` and nothing waiting.
-    Idle,
-}
-
-impl AlertKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::SlowIngestion => "slow-ingestion",
-            AlertKind::ConsumerLag => "consumer-lag",
-            AlertKind::ErrorRate => "error-rate",
-            AlertKind::Idle => "idle",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Alert {
-    pub alert: AlertKind,
-    pub tenant: String,
-    pub pipeline: String,
-    /// The measured value and the profile's threshold, in the threshold's unit.
-    pub value: f64,
-    pub threshold: f64,
-    pub instances: u32,
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub message: String,
-}
-
-/// One measurement of a running stream.
-#[derive(Debug, Clone, Serialize)]
-pub struct Measurement {
-    pub avg_ingestion_ms: Option<f64>,
-    pub lag: Option<u64>,
-    pub error_rate: Option<f64>,
-    pub idle_for_ms: Option<u64>,
-}
+pub use crate::telemetry::events::{Alert, AlertKind, Measurement};
 
 /// Measures, compares and alerts, every interval, until dropped.
 pub fn spawn_monitor(manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()> {
@@ -81,7 +37,7 @@ pub fn spawn_monitor(manager: Arc<StreamManager>) -> tokio::task::JoinHandle<()>
     })
 }
 
-/// Compares each running stream with its thresholds.
+/// Compares each running stream with its thresholds ([`scaling::crossed`]).
 pub async fn check(manager: &StreamManager) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for (tenant, spec, stats, instances, running_for) in manager.running().await {
@@ -92,64 +48,19 @@ pub async fn check(manager: &StreamManager) -> Vec<Alert> {
         let error_rate = (window.messages > 0).then(|| window.failed as f64 / window.messages as f64);
         let idle_for = window.last_message.map_or(running_for, |t| t.elapsed());
         let measured = Measurement { avg_ingestion_ms, lag, error_rate, idle_for_ms: Some(idle_for.as_millis() as u64) };
-
-        let labels = [("tenant", tenant.id.to_string()), ("pipeline", spec.name.to_string())];
-        if let Some(lag) = lag {
-            metrics::gauge!("mysimbdp_stream_consumer_lag", &labels).set(lag as f64);
-        }
-        if let Some(avg) = avg_ingestion_ms {
-            metrics::gauge!("mysimbdp_stream_avg_ingestion_seconds", &labels).set(avg / 1000.0);
-        }
-        if let Some(rate) = error_rate {
-            metrics::gauge!("mysimbdp_stream_error_rate", &labels).set(rate);
-        }
-        manager.invoker.logs().tenant(&tenant, PipelineKind::Stream).write(&serde_json::json!({
-            "type": "measurement", "tenant": tenant.id, "pipeline": spec.name, "instances": instances, "measured": measured,
-        }));
-
-        let thresholds = &spec.thresholds;
-        let mut alert = |kind: AlertKind, value: f64, threshold: f64, message: String| {
+        let log = manager.invoker.logs().tenant(&tenant, PipelineKind::Stream);
+        events::Measured { tenant: &tenant.id, pipeline: spec.name.as_str(), instances, measured: &measured }.emit(&log);
+        for crossed in scaling::crossed(&spec.thresholds, &measured) {
             alerts.push(Alert {
-                alert: kind,
+                alert: crossed.kind,
                 tenant: tenant.id.to_string(),
                 pipeline: spec.name.to_string(),
-                value,
-                threshold,
+                value: crossed.value,
+                threshold: crossed.threshold,
                 instances,
                 at: chrono::Utc::now(),
-                message,
+                message: crossed.message,
             });
-        };
-        if let (Some(avg), Some(max)) = (avg_ingestion_ms, thresholds.max_avg_ingestion_ms)
-            && avg > max as f64
-        {
-            alert(AlertKind::SlowIngestion, avg, max as f64, format!("batches take {avg:.0} ms on average; the profile allows {max} ms"));
-        }
-        if let (Some(lag), Some(max)) = (lag, thresholds.max_consumer_lag)
-            && lag > max
-        {
-            alert(AlertKind::ConsumerLag, lag as f64, max as f64, format!("the group lags {lag} messages; the profile allows {max}"));
-        }
-        if let (Some(rate), Some(max)) = (error_rate, thresholds.max_error_rate)
-            && rate > max
-        {
-            alert(
-                AlertKind::ErrorRate,
-                rate,
-                max,
-                format!("{:.0}% of messages failed; the profile allows {:.0}%", rate * 100.0, max * 100.0),
-            );
-        }
-        if let Some(idle_after) = thresholds.idle_after_ms
-            && idle_for.as_millis() as u64 >= idle_after
-            && lag.unwrap_or(0) == 0
-        {
-            alert(
-                AlertKind::Idle,
-                idle_for.as_millis() as f64,
-                idle_after as f64,
-                format!("no message for {} ms and nothing waiting", idle_for.as_millis()),
-            );
         }
     }
     alerts
@@ -157,18 +68,9 @@ pub async fn check(manager: &StreamManager) -> Vec<Alert> {
 
 /// Logs, counts and publishes an alert.
 async fn raise(manager: &StreamManager, alert: &Alert) {
-    tracing::warn!(tenant = %alert.tenant, pipeline = %alert.pipeline, alert = alert.alert.as_str(), "Stream alert: {}.", alert.message);
-    manager.invoker.logs().platform().write(&serde_json::json!({ "type": "alert", "alert": alert }));
-    if let Some(tenant) = manager.registry.current().get(&alert.tenant) {
-        manager.invoker.logs().tenant(tenant, PipelineKind::Stream).write(&serde_json::json!({ "type": "alert", "alert": alert }));
-    }
-    metrics::counter!(
-        "mysimbdp_stream_alerts_total",
-        "tenant" => alert.tenant.clone(),
-        "pipeline" => alert.pipeline.clone(),
-        "alert" => alert.alert.as_str()
-    )
-    .increment(1);
+    let logs = manager.invoker.logs();
+    let tenant_log = manager.registry.current().get(&alert.tenant).map(|tenant| logs.tenant(tenant, PipelineKind::Stream));
+    events::AlertRaised(alert).emit(&logs.platform(), tenant_log.as_ref());
     let record = OutRecord {
         key: Some(alert.tenant.clone().into_bytes()),
         value: serde_json::to_vec(alert).expect("serializable"),
@@ -225,54 +127,34 @@ pub fn spawn_alert_listener(manager: Arc<StreamManager>) -> tokio::task::JoinHan
     })
 }
 
-/// One decision on one alert, logged with its reason.
+/// One decision on one alert ([`scaling::decide`]), carried out and logged
+/// with its reason.
 async fn act(manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<String, Instant>, cooldown: Duration) {
     let Ok(tenant) = manager.registry.tenant(&alert.tenant) else { return };
     let Some(spec) = tenant.profile.stream.clone() else { return };
     let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
-    let (target, direction) = match alert.alert {
-        AlertKind::SlowIngestion | AlertKind::ConsumerLag => (instances + 1, "up"),
-        AlertKind::Idle => (instances.saturating_sub(1), "down"),
-        AlertKind::ErrorRate => {
-            return decide(manager, &tenant, alert, instances, instances, "not scaling: more instances do not fix failing messages");
+    let settling = last_change.get(tenant.id.as_str()).is_some_and(|t| t.elapsed() < cooldown);
+    let mut decision = scaling::decide(alert.alert, &alert.message, instances, spec.min_instances, spec.max_instances, settling);
+    if decision.direction.is_some() {
+        let reason = format!("{} ({})", alert.alert.as_str(), alert.message);
+        match manager.scale(&tenant.id, decision.to, &reason).await {
+            Ok(()) => {
+                last_change.insert(tenant.id.to_string(), Instant::now());
+            }
+            Err(error) => {
+                decision = scaling::Decision { to: instances, direction: None, reason: format!("scaling failed: {error:#}") };
+            }
         }
-    };
-    let bounded = target.clamp(spec.min_instances.max(1), spec.max_instances);
-    if bounded == instances {
-        let limit = if direction == "up" { "maximum" } else { "minimum" };
-        return decide(
-            manager,
-            &tenant,
-            alert,
-            instances,
-            instances,
-            &format!("not scaling: already at the profile's {limit} of {instances}"),
-        );
     }
-    if last_change.get(tenant.id.as_str()).is_some_and(|t| t.elapsed() < cooldown) {
-        return decide(manager, &tenant, alert, instances, instances, "not scaling yet: the last change is still settling");
+    events::ScalingDecided {
+        tenant: &tenant.id,
+        pipeline: &alert.pipeline,
+        alert: alert.alert,
+        from: instances,
+        to: decision.to,
+        direction: decision.direction,
+        reason: &decision.reason,
     }
-    let reason = format!("{} ({})", alert.alert.as_str(), alert.message);
-    match manager.scale(&tenant.id, bounded, &reason).await {
-        Ok(()) => {
-            last_change.insert(tenant.id.to_string(), Instant::now());
-            metrics::counter!(
-                "mysimbdp_stream_scaling_decisions_total",
-                "tenant" => tenant.id.to_string(),
-                "pipeline" => spec.name.to_string(),
-                "direction" => direction
-            )
-            .increment(1);
-            decide(manager, &tenant, alert, instances, bounded, &format!("scaled {direction}: {}", alert.message));
-        }
-        Err(error) => decide(manager, &tenant, alert, instances, instances, &format!("scaling failed: {error:#}")),
-    }
-}
-
-fn decide(manager: &StreamManager, tenant: &crate::config::Tenant, alert: &Alert, from: u32, to: u32, reason: &str) {
-    tracing::info!(tenant = %tenant.id, alert = alert.alert.as_str(), from, to, "Stream manager decision: {reason}.");
-    manager.invoker.logs().tenant(tenant, PipelineKind::Stream).write(&serde_json::json!({
-        "type": "decision", "tenant": tenant.id, "pipeline": alert.pipeline, "alert": alert.alert, "from": from, "to": to, "reason": reason,
-    }));
+    .emit(&manager.invoker.logs().tenant(&tenant, PipelineKind::Stream));
 }

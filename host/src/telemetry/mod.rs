@@ -2,8 +2,9 @@
 //! Prometheus, per-tenant JSON-lines logs, and the statistics read back from
 //! those logs.
 
+pub(crate) mod events;
 pub(crate) mod logs;
-pub(crate) mod metrics;
+pub(crate) mod prometheus;
 pub(crate) mod stats;
 
 use crate::config::PipelineKind;

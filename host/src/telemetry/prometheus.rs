@@ -1,15 +1,9 @@
-//! Metric names and the one place each is recorded. Labels stay low in
-//! cardinality: tenant, pipeline, kind (batch/stream), failure kind, rule;
-//! never a file name or a record key.
+//! The Prometheus recorder, and the metrics of an ingestion record (the
+//! [`super::events::Ingested`] event's). Every other metric is recorded by
+//! its event in [`super::events`]. Labels stay low in cardinality: tenant,
+//! pipeline, kind (batch/stream), failure kind; never a file name or a record key.
 
 use super::{IngestionRecord, Outcome};
-use std::collections::BTreeMap;
-
-/// Searches being worked on now, by backend; 0 once every search that hit
-/// its time bound has stopped.
-pub const SEARCHES_RUNNING: &str = "mysimbdp_searches_running";
-/// API requests refused because a tenant had too many in flight.
-pub const API_REQUESTS_REFUSED: &str = "mysimbdp_api_requests_refused_total";
 
 /// Records an ingestion result.
 pub fn record_ingestion(record: &IngestionRecord) {
@@ -37,23 +31,6 @@ pub fn record_ingestion(record: &IngestionRecord) {
     metrics::gauge!("mysimbdp_guest_memory_peak_bytes", &labels).set(record.peak_memory_bytes as f64);
 }
 
-/// Adds a pipeline's own counters as `mysimbdp_guest_<name>_total`.
-pub fn record_guest_counters(tenant: &str, pipeline: &str, counters: &BTreeMap<String, u64>) {
-    for (name, value) in counters {
-        metrics::counter!(
-            format!("mysimbdp_guest_{name}_total"),
-            "tenant" => tenant.to_string(),
-            "pipeline" => pipeline.to_string()
-        )
-        .increment(*value);
-    }
-}
-
-/// Counts a file moved to quarantine, by the rule it broke.
-pub fn record_quarantine(tenant: &str, rule: &str) {
-    metrics::counter!("mysimbdp_files_quarantined_total", "tenant" => tenant.to_string(), "rule" => rule.to_string()).increment(1);
-}
-
 /// Installs the process-wide Prometheus recorder and keeps it tidy.
 pub fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -63,9 +40,8 @@ pub fn install_recorder() -> anyhow::Result<metrics_exporter_prometheus::Prometh
             &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
         )?
         .install_recorder()?;
-    // Present from the start, so a scrape can tell 0 from never measured.
     for backend in ["embedded", "elasticsearch"] {
-        metrics::gauge!(SEARCHES_RUNNING, "backend" => backend).set(0.0);
+        super::events::SearchRunning::register(backend);
     }
     let upkeep = handle.clone();
     tokio::spawn(async move {

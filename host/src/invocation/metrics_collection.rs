@@ -3,27 +3,26 @@
 //! task: once a second, or sooner when many arrive.
 
 use crate::backends::{Docs, DocumentStore};
+use crate::config::TenantId;
 use crate::telemetry::IngestionRecord;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The host's own collection in every tenant's namespace.
-pub const METRICS_COLLECTION: &str = "metrics";
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const FLUSH_AT: usize = 500;
 
-pub(super) struct MetricsIndex {
+pub(super) struct MetricsCollection {
     sender: Mutex<Option<mpsc::UnboundedSender<IngestionRecord>>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl MetricsIndex {
-    pub fn start(store: Arc<dyn DocumentStore>) -> MetricsIndex {
+impl MetricsCollection {
+    pub fn start(store: Arc<dyn DocumentStore>) -> MetricsCollection {
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(write_loop(store, receiver));
-        MetricsIndex { sender: Mutex::new(Some(sender)), task: Mutex::new(Some(task)) }
+        MetricsCollection { sender: Mutex::new(Some(sender)), task: Mutex::new(Some(task)) }
     }
 
     pub fn push(&self, record: &IngestionRecord) {
@@ -71,7 +70,8 @@ async fn write(store: &dyn DocumentStore, records: Vec<IngestionRecord>) {
         by_tenant.entry(record.tenant.clone()).or_default().push(&id, &source);
     }
     for (tenant, docs) in by_tenant {
-        let index = format!("{tenant}-{METRICS_COLLECTION}");
+        let Ok(id) = TenantId::parse(&tenant) else { continue };
+        let index = id.metrics_collection();
         let written = async {
             store.ensure_index(&index, None).await?;
             store.bulk_index(&index, &docs).await?;

@@ -4,6 +4,7 @@
 use super::HostState;
 use super::bindings::Level;
 use super::bindings::batch::mysimbdp::pipeline::log;
+use crate::telemetry::events;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -37,15 +38,7 @@ impl log::Host for HostState {
 
 impl HostState {
     fn write_guest_line(&self, level: &str, source: &str, message: &str) {
-        self.scope.log.write(&serde_json::json!({
-            "type": "guest-log",
-            "level": level,
-            "source": source,
-            "tenant": self.scope.tenant.id,
-            "pipeline": self.scope.pipeline,
-            "version": self.scope.version,
-            "message": message,
-        }));
+        events::GuestLine { by: self.scope.invocation(), level, source, message }.emit(&self.scope.log);
     }
 
     /// Moves what the guest printed into the tenant's log; returns stderr,

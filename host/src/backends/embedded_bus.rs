@@ -67,17 +67,17 @@ struct State {
     next_member: u64,
 }
 
-pub struct EmbeddedLog {
+pub struct EmbeddedBus {
     root: PathBuf,
     state: Mutex<State>,
     appended: Notify,
 }
 
-impl EmbeddedLog {
+impl EmbeddedBus {
     pub fn open(root: &Path) -> Result<Arc<Self>, SinkError> {
         std::fs::create_dir_all(root.join("topics")).map_err(|e| sink_error("create", e))?;
         std::fs::create_dir_all(root.join("groups")).map_err(|e| sink_error("create", e))?;
-        Ok(Arc::new(EmbeddedLog {
+        Ok(Arc::new(EmbeddedBus {
             root: root.to_path_buf(),
             state: Mutex::new(State { topics: HashMap::new(), groups: HashMap::new(), next_member: 1 }),
             appended: Notify::new(),
@@ -186,7 +186,7 @@ fn parse_line(topic: &str, partition: i32, offset: i64, text: &str) -> Result<In
 }
 
 #[async_trait]
-impl MessageBus for Arc<EmbeddedLog> {
+impl MessageBus for Arc<EmbeddedBus> {
     fn kind(&self) -> &'static str {
         "embedded"
     }
@@ -300,7 +300,7 @@ struct Cursor {
 }
 
 struct EmbeddedConsumer {
-    log: Arc<EmbeddedLog>,
+    log: Arc<EmbeddedBus>,
     group: String,
     topics: Vec<String>,
     member: u64,
