@@ -2,7 +2,7 @@
 """Checks that the host's top-level modules (host/src/*) import each other
 only downwards, in the layer order README's architecture states:
 
-    config, failure, opened_file, retry -> telemetry -> backends, pipelines ->
+    config, failure, framed, host_lock, opened_file, retry -> telemetry -> backends, pipelines ->
     capabilities -> sandbox -> invocation -> batch, stream -> platform ->
     api, experiment -> cli
 
@@ -18,7 +18,7 @@ import re
 import sys
 
 LAYERS = [
-    ["config", "failure", "opened_file", "retry"],
+    ["config", "failure", "framed", "host_lock", "opened_file", "retry"],
     ["telemetry"],
     ["backends", "pipelines"],
     ["capabilities"],

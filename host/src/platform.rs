@@ -103,7 +103,8 @@ impl Platform {
     /// Starts a batch manager on this platform's tenants (recovering their
     /// manifests first).
     pub async fn start_batch_manager(&self) -> anyhow::Result<BatchManager> {
-        BatchManager::start(self.invoker.clone(), self.registry.clone(), self.config.batch.clone(), self.logs().clone()).await
+        let store_dir = matches!(self.config.coredms, CoredmsConfig::Embedded).then(|| self.config.data_dir.join("coredms"));
+        BatchManager::start(self.invoker.clone(), self.registry.clone(), self.config.batch.clone(), self.logs().clone(), store_dir).await
     }
 
     /// A stream manager for this platform's tenants (nothing runs until a

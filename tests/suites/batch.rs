@@ -143,60 +143,73 @@ async fn files_no_pipeline_takes_are_quarantined() {
     assert!(test.tenant_dir("retail").join("archive/shops/helsinki.csv").exists());
 }
 
-/// More files in one run than `max_files_per_run`: the oldest are taken, the
-/// rest quarantined.
-async fn files_beyond_the_run_limit_are_quarantined(tenant: &Tenant) {
-    let test = constrained(tenant, &[("constraints.max_files_per_run", "3")]).await;
-    for i in 0..5 {
-        stage(&test, tenant.id, &format!("part-{i}.{}", tenant.extension), &(tenant.rows)(i * 100, 20));
-        // Distinct modification times make "oldest first" well defined.
-        std::thread::sleep(Duration::from_millis(20));
+/// More files than `max_files_per_run` staged at once: nothing in them is
+/// wrong, they only arrived together. Each run takes the oldest, the others
+/// wait (shown with the reason) and are taken by the next runs: 40 files
+/// under a limit of 5 all end done, none quarantined.
+async fn files_beyond_the_run_limit_wait_for_the_next_run(tenant: &Tenant) {
+    let test = constrained(tenant, &[("constraints.max_files_per_run", "5")]).await;
+    for i in 0..40 {
+        // Distinct content: the same checksum would be a duplicate, done without ingestion.
+        stage(&test, tenant.id, &format!("part-{i:02}.{}", tenant.extension), &(tenant.rows)(i * 20, 20));
     }
+    // Before any host runs, status already says why the extra ones will wait.
+    let registry = test.config().registry().unwrap();
+    let before = mysimbdp::batch::status::tenant_status(registry.require(tenant.id).unwrap(), 10).unwrap();
+    let waiting: Vec<&mysimbdp::batch::status::FileStatus> = before.staged.iter().filter(|f| f.state == "waiting").collect();
+    assert_eq!(waiting.len(), 35, "{:?}", before.staged);
+    assert!(waiting[0].reason.as_deref().unwrap().contains("max_files_per_run"), "{:?}", waiting[0]);
     let status = run_manager(&test, tenant).await;
-    assert_eq!(status.done.len(), 3, "{:?}", status.done);
-    let mut quarantined: Vec<&str> = status.quarantined.iter().map(|q| q.file.as_str()).collect();
-    quarantined.sort();
-    assert_eq!(quarantined, [format!("part-3.{}", tenant.extension), format!("part-4.{}", tenant.extension)]);
-    assert!(status.quarantined.iter().all(|q| q.state == "max-files-per-run"));
-    let reason = reason(&test, tenant.id, "quarantine", &format!("part-4.{}", tenant.extension));
-    assert_eq!((reason["limit"].as_str(), reason["actual"].as_str()), (Some("3"), Some("5")));
-    assert_eq!(stored(&test, tenant).await, 60);
+    assert_eq!(status.done.len(), 40, "{:?}", status.done);
+    assert!(status.quarantined.is_empty(), "{:?}", status.quarantined);
+    let records = ingestions(&test, tenant.id);
+    assert_eq!(records.len(), 40, "every file ingested once");
+    assert!(records.iter().all(|r| r.outcome == Outcome::Ok));
+    assert_eq!(stored(&test, tenant).await, 800);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retail_files_beyond_the_run_limit_are_quarantined() {
-    files_beyond_the_run_limit_are_quarantined(&RETAIL).await;
+async fn retail_files_beyond_the_run_limit_wait_for_the_next_run() {
+    files_beyond_the_run_limit_wait_for_the_next_run(&RETAIL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sensors_files_beyond_the_run_limit_are_quarantined() {
-    files_beyond_the_run_limit_are_quarantined(&SENSORS).await;
+async fn sensors_files_beyond_the_run_limit_wait_for_the_next_run() {
+    files_beyond_the_run_limit_wait_for_the_next_run(&SENSORS).await;
 }
 
-/// Files that would push staging past `max_staging_bytes` are quarantined.
-async fn files_beyond_the_staging_quota_are_quarantined(tenant: &Tenant) {
+/// The staging quota is kept at the door: `stage put` refuses a file that
+/// would bring staging past `max_staging_bytes`, naming it. A file that got
+/// there anyway (another writer) waits until earlier files leave staging:
+/// it passes every file rule, so it is never quarantined.
+async fn files_beyond_the_staging_quota_wait_and_stage_put_refuses_them(tenant: &Tenant) {
     let test = constrained(tenant, &[("constraints.max_file_bytes", "40KiB"), ("constraints.max_staging_bytes", "100KiB")]).await;
     let rows = 30 * 1024 / tenant.row_bytes;
     for i in 0..4 {
         stage(&test, tenant.id, &format!("chunk-{i}.{}", tenant.extension), &(tenant.rows)(i * 1000, rows));
         std::thread::sleep(Duration::from_millis(20));
     }
+    let extra = test.dir.path().join(format!("extra.{}", tenant.extension));
+    std::fs::write(&extra, (tenant.rows)(9000, rows)).unwrap();
+    let output = test.command(HOST).args(["stage", "put", "--tenant", tenant.id]).arg(&extra).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_staging_bytes") && stderr.contains("was not staged"), "{stderr}");
+
     let status = run_manager(&test, tenant).await;
-    assert_eq!(status.done.len(), 3, "three files of ~30KiB fit in 100KiB");
-    assert_eq!(status.quarantined.len(), 1);
-    assert_eq!(status.quarantined[0].file, format!("chunk-3.{}", tenant.extension));
-    assert_eq!(status.quarantined[0].state, "max-staging-bytes");
-    assert_eq!(reason(&test, tenant.id, "quarantine", &format!("chunk-3.{}", tenant.extension))["limit"], "102400 bytes");
+    assert_eq!(status.done.len(), 4, "three files of ~30KiB fit in 100KiB; the fourth once they left: {:?}", status.done);
+    assert!(status.quarantined.is_empty(), "{:?}", status.quarantined);
+    assert_eq!(stored(&test, tenant).await, 4 * rows as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retail_files_beyond_the_staging_quota_are_quarantined() {
-    files_beyond_the_staging_quota_are_quarantined(&RETAIL).await;
+async fn retail_files_beyond_the_staging_quota_wait_and_stage_put_refuses_them() {
+    files_beyond_the_staging_quota_wait_and_stage_put_refuses_them(&RETAIL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sensors_files_beyond_the_staging_quota_are_quarantined() {
-    files_beyond_the_staging_quota_are_quarantined(&SENSORS).await;
+async fn sensors_files_beyond_the_staging_quota_wait_and_stage_put_refuses_them() {
+    files_beyond_the_staging_quota_wait_and_stage_put_refuses_them(&SENSORS).await;
 }
 
 /// Recorded start and end times never show more than the tenant's cap running.
@@ -257,8 +270,7 @@ async fn cron_pipelines_start_only_at_their_ticks() {
     }
     settled(&platform, "sensors", Duration::from_secs(30)).await;
     manager.shutdown().await;
-    let manifest = std::fs::read_to_string(&platform.tenant("sensors").unwrap().paths.manifest).unwrap();
-    let entries: Vec<Entry> = manifest.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<Entry> = mysimbdp::batch::manifest::read_entries(&platform.tenant("sensors").unwrap().paths.manifest).unwrap();
     let records = ingestions(&test, "sensors");
     assert_eq!(records.len(), 3);
     for (i, &(staging, settled_by)) in landed.iter().enumerate() {
@@ -359,7 +371,8 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
 
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     let tenant = platform.tenant("retail").unwrap();
-    let moved = mysimbdp::batch::status::retry(&tenant, &[], false).unwrap();
+    // Through the running manager, the one writer of the tenant's manifest.
+    let moved = manager.retry(&tenant.id, &[], false).unwrap();
     assert_eq!(moved, ["monday.csv"]);
     let status = settled(&platform, "retail", Duration::from_secs(30)).await;
     manager.shutdown().await;
@@ -433,7 +446,8 @@ async fn a_host_killed_mid_ingestion_finishes_the_file_exactly_once_after_restar
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     let manifest = test.dir.path().join("var/manifests/retail.jsonl");
     eventually("the host to start ingesting big.csv", Duration::from_secs(60), || {
-        let started = read_log(&manifest).iter().any(|e| e["state"] == "ingesting");
+        let entries = mysimbdp::batch::manifest::read_entries(&manifest).unwrap_or_default();
+        let started = entries.iter().any(|e| e.state == mysimbdp::batch::manifest::FileState::Ingesting);
         async move { started.then_some(()) }
     })
     .await;
@@ -496,4 +510,50 @@ async fn each_pipeline_takes_the_files_its_pattern_matches() {
     assert_eq!(customer["window"], "day.csv");
     assert_eq!(platform.search("retail", "customer-features", "", 0).await.unwrap().total, 900);
     assert!(test.tenant_dir("retail").join("archive/features/day.csv").exists());
+}
+
+/// Claiming hashes each file, which takes a while for a large one. It runs
+/// outside the scan lock, one task per tenant: a tenant's 1 GiB file delays
+/// neither the other tenants' claims nor their next scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_large_file_does_not_delay_the_others_claims() {
+    let large = [("constraints.max_file_bytes", "2GiB"), ("constraints.max_staging_bytes", "4GiB"), ("agreement.schedule", "on-arrival")];
+    let small = [("agreement.schedule", "on-arrival")];
+    let neighbours = ["small_b", "small_c", "small_d"];
+    let mut builder = TestPlatform::builder().tenant_yaml("big", &profile_with(RETAIL.profile, &large)).config(QUICK_SCANS);
+    for id in neighbours {
+        builder = builder.tenant_yaml(id, &profile_with(RETAIL.profile, &small));
+    }
+    let test = builder.build();
+    // The large file's pipeline fails at once: only its claim matters here.
+    test.upload("big", PipelineKind::Batch, "orders", artifacts::PANICS);
+    std::fs::create_dir_all(test.tenant_dir("big").join("staging")).unwrap();
+    std::fs::File::create(test.tenant_dir("big").join("staging/large.csv")).unwrap().set_len(1 << 30).unwrap();
+    for id in neighbours {
+        test.upload(id, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+        stage(&test, id, "small.csv", &orders_csv(1, 10));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let platform = test.open().await;
+    let manager = platform.start_batch_manager().await.unwrap();
+    let claimed_at = |tenant: &str| {
+        let path = test.dir.path().join(format!("var/manifests/{tenant}.jsonl"));
+        let entries = mysimbdp::batch::manifest::read_latest(&path).unwrap_or_default();
+        entries.values().find(|e| e.state != mysimbdp::batch::manifest::FileState::Retried).map(|e| e.id.clone())
+    };
+    eventually("every tenant's file to be claimed", Duration::from_secs(120), || {
+        let all = claimed_at("big").is_some() && neighbours.iter().all(|id| claimed_at(id).is_some());
+        async move { all.then_some(()) }
+    })
+    .await;
+    // Claim ids are time-ordered: each small file was claimed before the large one.
+    let big = claimed_at("big").unwrap();
+    for id in neighbours {
+        let small = claimed_at(id).unwrap();
+        assert!(small < big, "tenant {id}'s claim {small} waited for the large file's {big}");
+    }
+    for id in neighbours {
+        settled(&platform, id, Duration::from_secs(60)).await;
+    }
+    manager.shutdown().await;
 }

@@ -6,7 +6,7 @@
 
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
-use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, orders_csv, profile_with, prometheus_value, read_log};
+use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, orders_csv, profile_with, prometheus_value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -225,7 +225,9 @@ async fn a_file_appended_after_its_claim_is_ingested_at_its_checked_size() {
     let staging = test.tenant_dir("retail").join("staging");
     let manifest = test.dir.path().join("var/manifests/retail.jsonl");
     let entry = |file: &str, state: &str| {
-        read_log(&manifest).into_iter().find(|e| e["file"] == file && e["state"] == state).map(|e| e["id"].as_str().unwrap().to_string())
+        let entries = mysimbdp::batch::manifest::read_entries(&manifest).unwrap_or_default();
+        let state = serde_json::Value::from(state);
+        entries.into_iter().find(|e| e.file == file && serde_json::to_value(e.state).unwrap() == state).map(|e| e.id)
     };
 
     // The one slot is busy with a slow pipeline, so the next file waits in work/.

@@ -44,6 +44,17 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// `POST /api/batch/retry`: failed (and with `quarantined`, quarantined)
+/// files of a tenant back to staging; `files` narrows it down by staged name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetryRequest {
+    pub tenant: String,
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub quarantined: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamRequest {
     pub tenant: String,

@@ -1,7 +1,7 @@
 //! Routes of the host's HTTP server.
 
 use super::guard::{Caller, InFlight, require_host, require_token};
-use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, StreamRequest};
+use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, RetryRequest, StreamRequest};
 use crate::backends::{SearchError, SearchResult};
 use crate::config::RESERVED_TOPICS;
 use crate::opened_file::OpenRefused;
@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tenants", get(tenants))
         .route("/api/ingest", post(ingest))
         .route("/api/query", get(query))
+        .route("/api/batch/retry", post(batch_retry))
         .route("/api/stream/start", post(stream_start))
         .route("/api/stream/stop", post(stream_stop))
         .route("/api/stream/status", get(stream_status))
@@ -84,8 +85,28 @@ impl IntoResponse for HttpError {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// `ok`, or `degraded` with each write that is failing (what, the error,
+/// since when, how many tenants): the host is alive either way (the CLI
+/// finds it by this route), but takes no files of those tenants until the
+/// writes succeed again. Tenant ids stay out of it: this route needs no token.
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let stops = state.batch.as_ref().map(|batch| batch.write_stops()).unwrap_or_default();
+    if stops.is_empty() {
+        return Json(serde_json::json!({ "status": "ok" }));
+    }
+    let mut failing: Vec<serde_json::Value> = Vec::new();
+    for (_, stop) in &stops {
+        let known = failing.iter_mut().find(|f| f["what"] == stop.what.as_str() && f["error"] == stop.error.as_str());
+        match known {
+            Some(entry) => entry["tenants"] = (entry["tenants"].as_u64().unwrap_or(0) + 1).into(),
+            None => failing.push(serde_json::json!({ "what": stop.what, "error": stop.error, "since": stop.since, "tenants": 1 })),
+        }
+    }
+    Json(serde_json::json!({
+        "status": "degraded",
+        "writes_failing": failing,
+        "what_to_do": "free space (or fix the device) where the host writes; it takes files again by itself once a write succeeds",
+    }))
 }
 
 #[derive(Serialize)]
@@ -150,6 +171,19 @@ async fn ingest(
             _ => Err(error.into()),
         },
     }
+}
+
+async fn batch_retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<RetryRequest>,
+) -> Result<Json<Vec<String>>, HttpError> {
+    caller.may_act_for(&request.tenant)?;
+    let _in_flight = state.admit(&request.tenant)?;
+    let batch =
+        state.batch.as_ref().ok_or_else(|| HttpError(StatusCode::SERVICE_UNAVAILABLE, "this process runs no batch manager".into()))?;
+    let tenant = state.platform.tenant(&request.tenant)?;
+    Ok(Json(batch.retry(&tenant.id, &request.files, request.quarantined)?))
 }
 
 async fn query(

@@ -30,6 +30,8 @@ pub struct EmbeddedStore {
 }
 
 struct Collection {
+    /// The index's directory.
+    dir: PathBuf,
     index: Index,
     reader: IndexReader,
     /// Opened on first write, so reading processes never take the writer lock.
@@ -74,6 +76,7 @@ impl EmbeddedStore {
         let tantivy_index = Index::open_or_create(directory, schema).map_err(|e| sink_error(index, e))?;
         let reader = tantivy_index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(|e| sink_error(index, e))?;
         let collection = Arc::new(Collection {
+            dir: dir.clone(),
             index: tantivy_index,
             reader,
             writer: Mutex::new(None),
@@ -97,7 +100,18 @@ impl Collection {
                 .map_err(|e| sink_error("cannot open the index for writing (is another mysimbdp process writing to it?)", e))?;
             *slot = Some(writer);
         }
-        f(slot.as_mut().expect("writer just opened"))
+        let result = f(slot.as_mut().expect("writer just opened"));
+        if let Err(error) = result {
+            // A writer that failed (a full disk) is dropped with what it had
+            // not committed: the ingestion fails and is done again, by a new
+            // one. tantivy's error rarely names the cause: a write here does.
+            slot.take();
+            return Err(match crate::framed::probe_dir(&self.dir) {
+                Err(cause) => SinkError::new(BACKEND, format!("{}; writing to the store's directory fails: {cause}", error.message)),
+                Ok(()) => error,
+            });
+        }
+        result
     }
 
     fn index_docs(&self, docs: &Docs) -> Result<BulkOutcome, SinkError> {

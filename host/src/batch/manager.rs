@@ -17,6 +17,7 @@
 //!   nobody starves.
 
 use super::manifest::{self, Entry, Manifest};
+use super::write_stop::{Unrecorded, WriteStop};
 use crate::config::{BatchManagerConfig, Registry, RegistryHandle, Tenant, TenantId};
 use crate::invocation::Invoker;
 use crate::opened_file::{FileIdentity, OpenedFile};
@@ -24,6 +25,7 @@ use crate::telemetry::logs::Logs;
 use chrono::Utc;
 use notify::Watcher;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -43,6 +45,9 @@ pub struct BatchManager {
 
 pub(super) struct Inner {
     pub(super) invoker: Arc<Invoker>,
+    /// The embedded store's directory, probed after it failed to write;
+    /// none for a remote store.
+    pub(super) store_dir: Option<PathBuf>,
     /// The registry in force, for new tenants on [`BatchManager::adopt`].
     registry: RegistryHandle,
     pub(super) config: BatchManagerConfig,
@@ -67,6 +72,15 @@ pub(super) struct TenantState {
     pub(super) last_served: Mutex<Option<Instant>>,
     /// Next tick of each cron-scheduled pipeline.
     pub(super) cron_next: Mutex<HashMap<String, chrono::DateTime<Utc>>>,
+    /// Set while a write failed: no file is claimed until a probe succeeds.
+    pub(super) stop: Mutex<Option<WriteStop>>,
+    /// Outcomes that could not be recorded, their files still in `work/`.
+    pub(super) unrecorded: Mutex<Vec<Unrecorded>>,
+    /// Files that failed because the store could not write: staged again
+    /// once it can.
+    pub(super) failed_for_disk: Mutex<Vec<String>>,
+    /// Staged files a claim is working on (opening, hashing, recording).
+    pub(super) claiming: Mutex<HashSet<PathBuf>>,
 }
 
 /// Cron pipelines of one tenant to run now, each with the tick it is due at.
@@ -89,6 +103,7 @@ impl BatchManager {
         registry: RegistryHandle,
         config: BatchManagerConfig,
         logs: Arc<Logs>,
+        store_dir: Option<PathBuf>,
     ) -> anyhow::Result<BatchManager> {
         let inner = Arc::new(Inner {
             capacity: Arc::new(Semaphore::new(config.max_parallel_ingestions)),
@@ -98,6 +113,7 @@ impl BatchManager {
             running_total: AtomicUsize::new(0),
             scan_lock: tokio::sync::Mutex::new(()),
             invoker,
+            store_dir,
             registry,
             config,
             logs,
@@ -153,6 +169,10 @@ impl BatchManager {
                 running: AtomicUsize::new(0),
                 last_served: Mutex::new(None),
                 cron_next: Mutex::new(HashMap::new()),
+                stop: Mutex::new(None),
+                unrecorded: Mutex::new(Vec::new()),
+                failed_for_disk: Mutex::new(Vec::new()),
+                claiming: Mutex::new(HashSet::new()),
             };
             self.inner.tenants.write().expect("tenants poisoned").insert(tenant.id.clone(), Arc::new(state));
             self.inner.recover(&tenant.id, entries).await;
@@ -168,7 +188,9 @@ impl BatchManager {
 
     /// Scans every tenant now, as if files had just arrived (tests, CLI).
     pub async fn scan_now(&self) {
-        self.inner.scan_all(&HashMap::new()).await;
+        for claim in self.inner.scan_all(&HashMap::new()).await {
+            let _ = claim.await;
+        }
     }
 
     /// Stops taking files, waits up to 30 s for running ingestions (a crash
@@ -182,6 +204,26 @@ impl BatchManager {
         while self.inner.running_total.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `mysimbdp batch retry` through the running host, whose manifest of the
+    /// tenant is the one writer of it: [`super::status::retry`].
+    pub fn retry(&self, tenant: &TenantId, files: &[String], quarantined: bool) -> anyhow::Result<Vec<String>> {
+        let state = self.inner.tenants.read().expect("tenants poisoned").get(tenant).cloned();
+        let state = state.ok_or_else(|| anyhow::anyhow!("the batch manager serves no tenant `{tenant}`"))?;
+        let moved = super::status::retry(&state.tenant(), &state.manifest, files, quarantined)?;
+        self.inner.wake.notify_one();
+        Ok(moved)
+    }
+
+    /// The tenants whose writes failed, and why: they take no files until
+    /// the host can write again.
+    pub fn write_stops(&self) -> Vec<(TenantId, WriteStop)> {
+        self.inner
+            .states()
+            .into_iter()
+            .filter_map(|(id, state)| state.stop.lock().expect("stop poisoned").clone().map(|s| (id, s)))
+            .collect()
     }
 
     /// Files queued and running now, per tenant.

@@ -1,9 +1,11 @@
 //! The durable record of what happened to each staged file, per tenant:
-//! `<data_dir>/manifests/<tenant>.jsonl`, one JSON line per state change, fsync'd
+//! `<data_dir>/manifests/<tenant>.jsonl`, one framed record (a JSON entry
+//! with its length and checksum, [`crate::framed`]) per state change, fsync'd
 //! before the host acts on it. After a crash the host replays it: claimed or
 //! ingesting files are ingested again (document ids are deterministic, so a
 //! re-run overwrites), and done checksums are never ingested twice.
 
+use crate::framed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -57,41 +59,49 @@ impl Entry {
 
 pub struct Manifest {
     path: PathBuf,
-    file: Mutex<File>,
+    writer: Mutex<Writer>,
+}
+
+struct Writer {
+    file: File,
+    /// Bytes of whole records: a failed append is cut back to this.
+    len: u64,
 }
 
 impl Manifest {
-    /// Opens the manifest, compacting it to the latest entry per file; returns
-    /// those entries.
+    /// Opens the manifest: a record cut by a crash or a full disk at its end
+    /// is cut off (it was never acknowledged), a manifest of JSON lines (as
+    /// written before records were framed) read and migrated, damage with
+    /// records after it an error naming the file. Then compacts it to the
+    /// latest entry per file, and returns those entries.
     pub fn open(path: &Path) -> std::io::Result<(Manifest, Vec<Entry>)> {
-        let latest = read_latest(path)?;
-        let entries: Vec<Entry> = latest.into_values().collect();
-        // Rewrite compacted: a crash mid-way leaves the old file in place.
-        let temporary = path.with_extension("jsonl.tmp");
-        {
-            let mut out = File::create(&temporary)?;
-            for entry in &entries {
-                writeln!(out, "{}", serde_json::to_string(entry).expect("serializable"))?;
-            }
-            out.sync_all()?;
-        }
-        std::fs::rename(&temporary, path)?;
+        let entries: Vec<Entry> = read(path, Read::Recover)?.into_values().collect();
+        // Rewritten compacted and framed, atomically: a crash leaves the old file in place.
+        let payloads: Vec<Vec<u8>> = entries.iter().map(|e| serde_json::to_vec(e).expect("serializable")).collect();
+        framed::rewrite(path, payloads.iter().map(Vec::as_slice))?;
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok((Manifest { path: path.to_path_buf(), file: Mutex::new(file) }, entries))
+        let len = file.metadata()?.len();
+        Ok((Manifest { path: path.to_path_buf(), writer: Mutex::new(Writer { file, len }) }, entries))
     }
 
-    /// Appends entries; with `durable`, returns only once they are on disk.
+    /// Appends entries, one framed record each; with `durable`, returns only
+    /// once they are on disk. A failed write (a full disk) is undone, so the
+    /// manifest holds only whole records and the next append follows them.
     pub fn record(&self, entries: &[Entry], durable: bool) -> std::io::Result<()> {
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         for entry in entries {
-            text.push_str(&serde_json::to_string(entry).expect("serializable"));
-            text.push('\n');
+            bytes.extend_from_slice(&framed::frame(&serde_json::to_vec(entry).expect("serializable")));
         }
-        let mut file = self.file.lock().expect("manifest poisoned");
-        file.write_all(text.as_bytes())?;
-        if durable {
-            file.sync_data()?;
+        let mut writer = self.writer.lock().expect("manifest poisoned");
+        let writer = &mut *writer;
+        let written = writer.file.write_all(&bytes).and_then(|()| if durable { writer.file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            if let Err(undo) = writer.file.set_len(writer.len) {
+                tracing::error!(file = %self.path.display(), %undo, "Cannot undo a failed manifest write; it is cut off at the next start.");
+            }
+            return Err(error);
         }
+        writer.len += bytes.len() as u64;
         Ok(())
     }
 
@@ -100,21 +110,87 @@ impl Manifest {
     }
 }
 
-/// The latest entry of each file id, oldest first. A torn last line (a crash
-/// while writing) is ignored: its state change had not been acted on.
-pub fn read_latest(path: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+/// How [`read`] treats what is no whole record at the end of the file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The host opening its manifest: cut it off (and say so).
+    Recover,
+    /// Anyone else (`batch status`): leave it, it may be a write in progress.
+    Look,
+}
+
+/// Every entry of the manifest, in the order written (a record being
+/// written at the end is not read), for tools and tests.
+pub fn read_entries(path: &Path) -> std::io::Result<Vec<Entry>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(error),
     };
-    let mut latest: BTreeMap<String, Entry> = BTreeMap::new();
-    for line in text.lines() {
-        if let Ok(entry) = serde_json::from_str::<Entry>(line) {
-            latest.insert(entry.id.clone(), entry);
+    if !framed::is_framed(&bytes) {
+        return Ok(legacy_lines(path, &bytes));
+    }
+    let records = framed::read(path, &bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    records
+        .payloads
+        .iter()
+        .map(|p| serde_json::from_slice::<Entry>(p).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+        .collect()
+}
+
+/// The latest entry of each file id, oldest first. A record being written
+/// (or cut by a crash) at the end is not read: its state change had not
+/// been acted on.
+pub fn read_latest(path: &Path) -> std::io::Result<BTreeMap<String, Entry>> {
+    read(path, Read::Look)
+}
+
+fn read(path: &Path, how: Read) -> std::io::Result<BTreeMap<String, Entry>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error),
+    };
+    let entries = if framed::is_framed(&bytes) {
+        let records = match how {
+            Read::Recover => framed::recover(path)?,
+            Read::Look => framed::read(path, &bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        };
+        let parsed: Result<Vec<Entry>, _> = records.payloads.iter().map(|p| serde_json::from_slice::<Entry>(p)).collect();
+        parsed.map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: a manifest record is not an entry: {e}", path.display()))
+        })?
+    } else {
+        let entries = legacy_lines(path, &bytes);
+        if how == Read::Recover {
+            tracing::info!(file = %path.display(), entries = entries.len(), "Manifest of JSON lines read; it is rewritten as framed records.");
         }
+        entries
+    };
+    let mut latest: BTreeMap<String, Entry> = BTreeMap::new();
+    for entry in entries {
+        latest.insert(entry.id.clone(), entry);
     }
     Ok(latest)
+}
+
+/// The entries of a manifest of JSON lines, as the host wrote them before its
+/// records were framed. A line cut by a crash, with the next entry appended
+/// right after it, is one line that does not parse: the entry after the cut
+/// is recovered from its end (the cut one was never acted on).
+fn legacy_lines(path: &Path, bytes: &[u8]) -> Vec<Entry> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut entries = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if let Ok(entry) = serde_json::from_str::<Entry>(line) {
+            entries.push(entry);
+            continue;
+        }
+        let salvaged = line.rfind("{\"id\"").and_then(|at| serde_json::from_str::<Entry>(&line[at..]).ok());
+        tracing::warn!(file = %path.display(), line = number + 1, salvaged = salvaged.is_some(), "A manifest line cut by a crash; the entry after the cut is kept.");
+        entries.extend(salvaged);
+    }
+    entries
 }
 
 /// Pipelines and checksums of the files already ingested: the same content
@@ -129,4 +205,88 @@ pub fn new_id() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) % 10_000;
     format!("{}{n:04}{:05}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"), std::process::id() % 100_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, state: FileState) -> Entry {
+        Entry {
+            id: id.into(),
+            state,
+            file: format!("{id}.csv"),
+            pipeline: "orders".into(),
+            checksum: "c".repeat(64),
+            bytes: 10,
+            ts: chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap().into(),
+            reason: None,
+            tick: None,
+        }
+    }
+
+    fn states(entries: &[Entry]) -> Vec<(String, FileState)> {
+        entries.iter().map(|e| (e.id.clone(), e.state)).collect()
+    }
+
+    #[test]
+    fn a_manifest_cut_at_every_byte_of_its_last_record_keeps_exactly_the_whole_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = dir.path().join("whole.jsonl");
+        let (manifest, _) = Manifest::open(&whole).unwrap();
+        manifest.record(&[entry("a", FileState::Claimed), entry("b", FileState::Claimed)], true).unwrap();
+        manifest.record(&[entry("a", FileState::Done)], true).unwrap();
+        let bytes = std::fs::read(&whole).unwrap();
+        let last = framed::frame(&serde_json::to_vec(&entry("a", FileState::Done)).unwrap()).len();
+        for cut in bytes.len() - last..=bytes.len() {
+            let path = dir.path().join(format!("cut-{cut}.jsonl"));
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let (reopened, entries) = Manifest::open(&path).unwrap();
+            let a = if cut == bytes.len() { FileState::Done } else { FileState::Claimed };
+            assert_eq!(states(&entries), [("a".into(), a), ("b".into(), FileState::Claimed)], "cut at byte {cut}");
+            // The next record follows the whole ones.
+            reopened.record(&[entry("b", FileState::Ingesting)], true).unwrap();
+            let latest = read_latest(&path).unwrap();
+            assert_eq!(latest["b"].state, FileState::Ingesting, "cut at byte {cut}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_of_json_lines_is_read_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("retail.jsonl");
+        let line = |e: &Entry| serde_json::to_string(e).unwrap();
+        // As today's main wrote it: a line cut by a crash merged with the next entry.
+        let cut = &line(&entry("b", FileState::Ingesting))[..40];
+        let text = format!(
+            "{}\n{}{}\n{}\n",
+            line(&entry("a", FileState::Claimed)),
+            cut,
+            line(&entry("c", FileState::Claimed)),
+            line(&entry("a", FileState::Done))
+        );
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(
+            states(&read_latest(&path).unwrap().into_values().collect::<Vec<_>>()),
+            [("a".into(), FileState::Done), ("c".into(), FileState::Claimed)],
+            "the entry after the cut is kept"
+        );
+        let (_, entries) = Manifest::open(&path).unwrap();
+        assert_eq!(states(&entries), [("a".into(), FileState::Done), ("c".into(), FileState::Claimed)]);
+        assert!(framed::is_framed(&std::fs::read(&path).unwrap()), "rewritten framed");
+    }
+
+    #[test]
+    fn damage_before_whole_records_is_an_error_naming_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("retail.jsonl");
+        let (manifest, _) = Manifest::open(&path).unwrap();
+        manifest.record(&[entry("a", FileState::Claimed), entry("b", FileState::Claimed)], true).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[25] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let error = Manifest::open(&path).err().expect("corrupt").to_string();
+        assert!(error.contains("retail.jsonl") && error.contains("corrupt"), "{error}");
+        assert!(read_latest(&path).is_err(), "batch status says so too");
+    }
 }

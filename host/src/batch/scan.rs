@@ -13,7 +13,7 @@ use crate::opened_file::{FileIdentity, OpenedFile};
 use crate::telemetry::events;
 use chrono::Utc;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,17 +35,34 @@ impl Inner {
         self.states().into_iter().flat_map(|(_, s)| s.cron_next.lock().expect("cron poisoned").values().copied().collect::<Vec<_>>()).min()
     }
 
-    pub(super) async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, DueCron>) {
-        let _one_scan_at_a_time = self.scan_lock.lock().await;
-        let no_cron = DueCron::new();
-        for (id, state) in self.states() {
-            let cron = due_cron.get(&id).unwrap_or(&no_cron);
-            if let Err(error) = self.scan_tenant(&state, cron).await {
-                tracing::error!(tenant = %id, error = %format!("{error:#}"), "Scanning the staging directory failed.");
+    /// Scans every tenant under the scan lock (listing, deciding,
+    /// quarantining), then claims what each takes in a task of its own,
+    /// outside the lock: hashing one tenant's large files delays neither
+    /// another tenant's claims nor the next scan. Returns the claim tasks.
+    pub(super) async fn scan_all(self: &Arc<Self>, due_cron: &HashMap<TenantId, DueCron>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut claims = Vec::new();
+        {
+            let _one_scan_at_a_time = self.scan_lock.lock().await;
+            let no_cron = DueCron::new();
+            for (id, state) in self.states() {
+                let cron = due_cron.get(&id).unwrap_or(&no_cron);
+                match self.scan_tenant(&state, cron) {
+                    Ok(take) if !take.is_empty() => {
+                        let (inner, cron) = (self.clone(), cron.clone());
+                        claims.push(tokio::spawn(async move {
+                            inner.claim(&state, take, &cron).await;
+                            inner.publish_load();
+                            inner.wake.notify_one();
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(tenant = %id, error = %format!("{error:#}"), "Scanning the staging directory failed."),
+                }
             }
         }
         self.publish_load();
         self.wake.notify_one();
+        claims
     }
 
     fn quarantine(&self, state: &TenantState, file: &StagedFile, violation: &Violation) {
@@ -66,24 +83,38 @@ impl Inner {
     }
 
     /// One scan of a tenant's staging directory: the admission decides what
-    /// to quarantine and what this run takes; then those files are claimed.
-    async fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &DueCron) -> anyhow::Result<()> {
+    /// to quarantine and what this run takes (files a claim still works on
+    /// count towards the quota but are not taken again); returns the files
+    /// to claim, marked as being claimed.
+    fn scan_tenant(self: &Arc<Self>, state: &TenantState, due: &DueCron) -> anyhow::Result<Vec<StagedFile>> {
+        if !self.try_resume(state) {
+            // Writes are failing: files wait in staging until a probe succeeds.
+            return Ok(Vec::new());
+        }
         let tenant = &state.tenant();
         let files = staging::list(&tenant.paths.staging)?;
         let min_age = Duration::from_millis(self.config.min_file_age_ms);
-        let admission = admission::admit(&tenant.profile, files, SystemTime::now(), min_age, due);
+        let mut claiming = state.claiming.lock().expect("claiming poisoned");
+        let admission = admission::admit(&tenant.profile, files, SystemTime::now(), min_age, due, &claiming);
         for (file, violation) in &admission.quarantine {
             self.quarantine(state, file, violation);
         }
-        if !admission.take.is_empty() {
-            self.claim(state, admission.take, due).await;
-        }
-        Ok(())
+        claiming.extend(admission.take.iter().map(|f| f.path.clone()));
+        Ok(admission.take)
     }
 
     /// Records the claims durably, each with the cron tick that took it, then
     /// moves the files to `work/` and queues them.
     async fn claim(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>, due: &DueCron) {
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+        self.claim_files(state, files, due).await;
+        let mut claiming = state.claiming.lock().expect("claiming poisoned");
+        for path in paths {
+            claiming.remove(&path);
+        }
+    }
+
+    async fn claim_files(self: &Arc<Self>, state: &TenantState, files: Vec<StagedFile>, due: &DueCron) {
         let tenant = &state.tenant();
         let mut claims = Vec::new();
         for file in files {
@@ -125,7 +156,10 @@ impl Inner {
             if state.done.lock().expect("done poisoned").contains(&(entry.pipeline.clone(), identity.sha256.clone())) {
                 let state_after = lifecycle::after(None, Step::Duplicate).expect("a file not in the manifest can be a duplicate");
                 let entry = Entry { state: state_after, reason: Some("a file with this checksum was already ingested".into()), ..entry };
-                self.record(state, std::slice::from_ref(&entry), true);
+                if !self.record(state, std::slice::from_ref(&entry), true) {
+                    // Not recorded: it stays staged, and is judged again once writes succeed.
+                    return;
+                }
                 let duplicate = events::Duplicate { tenant: &tenant.id, file: &file.relative, checksum: &identity.sha256 };
                 duplicate.emit(&self.logs.tenant(tenant, PipelineKind::Batch));
                 self.dispose(state, &entry, &file.path, pipeline.on_success);
@@ -137,12 +171,15 @@ impl Inner {
         if entries.is_empty() {
             return;
         }
-        self.record(state, &entries, true);
+        if !self.record(state, &entries, true) {
+            // Not recorded: the files stay staged, and are claimed once writes succeed.
+            return;
+        }
         for (entry, file, opened, identity) in claims {
             let work = entry.work_path(&tenant.paths.work);
             if let Err(error) = std::fs::rename(&file.path, &work) {
                 tracing::warn!(tenant = %tenant.id, file = %file.relative, %error, "A claimed file vanished from staging.");
-                self.record(state, &[entry.after(Step::Vanish, Some(format!("vanished before ingestion: {error}")))], false);
+                let _ = self.record(state, &[entry.after(Step::Vanish, Some(format!("vanished before ingestion: {error}")))], false);
                 continue;
             }
             self.enqueue(&tenant.id, Job { entry, file: opened, identity, queued_at: Instant::now() });

@@ -2,7 +2,9 @@
 //! ticks are due (a host that wakes late runs once for the ticks it missed,
 //! under the earliest of them, and never before a tick), and which tenant's
 //! file a free worker takes (the highest `priority + waited / aging` among
-//! tenants below their concurrency cap, so a low priority is never starved).
+//! tenants below their concurrency cap, so a low priority is never starved;
+//! a tenant whose files are still being claimed takes part, so a claim that
+//! takes longer does not lose its tenant its turn).
 
 use super::manager::DueCron;
 use crate::config::{Profile, Schedule};
@@ -39,18 +41,31 @@ pub(super) struct Waiting<K> {
     /// Since its first waiting file was queued, or since it was last served
     /// if that was later: a tenant served again and again does not age.
     pub waited: Duration,
+    /// Whether a file is queued; `false` while its files are still being
+    /// claimed (hashed, recorded).
+    pub queued: bool,
+}
+
+/// What a free worker does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Next<K> {
+    /// Takes this tenant's next file.
+    Run(K),
+    /// Waits: the tenant that goes next is still claiming its files.
+    WaitFor(K),
 }
 
 /// The tenant whose file goes next: below its cap, with the highest
-/// `priority + waited / aging`; on a tie, the one that waited longer.
-pub(super) fn pick<K: Clone>(waiting: &[Waiting<K>], aging: Duration) -> Option<K> {
+/// `priority + waited / aging`; on a tie, the one that waited longer, then
+/// the one whose file is queued.
+pub(super) fn pick<K: Clone>(waiting: &[Waiting<K>], aging: Duration) -> Option<Next<K>> {
     let aging = aging.max(Duration::from_millis(1)).as_secs_f64();
     waiting
         .iter()
         .filter(|w| w.running < w.cap as usize)
-        .map(|w| (f64::from(w.priority) + w.waited.as_secs_f64() / aging, w.waited, w))
-        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
-        .map(|(_, _, w)| w.tenant.clone())
+        .map(|w| (f64::from(w.priority) + w.waited.as_secs_f64() / aging, w.waited, w.queued, w))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)))
+        .map(|(_, _, queued, w)| if queued { Next::Run(w.tenant.clone()) } else { Next::WaitFor(w.tenant.clone()) })
 }
 
 #[cfg(test)]
@@ -111,25 +126,41 @@ batch:
     }
 
     fn waiting(tenant: &'static str, priority: u8, running: usize, cap: u32, waited_s: u64) -> Waiting<&'static str> {
-        Waiting { tenant, priority, running, cap, waited: Duration::from_secs(waited_s) }
+        Waiting { tenant, priority, running, cap, waited: Duration::from_secs(waited_s), queued: true }
+    }
+
+    fn claiming(tenant: &'static str, priority: u8) -> Waiting<&'static str> {
+        Waiting { queued: false, ..waiting(tenant, priority, 0, 1, 0) }
+    }
+
+    fn run(tenant: &'static str) -> Option<Next<&'static str>> {
+        Some(Next::Run(tenant))
     }
 
     #[test]
     fn the_next_file_is_the_highest_priority_aged_by_waiting() {
         let aging = Duration::from_secs(30); // 30 s of waiting is one point of priority
-        let cases: Vec<(Vec<Waiting<&str>>, Option<&str>)> = vec![
+        type Case = (Vec<Waiting<&'static str>>, Option<Next<&'static str>>);
+        let cases: Vec<Case> = vec![
             (vec![], None),
-            (vec![waiting("a", 5, 0, 1, 0)], Some("a")),
-            (vec![waiting("low", 3, 0, 1, 0), waiting("high", 8, 0, 1, 0)], Some("high")),
+            (vec![waiting("a", 5, 0, 1, 0)], run("a")),
+            (vec![waiting("low", 3, 0, 1, 0), waiting("high", 8, 0, 1, 0)], run("high")),
             // 5 points of priority are 150 s of waiting: just under, just over.
-            (vec![waiting("low", 3, 0, 1, 149), waiting("high", 8, 0, 1, 0)], Some("high")),
-            (vec![waiting("low", 3, 0, 1, 151), waiting("high", 8, 0, 1, 0)], Some("low")),
+            (vec![waiting("low", 3, 0, 1, 149), waiting("high", 8, 0, 1, 0)], run("high")),
+            (vec![waiting("low", 3, 0, 1, 151), waiting("high", 8, 0, 1, 0)], run("low")),
             // At its cap a tenant waits, whatever its priority.
-            (vec![waiting("low", 1, 0, 1, 0), waiting("high", 10, 2, 2, 999)], Some("low")),
+            (vec![waiting("low", 1, 0, 1, 0), waiting("high", 10, 2, 2, 999)], run("low")),
             (vec![waiting("full", 10, 1, 1, 0)], None),
             // Equal scores: the one that waited longer.
-            (vec![waiting("a", 5, 0, 1, 30), waiting("b", 6, 0, 1, 0)], Some("a")),
-            (vec![waiting("a", 5, 0, 4, 10), waiting("b", 5, 3, 4, 20)], Some("b")),
+            (vec![waiting("a", 5, 0, 1, 30), waiting("b", 6, 0, 1, 0)], run("a")),
+            (vec![waiting("a", 5, 0, 4, 10), waiting("b", 5, 3, 4, 20)], run("b")),
+            // A higher priority still claiming its files goes next: the worker waits for it...
+            (vec![waiting("low", 3, 0, 1, 0), claiming("high", 8)], Some(Next::WaitFor("high"))),
+            // ...but not for a lower one, nor once the low one has aged past it.
+            (vec![waiting("high", 8, 0, 1, 0), claiming("low", 3)], run("high")),
+            (vec![waiting("low", 3, 0, 1, 151), claiming("high", 8)], run("low")),
+            // Equal scores: the queued one.
+            (vec![claiming("a", 5), waiting("b", 5, 0, 1, 0)], run("b")),
         ];
         for (candidates, expected) in cases {
             assert_eq!(pick(&candidates, aging), expected, "{candidates:?}");
@@ -139,6 +170,6 @@ batch:
     #[test]
     fn a_zero_aging_counts_as_a_millisecond() {
         let candidates = [waiting("low", 1, 0, 1, 1), waiting("high", 10, 0, 1, 0)];
-        assert_eq!(pick(&candidates, Duration::ZERO), Some("low"), "1 s of waiting is 1000 points");
+        assert_eq!(pick(&candidates, Duration::ZERO), run("low"), "1 s of waiting is 1000 points");
     }
 }

@@ -81,11 +81,34 @@ pub fn put(tenant: &Tenant, source: &Path, into: Option<&Path>) -> anyhow::Resul
         None => tenant.paths.staging.clone(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The staging quota is kept at the door: a file beyond it is not staged.
+    let bytes = std::fs::metadata(source).with_context(|| format!("cannot read {}", source.display()))?.len();
+    let staged: u64 = list(&tenant.paths.staging).unwrap_or_default().iter().map(|f| f.bytes).sum();
+    let limit = tenant.profile.constraints.max_staging_bytes;
+    anyhow::ensure!(
+        staged + bytes <= limit.bytes(),
+        "{} ({}) was not staged: staging of tenant `{}` holds {} already, and with it would hold {}, above its max_staging_bytes \
+         ({limit}); wait for the host to take staged files, or ask the operator for a larger quota",
+        source.display(),
+        super::constraints::human_bytes(bytes),
+        tenant.id,
+        super::constraints::human_bytes(staged),
+        super::constraints::human_bytes(staged + bytes)
+    );
     let target = dir.join(name);
     let partial = dir.join(format!(".{}.part", name.to_string_lossy()));
-    std::fs::copy(source, &partial).with_context(|| format!("cannot copy {} to {}", source.display(), partial.display()))?;
-    std::fs::File::open(&partial).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", partial.display()))?;
-    std::fs::rename(&partial, &target).with_context(|| format!("cannot move {} into place", target.display()))?;
+    let copied = std::fs::copy(source, &partial)
+        .with_context(|| format!("cannot copy {} to {}", source.display(), partial.display()))
+        .and_then(|_| {
+            std::fs::File::open(&partial).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", partial.display()))
+        })
+        .and_then(|()| std::fs::rename(&partial, &target).with_context(|| format!("cannot move {} into place", target.display())))
+        .and_then(|()| crate::framed::sync_dir(&target).with_context(|| format!("cannot sync the directory of {}", target.display())));
+    if let Err(error) = copied {
+        // Not staged (a full disk, say): no half file is left behind.
+        let _ = std::fs::remove_file(&partial);
+        return Err(error.context(format!("{} was not staged for tenant `{}`; nothing of it is in staging", source.display(), tenant.id)));
+    }
     Ok(target)
 }
 

@@ -4,7 +4,7 @@
 //! running host.
 
 use super::lifecycle::{self, Step};
-use super::manifest::{self, Entry, FileState};
+use super::manifest::{self, Entry, FileState, Manifest};
 use super::staging::{self, Reason};
 use crate::config::{Registry, Tenant};
 use anyhow::Context;
@@ -82,17 +82,30 @@ fn from_reason(path: PathBuf, reason: Option<Reason>) -> FileStatus {
 /// then `failed/` and `quarantine/`) finds every file at least once even while
 /// it moves: one read after its step can only find it further along.
 pub fn tenant_status(tenant: &Tenant, recent: usize) -> anyhow::Result<TenantStatus> {
-    let staged = staging::list(&tenant.paths.staging)
-        .unwrap_or_default()
+    let files = staging::list(&tenant.paths.staging).unwrap_or_default();
+    // Why a staged file that passes every rule is not taken yet, as the
+    // scan's admission decides it (no cron tick due, no settling time).
+    let admission = super::admission::admit(
+        &tenant.profile,
+        files.clone(),
+        std::time::SystemTime::now(),
+        std::time::Duration::ZERO,
+        &Default::default(),
+        &Default::default(),
+    );
+    let staged = files
         .into_iter()
-        .map(|f| FileStatus {
-            file: f.relative,
-            state: "staged".into(),
-            pipeline: None,
-            reason: None,
-            at: f.modified.into(),
-            tick: None,
-            path: Some(f.path),
+        .map(|f| {
+            let waits = admission.waiting.iter().find(|(w, _)| w.path == f.path).map(|(_, reason)| reason.clone());
+            FileStatus {
+                file: f.relative,
+                state: if waits.is_some() { "waiting" } else { "staged" }.into(),
+                pipeline: None,
+                reason: waits,
+                at: f.modified.into(),
+                tick: None,
+                path: Some(f.path),
+            }
         })
         .collect();
     let latest =
@@ -134,13 +147,16 @@ pub fn status(registry: &Registry, tenant: Option<&str>, recent: usize) -> anyho
 /// Moves failed files (and, with `quarantined`, quarantined ones) back to
 /// staging, where the manager takes them again. `files` narrows it down by
 /// staged name; empty means all. Returns the files moved.
-pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Result<Vec<String>> {
+///
+/// The manifest entries (`retried`) are written to `manifest`, which must be
+/// the tenant's only writer: the running host's, or one opened under the data
+/// directory's lock when no host runs ([`crate::host_lock`]).
+pub fn retry(tenant: &Tenant, manifest: &Manifest, files: &[String], quarantined: bool) -> anyhow::Result<Vec<String>> {
     let mut dirs = vec![&tenant.paths.failed];
     if quarantined {
         dirs.push(&tenant.paths.quarantine);
     }
     let mut moved = Vec::new();
-    let manifest_path = &tenant.paths.manifest;
     let mut retried_entries = Vec::new();
     for dir in dirs {
         for (path, reason) in staging::with_reasons(dir) {
@@ -172,13 +188,9 @@ pub fn retry(tenant: &Tenant, files: &[String], quarantined: bool) -> anyhow::Re
         }
     }
     if !retried_entries.is_empty() {
-        // Appended directly: a running host only reads the manifest at start.
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(manifest_path)?;
-        for entry in retried_entries {
-            writeln!(file, "{}", serde_json::to_string(&entry)?)?;
-        }
-        file.sync_data()?;
+        manifest
+            .record(&retried_entries, true)
+            .with_context(|| format!("cannot write the manifest {} of tenant `{}`", manifest.path().display(), tenant.id))?;
     }
     Ok(moved)
 }

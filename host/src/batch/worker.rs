@@ -5,15 +5,18 @@
 use super::lifecycle::{self, Recovery, Step};
 use super::manager::{Inner, Job, TenantState};
 use super::manifest::{self, Entry};
-use super::schedule::{self, Waiting};
+use super::schedule::{self, Next, Waiting};
 use super::staging::{self, Reason};
+use super::write_stop::{self, Then, Unrecorded, WriteStop};
 use crate::config::{OnSuccess, TenantId};
+use crate::failure::FailureKind;
 use crate::invocation::{FileInput, Input};
 use crate::opened_file::{FileIdentity, OpenedFile};
+use crate::telemetry::events;
 use crate::telemetry::{IngestionRecord, Outcome};
 use chrono::Utc;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,15 +38,14 @@ impl Inner {
                         Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
                         Err(message) => {
                             tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
-                            self.record(state, &[entry.after(Step::Fail, Some(format!("not-started: {message}")))], true);
-                            self.finish_failed(state, &entry, &path, "not-started", &message);
+                            self.fail(state, &entry, &path, "not-started", &message);
                         }
                     }
                 }
                 Recovery::Forget => {
                     // Stopped between the claim and the move: the file is still staged.
                     let forgotten = entry.after(Step::Vanish, Some("claim interrupted; the file is still in staging".into()));
-                    self.record(state, &[forgotten], true);
+                    let _ = self.record(state, &[forgotten], true);
                 }
                 Recovery::FinishDone => self.finish_done(state, &entry, &path),
                 Recovery::FinishFailed => {
@@ -65,11 +67,77 @@ impl Inner {
         self.wake.notify_one();
     }
 
-    pub(super) fn record(&self, state: &TenantState, entries: &[Entry], durable: bool) {
-        if let Err(error) = state.manifest.record(entries, durable) {
-            // Without the manifest a crash could ingest twice or lose track.
-            tracing::error!(tenant = %state.tenant().id, file = %state.manifest.path().display(), %error, "Cannot write the manifest.");
+    /// Records `entries` in the tenant's manifest; whether they were
+    /// written. A failed write stops the tenant's claims, loudly, until the
+    /// host can write there again ([`Inner::try_resume`]).
+    pub(super) fn record(&self, state: &TenantState, entries: &[Entry], durable: bool) -> bool {
+        match state.manifest.record(entries, durable) {
+            Ok(()) => true,
+            Err(error) => {
+                let dir = state.manifest.path().parent().map(Path::to_path_buf).unwrap_or_default();
+                self.stop_writes(state, "manifest", &format!("{}: {error}", state.manifest.path().display()), dir);
+                false
+            }
         }
+    }
+
+    /// Stops the tenant's claims after a failed write of `what` (`manifest`
+    /// or `store`); `probe` is the directory tried until writes succeed again.
+    pub(super) fn stop_writes(&self, state: &TenantState, what: &str, error: &str, probe: PathBuf) {
+        let mut stop = state.stop.lock().expect("stop poisoned");
+        if stop.is_none() {
+            let stopped = WriteStop { what: what.to_string(), error: write_stop::without_paths(error), since: Utc::now(), probe };
+            events::WritesStopped { tenant: &state.tenant().id, what, error }.emit(&self.logs.platform());
+            *stop = Some(stopped);
+        }
+    }
+
+    /// Whether the tenant may take files: when its writes had failed, once a
+    /// probe write succeeds where they failed, the outcomes that waited are
+    /// recorded and their files moved on, the files that failed for the store
+    /// are staged again, and it takes files again.
+    pub(super) fn try_resume(&self, state: &TenantState) -> bool {
+        let Some(stop) = state.stop.lock().expect("stop poisoned").clone() else { return true };
+        if write_stop::probe(&stop.probe).is_err() {
+            return false;
+        }
+        let waiting = std::mem::take(&mut *state.unrecorded.lock().expect("unrecorded poisoned"));
+        let mut recorded = 0;
+        for (at, unrecorded) in waiting.iter().enumerate() {
+            if let Err(error) = state.manifest.record(std::slice::from_ref(&unrecorded.entry), true) {
+                tracing::warn!(tenant = %state.tenant().id, %error, "The manifest still cannot be written.");
+                state.unrecorded.lock().expect("unrecorded poisoned").extend_from_slice(&waiting[at..]);
+                return false;
+            }
+            recorded += 1;
+            let entry = &unrecorded.entry;
+            let path = entry.work_path(&state.tenant().paths.work);
+            match (unrecorded.then, &unrecorded.failure) {
+                (Then::Archive, _) => {
+                    state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
+                    self.finish_done(state, entry, &path);
+                }
+                (Then::Fail, failure) => {
+                    let (kind, message) = failure.clone().unwrap_or_default();
+                    self.finish_failed(state, entry, &path, &kind, &message);
+                }
+            }
+        }
+        *state.stop.lock().expect("stop poisoned") = None;
+        let files = std::mem::take(&mut *state.failed_for_disk.lock().expect("failed_for_disk poisoned"));
+        let restaged = if files.is_empty() {
+            0
+        } else {
+            match super::status::retry(&state.tenant(), &state.manifest, &files, false) {
+                Ok(moved) => moved.len(),
+                Err(error) => {
+                    tracing::error!(tenant = %state.tenant().id, error = %format!("{error:#}"), "Cannot stage again the files that failed for the store; `mysimbdp batch retry` does it.");
+                    0
+                }
+            }
+        };
+        events::WritesResumed { tenant: &state.tenant().id, what: &stop.what, recorded, restaged }.emit(&self.logs.platform());
+        true
     }
 
     pub(super) fn enqueue(&self, tenant: &TenantId, job: Job) {
@@ -115,28 +183,33 @@ impl Inner {
     pub(super) fn pick(&self) -> Option<(TenantId, Job)> {
         let aging = Duration::from_millis(self.config.priority_aging_ms);
         let mut queues = self.queues.lock().expect("queues poisoned");
-        let waiting: Vec<Waiting<TenantId>> = queues
-            .iter()
-            .filter_map(|(id, queue)| {
-                let head = queue.front()?;
-                let state = &self.state(id);
-                let agreement = &state.tenant().profile.agreement;
-                // Waiting counts from when the tenant was last served: a
-                // tenant served again and again does not age.
-                let since = match *state.last_served.lock().expect("poisoned") {
-                    Some(served) => served.max(head.queued_at),
-                    None => head.queued_at,
-                };
-                Some(Waiting {
-                    tenant: id.clone(),
-                    priority: agreement.priority,
-                    running: state.running.load(Ordering::Acquire),
-                    cap: agreement.max_concurrent_ingestions,
-                    waited: since.elapsed(),
-                })
-            })
-            .collect();
-        let id = schedule::pick(&waiting, aging)?;
+        let mut waiting: Vec<Waiting<TenantId>> = Vec::new();
+        for (id, state) in self.states() {
+            let agreement = state.tenant().profile.agreement.clone();
+            let candidate = |waited, queued| Waiting {
+                tenant: id.clone(),
+                priority: agreement.priority,
+                running: state.running.load(Ordering::Acquire),
+                cap: agreement.max_concurrent_ingestions,
+                waited,
+                queued,
+            };
+            match queues.get(&id).and_then(|queue| queue.front()) {
+                Some(head) => {
+                    // Waiting counts from when the tenant was last served: a
+                    // tenant served again and again does not age.
+                    let since = match *state.last_served.lock().expect("poisoned") {
+                        Some(served) => served.max(head.queued_at),
+                        None => head.queued_at,
+                    };
+                    waiting.push(candidate(since.elapsed(), true));
+                }
+                // Files being claimed take part: their tenant keeps its turn.
+                None if !state.claiming.lock().expect("claiming poisoned").is_empty() => waiting.push(candidate(Duration::ZERO, false)),
+                None => {}
+            }
+        }
+        let Next::Run(id) = schedule::pick(&waiting, aging)? else { return None };
         let job = queues.get_mut(&id)?.pop_front()?;
         let state = &self.state(&id);
         state.running.fetch_add(1, Ordering::AcqRel);
@@ -150,7 +223,9 @@ impl Inner {
         let tenant = &state.tenant();
         let entry = job.entry.after(Step::Start, None);
         let path = entry.work_path(&tenant.paths.work);
-        self.record(state, std::slice::from_ref(&entry), false);
+        // Not durable: after a stop the claim alone resumes the file. A failed
+        // write stops further claims, but this file goes on.
+        let _ = self.record(state, std::slice::from_ref(&entry), false);
         let outcome: Result<IngestionRecord, String> = match tenant.profile.batch_pipeline(&entry.pipeline) {
             None => Err(format!("the profile no longer declares batch pipeline `{}`", entry.pipeline)),
             Some(spec) => {
@@ -165,21 +240,48 @@ impl Inner {
         };
         match outcome {
             Ok(record) if record.outcome == Outcome::Ok => {
-                self.record(state, &[entry.after(Step::Succeed, None)], true);
-                state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
-                self.finish_done(state, &entry, &path);
+                let done = entry.after(Step::Succeed, None);
+                if self.record(state, std::slice::from_ref(&done), true) {
+                    state.done.lock().expect("done poisoned").insert((entry.pipeline.clone(), entry.checksum.clone()));
+                    self.finish_done(state, &entry, &path);
+                } else {
+                    // The file stays in work/ until its outcome is on disk.
+                    state.unrecorded.lock().expect("unrecorded poisoned").push(Unrecorded {
+                        entry: done,
+                        then: Then::Archive,
+                        failure: None,
+                    });
+                }
             }
             Ok(record) => {
                 let kind = record.failure.map_or("failed", |k| k.as_str());
                 let message = record.reason.clone().unwrap_or_default();
-                self.record(state, &[entry.after(Step::Fail, Some(format!("{kind}: {message}")))], true);
-                self.finish_failed(state, &entry, &path, kind, &message);
+                if record.failure == Some(FailureKind::SinkError)
+                    && write_stop::is_disk_write_failure(&message)
+                    && let Some(store_dir) = &self.store_dir
+                {
+                    // The store could not write: stop taking files, and stage this one again once it can.
+                    self.stop_writes(state, "store", &message, store_dir.clone());
+                    state.failed_for_disk.lock().expect("failed_for_disk poisoned").push(entry.file.clone());
+                }
+                self.fail(state, &entry, &path, kind, &message);
             }
             Err(message) => {
                 tracing::error!(tenant = %tenant.id, file = %entry.file, %message, "Ingestion could not start.");
-                self.record(state, &[entry.after(Step::Fail, Some(format!("not-started: {message}")))], true);
-                self.finish_failed(state, &entry, &path, "not-started", &message);
+                self.fail(state, &entry, &path, "not-started", &message);
             }
+        }
+    }
+
+    /// Records the failure of `entry` and moves its file to `failed/`, or,
+    /// when the manifest cannot be written, keeps both waiting.
+    fn fail(&self, state: &TenantState, entry: &Entry, path: &Path, kind: &str, message: &str) {
+        let failed = entry.after(Step::Fail, Some(format!("{kind}: {message}")));
+        if self.record(state, std::slice::from_ref(&failed), true) {
+            self.finish_failed(state, entry, path, kind, message);
+        } else {
+            let failure = Some((kind.to_string(), message.to_string()));
+            state.unrecorded.lock().expect("unrecorded poisoned").push(Unrecorded { entry: failed, then: Then::Fail, failure });
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::output::{Output, bytes_bar, spinner};
 use super::{IngestArgs, QueryArgs};
-use crate::api::{ApiClient, IngestRequest};
+use crate::api::{ApiClient, IngestRequest, RetryRequest};
 use crate::backends::SearchResult;
 use crate::batch::constraints::human_bytes;
 use crate::config::{PlatformConfig, Schedule};
@@ -292,10 +292,30 @@ pub async fn batch_status(config: &PlatformConfig, out: &Output, tenant: Option<
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn batch_retry(config: &PlatformConfig, out: &Output, tenant: &str, quarantined: bool, files: &[String]) -> anyhow::Result<ExitCode> {
+/// `batch retry`: through the running host (the one writer of its
+/// manifests), or, with no host, under the data directory's lock.
+pub async fn batch_retry(
+    config: &PlatformConfig,
+    out: &Output,
+    tenant: &str,
+    quarantined: bool,
+    files: &[String],
+) -> anyhow::Result<ExitCode> {
     let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
-    let moved = crate::batch::status::retry(tenant, files, quarantined)?;
+    let moved: Vec<String> = match ApiClient::connect(&config.api).await {
+        Some(client) => {
+            let request = RetryRequest { tenant: tenant.id.to_string(), files: files.to_vec(), quarantined };
+            client.post("/api/batch/retry", &request).await?
+        }
+        None => {
+            let _lock = crate::host_lock::HostLock::acquire(&config.data_dir)?;
+            let path = &tenant.paths.manifest;
+            let (manifest, _) = crate::batch::manifest::Manifest::open(path)
+                .with_context(|| format!("cannot open the manifest {} of tenant `{}`", path.display(), tenant.id))?;
+            crate::batch::status::retry(tenant, &manifest, files, quarantined)?
+        }
+    };
     if out.json {
         out.json(&moved);
     } else if moved.is_empty() {

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
+    // One host per data directory: its manifests, store and log have one writer.
+    let lock = crate::host_lock::HostLock::acquire(&config.data_dir)?;
+    tracing::debug!(lock = %lock.path().display(), "Data directory locked.");
     let metrics = crate::telemetry::prometheus::install_recorder()?;
     let platform = Platform::open(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind(config.api.listen)

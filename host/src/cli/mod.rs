@@ -310,7 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Batch { command } => match command {
             BatchCommand::Status { tenant, recent } => commands::batch_status(&config, &out, tenant.as_deref(), recent).await,
-            BatchCommand::Retry { tenant, quarantined, files } => commands::batch_retry(&config, &out, &tenant, quarantined, &files),
+            BatchCommand::Retry { tenant, quarantined, files } => commands::batch_retry(&config, &out, &tenant, quarantined, &files).await,
         },
     }
 }

@@ -419,3 +419,44 @@ impl PlatformEvent<'_> {
         platform.write(&line);
     }
 }
+
+/// A tenant's manifest or store could not be written: it takes no files
+/// until the host can write there again.
+pub struct WritesStopped<'a> {
+    pub tenant: &'a TenantId,
+    /// `manifest` or `store`.
+    pub what: &'a str,
+    pub error: &'a str,
+}
+
+impl WritesStopped<'_> {
+    pub fn emit(&self, platform: &LogSink) {
+        tracing::error!(tenant = %self.tenant, what = self.what, error = %self.error, "Writes failing: the tenant takes no files until they succeed again.");
+        metrics::gauge!("mysimbdp_writes_failing", "tenant" => self.tenant.to_string(), "what" => self.what.to_string()).set(1.0);
+        platform.write(&serde_json::json!({
+            "type": "event", "level": "error", "message": "writes failing: claiming stopped", "tenant": self.tenant, "what": self.what,
+            "error": self.error,
+        }));
+    }
+}
+
+/// The host can write again where it could not: the tenant takes files again.
+pub struct WritesResumed<'a> {
+    pub tenant: &'a TenantId,
+    pub what: &'a str,
+    /// Outcomes that waited and were recorded now.
+    pub recorded: usize,
+    /// Files that failed for the store, staged again.
+    pub restaged: usize,
+}
+
+impl WritesResumed<'_> {
+    pub fn emit(&self, platform: &LogSink) {
+        tracing::info!(tenant = %self.tenant, what = self.what, recorded = self.recorded, restaged = self.restaged, "Writes succeed again: the tenant takes files again.");
+        metrics::gauge!("mysimbdp_writes_failing", "tenant" => self.tenant.to_string(), "what" => self.what.to_string()).set(0.0);
+        platform.write(&serde_json::json!({
+            "type": "event", "level": "info", "message": "writes succeed again: claiming resumed", "tenant": self.tenant, "what": self.what,
+            "recorded": self.recorded, "restaged": self.restaged,
+        }));
+    }
+}

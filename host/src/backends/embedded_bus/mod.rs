@@ -1,22 +1,25 @@
 //! The embedded message log: Kafka's model on local files, for one host.
 //!
-//! `<root>/topics/<topic>/<partition>.log` holds one JSON line per message;
-//! its line number is the offset. Consumer groups keep their committed offsets
-//! in `<root>/groups/<group>.json`. Members of a group split the partitions
-//! (partition `p` goes to member `p % members`); when a member joins or leaves
-//! the others resume from the committed offsets, as after a Kafka rebalance.
+//! `<root>/topics/<topic>/<partition>.log` holds one framed record per
+//! message (a JSON line with its length and checksum, [`storage`]); its
+//! position is the offset. Consumer groups keep their committed offsets in
+//! `<root>/groups/<group>.json`, a log of snapshots synced at each commit.
+//! Members of a group split the partitions (partition `p` goes to member
+//! `p % members`); when a member joins or leaves the others resume from the
+//! committed offsets, as after a Kafka rebalance.
+
+mod storage;
 
 use super::{Consumer, Header, InRecord, MessageBus, OutRecord, SinkError};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use storage::{Committed, Next, PartitionFile, PartitionReader};
 use tokio::sync::Notify;
 
 const BACKEND: &str = "embedded log";
@@ -42,14 +45,8 @@ struct TopicMeta {
     partitions: i32,
 }
 
-struct Partition {
-    file: File,
-    /// Offset of the next message appended.
-    end: i64,
-}
-
 struct Topic {
-    partitions: Vec<Partition>,
+    partitions: Vec<PartitionFile>,
     round_robin: usize,
 }
 
@@ -58,7 +55,7 @@ struct Group {
     members: Vec<u64>,
     /// Bumped when members change, so consumers know to re-seek.
     generation: u64,
-    committed: BTreeMap<String, BTreeMap<i32, i64>>,
+    committed: Committed,
 }
 
 struct State {
@@ -115,15 +112,7 @@ impl EmbeddedBus {
             };
             let mut loaded = Vec::new();
             for p in 0..partitions {
-                let path = self.partition_file(topic, p);
-                let file = OpenOptions::new()
-                    .create(true)
-                    .read(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| sink_error(&path.display().to_string(), e))?;
-                let end = BufReader::new(File::open(&path).map_err(|e| sink_error(topic, e))?).lines().count() as i64;
-                loaded.push(Partition { file, end });
+                loaded.push(PartitionFile::open(&self.partition_file(topic, p))?);
             }
             state.topics.insert(topic.to_string(), Topic { partitions: loaded, round_robin: 0 });
         }
@@ -134,20 +123,14 @@ impl EmbeddedBus {
         self.root.join("groups").join(format!("{group}.json"))
     }
 
-    fn load_group<'s>(&self, state: &'s mut State, group: &str) -> &'s mut Group {
-        let file = self.group_file(group);
-        state.groups.entry(group.to_string()).or_insert_with(|| {
-            let committed = std::fs::read_to_string(&file).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default();
-            Group { committed, ..Group::default() }
-        })
-    }
-
-    fn save_group(&self, group_name: &str, group: &Group) -> Result<(), SinkError> {
-        let file = self.group_file(group_name);
-        let temporary = file.with_extension("json.tmp");
-        std::fs::write(&temporary, serde_json::to_vec(&group.committed).expect("serializable"))
-            .and_then(|_| std::fs::rename(&temporary, &file))
-            .map_err(|e| sink_error(&format!("commit offsets of {group_name}"), e))
+    /// The group, its committed offsets read on first use; a file of offsets
+    /// that cannot be read is an error naming it, never a silent reset.
+    fn load_group<'s>(&self, state: &'s mut State, group: &str) -> Result<&'s mut Group, SinkError> {
+        if !state.groups.contains_key(group) {
+            let committed = storage::read_offsets(&self.group_file(group))?;
+            state.groups.insert(group.to_string(), Group { committed, ..Group::default() });
+        }
+        Ok(state.groups.get_mut(group).expect("inserted above"))
     }
 }
 
@@ -172,8 +155,8 @@ fn decode(text: &str) -> Vec<u8> {
     B64.decode(text).unwrap_or_default()
 }
 
-fn parse_line(topic: &str, partition: i32, offset: i64, text: &str) -> Result<InRecord, SinkError> {
-    let line: Line = serde_json::from_str(text).map_err(|e| sink_error(&format!("{topic}/{partition}@{offset}"), e))?;
+fn parse_record(topic: &str, partition: i32, offset: i64, payload: &[u8]) -> Result<InRecord, SinkError> {
+    let line: Line = serde_json::from_slice(payload).map_err(|e| sink_error(&format!("{topic}/{partition}@{offset}"), e))?;
     Ok(InRecord {
         topic: topic.to_string(),
         partition,
@@ -202,7 +185,7 @@ impl MessageBus for Arc<EmbeddedBus> {
             let loaded = self.load_topic(&mut state, topic, Some(1))?.expect("created");
             let now = chrono::Utc::now().timestamp_millis();
             let count = loaded.partitions.len();
-            let mut touched = vec![false; count];
+            let mut per_partition: Vec<Vec<Vec<u8>>> = vec![Vec::new(); count];
             for record in records {
                 let p = partition_for(record.key.as_deref(), count, &mut loaded.round_robin);
                 let line = Line {
@@ -211,17 +194,12 @@ impl MessageBus for Arc<EmbeddedBus> {
                     value: B64.encode(&record.value),
                     headers: record.headers.iter().map(|(k, v)| (k.clone(), B64.encode(v))).collect(),
                 };
-                let mut text = serde_json::to_string(&line).expect("serializable");
-                text.push('\n');
-                let partition = &mut loaded.partitions[p];
-                partition.file.write_all(text.as_bytes()).map_err(|e| sink_error(topic, e))?;
-                partition.end += 1;
-                touched[p] = true;
+                per_partition[p].push(serde_json::to_vec(&line).expect("serializable"));
             }
-            // Acknowledged means on disk: a dead letter must survive a crash.
-            for (p, touched) in touched.into_iter().enumerate() {
-                if touched {
-                    loaded.partitions[p].file.sync_data().map_err(|e| sink_error(topic, e))?;
+            // Acknowledged means on disk (each partition synced): a dead letter must survive a crash.
+            for (partition, payloads) in loaded.partitions.iter_mut().zip(per_partition) {
+                if !payloads.is_empty() {
+                    partition.append(&payloads)?;
                 }
             }
         }
@@ -236,7 +214,7 @@ impl MessageBus for Arc<EmbeddedBus> {
         }
         let member = state.next_member;
         state.next_member += 1;
-        let entry = self.load_group(&mut state, group);
+        let entry = self.load_group(&mut state, group)?;
         entry.members.push(member);
         entry.generation += 1;
         Ok(Box::new(EmbeddedConsumer {
@@ -259,7 +237,7 @@ impl MessageBus for Arc<EmbeddedBus> {
                 }
             }
         }
-        let entry = self.load_group(&mut state, group);
+        let entry = self.load_group(&mut state, group)?;
         Ok(ends
             .into_iter()
             .map(|(topic, p, end)| {
@@ -279,13 +257,14 @@ impl MessageBus for Arc<EmbeddedBus> {
         };
         let mut records = Vec::new();
         for p in 0..partitions {
-            let file = File::open(self.partition_file(topic, p)).map_err(|e| sink_error(topic, e))?;
-            for (offset, line) in BufReader::new(file).lines().enumerate() {
-                if records.len() >= max {
-                    return Ok(records);
+            let (mut reader, _) = PartitionReader::open_at(&self.partition_file(topic, p), 0)?;
+            let mut offset = 0;
+            while records.len() < max {
+                match reader.next()? {
+                    Next::Record(payload) => records.push(parse_record(topic, p, offset, &payload)?),
+                    Next::Nothing => break,
                 }
-                let line = line.map_err(|e| sink_error(topic, e))?;
-                records.push(parse_line(topic, p, offset as i64, &line)?);
+                offset += 1;
             }
         }
         Ok(records)
@@ -294,8 +273,8 @@ impl MessageBus for Arc<EmbeddedBus> {
 
 /// Where a consumer is in one partition.
 struct Cursor {
-    reader: BufReader<File>,
-    /// Offset of the next line `reader` returns.
+    reader: PartitionReader,
+    /// Offset of the next record `reader` returns.
     next: i64,
 }
 
@@ -319,7 +298,7 @@ impl EmbeddedConsumer {
                 partitions.push((topic.clone(), loaded.partitions.len() as i32));
             }
         }
-        let group = self.log.load_group(&mut state, &self.group);
+        let group = self.log.load_group(&mut state, &self.group)?;
         if group.generation == self.generation {
             return Ok(());
         }
@@ -332,16 +311,8 @@ impl EmbeddedConsumer {
             for p in 0..count {
                 if slot % members == position {
                     let committed = group.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
-                    let file = File::open(self.log.partition_file(&topic, p)).map_err(|e| sink_error(&topic, e))?;
-                    let mut reader = BufReader::new(file);
-                    let mut line = String::new();
-                    for _ in 0..committed {
-                        line.clear();
-                        if reader.read_line(&mut line).map_err(|e| sink_error(&topic, e))? == 0 {
-                            break;
-                        }
-                    }
-                    self.cursors.insert((topic.clone(), p), Cursor { reader, next: committed });
+                    let (reader, skipped) = PartitionReader::open_at(&self.log.partition_file(&topic, p), committed)?;
+                    self.cursors.insert((topic.clone(), p), Cursor { reader, next: skipped });
                 }
                 slot += 1;
             }
@@ -352,18 +323,11 @@ impl EmbeddedConsumer {
     fn read_available(&mut self, max: usize) -> Result<Vec<InRecord>, SinkError> {
         self.rebalance()?;
         let mut records = Vec::new();
-        let mut line = String::new();
         for ((topic, p), cursor) in self.cursors.iter_mut() {
             while records.len() < max {
-                let position = cursor.reader.stream_position().map_err(|e| sink_error(topic, e))?;
-                line.clear();
-                let read = cursor.reader.read_line(&mut line).map_err(|e| sink_error(topic, e))?;
-                if read == 0 || !line.ends_with('\n') {
-                    // A line still being appended: read it again next time.
-                    cursor.reader.seek(SeekFrom::Start(position)).map_err(|e| sink_error(topic, e))?;
-                    break;
-                }
-                records.push(parse_line(topic, *p, cursor.next, line.trim_end())?);
+                // A record still being appended is read at the next poll, once whole.
+                let Next::Record(payload) = cursor.reader.next()? else { break };
+                records.push(parse_record(topic, *p, cursor.next, &payload)?);
                 cursor.next += 1;
             }
         }
@@ -390,20 +354,26 @@ impl Consumer for EmbeddedConsumer {
 
     async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError> {
         let mut state = self.log.state.lock().expect("log poisoned");
-        let group = self.log.load_group(&mut state, &self.group);
+        let path = self.log.group_file(&self.group);
+        let group = self.log.load_group(&mut state, &self.group)?;
+        let mut committed = group.committed.clone();
         for (topic, partition, offset) in processed {
-            let slot = group.committed.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
+            let slot = committed.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
             *slot = (*slot).max(offset + 1);
         }
-        let snapshot = Group { committed: group.committed.clone(), ..Group::default() };
-        drop(state);
-        self.log.save_group(&self.group, &snapshot)
+        // On disk first, under the lock, so snapshots are written in order;
+        // in force only once written.
+        storage::write_offsets(&path, &committed)?;
+        group.committed = committed;
+        Ok(())
     }
 
     async fn close(self: Box<Self>) {
         let mut state = self.log.state.lock().expect("log poisoned");
-        let group = self.log.load_group(&mut state, &self.group);
-        group.members.retain(|m| *m != self.member);
-        group.generation += 1;
+        // The group was loaded when this member joined.
+        if let Some(group) = state.groups.get_mut(&self.group) {
+            group.members.retain(|m| *m != self.member);
+            group.generation += 1;
+        }
     }
 }
