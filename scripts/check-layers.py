@@ -4,7 +4,7 @@ only downwards, in the layer order README's architecture states:
 
     config, failure, framed, host_lock, opened_file, retry -> telemetry -> backends, pipelines ->
     capabilities -> sandbox -> invocation -> batch, stream -> platform ->
-    api, experiment -> cli
+    api, experiment, fuzzing -> cli
 
 A module may use a module of a lower layer, never one of its own layer or a
 higher one; so there is no cycle. Every `crate::<module>` path in a module's
@@ -26,7 +26,7 @@ LAYERS = [
     ["invocation"],
     ["batch", "stream"],
     ["platform"],
-    ["api", "experiment"],
+    ["api", "experiment", "fuzzing"],
     ["cli"],
 ]
 RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}

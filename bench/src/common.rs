@@ -204,7 +204,9 @@ impl BenchPlatform {
         let tenant = registry.require(tenant)?;
         let name = pipelines::resolve_name(tenant, kind, Some(name))?;
         let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-        mysimbdp::platform::upload_pipeline(tenant, kind, &name, &bytes).with_context(|| format!("{} rejected", wasm.display()))
+        mysimbdp::platform::PipelineUpload::new(&self.config()?)?
+            .upload(tenant, kind, &name, &bytes)
+            .with_context(|| format!("{} rejected", wasm.display()))
     }
 
     pub fn data_dir(&self) -> PathBuf {

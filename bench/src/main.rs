@@ -35,6 +35,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The host compiles components in a child process: this binary.
+    if let Some(code) = mysimbdp::cli::compiler_child() {
+        std::process::exit(code.into());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -5,7 +5,7 @@
 //! The modules form layers, each importing only from those below it (README,
 //! "Architecture"; `scripts/check-layers.py` checks it):
 //! config, failure, framed, host_lock, opened_file, retry → telemetry → backends, pipelines →
-//! capabilities → sandbox → invocation → batch, stream → platform → api → cli.
+//! capabilities → sandbox → invocation → batch, stream → platform → api, experiment, fuzzing → cli.
 //! What the benchmarks and the integration tests use is `pub`; the rest
 //! is the crate's own.
 
@@ -18,6 +18,7 @@ pub mod config;
 pub mod experiment;
 pub mod failure;
 pub(crate) mod framed;
+pub mod fuzzing;
 pub mod host_lock;
 pub(crate) mod invocation;
 pub mod opened_file;

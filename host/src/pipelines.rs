@@ -66,12 +66,30 @@ pub fn resolve_name(tenant: &Tenant, kind: PipelineKind, name: Option<&str>) -> 
 }
 
 /// Stores `component` as the next version. The caller has checked it
-/// implements the world of `kind`.
+/// implements the world of `kind`. Safe under concurrent uploads: each takes
+/// its version number by linking its synced component as `v<N>.wasm`, which
+/// fails if another upload has that number, so two uploads at once get two
+/// versions. The version exists once its `.json` is in place (synced,
+/// renamed, the directory synced).
 pub fn store(tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8]) -> anyhow::Result<PipelineVersion> {
     let dir = pipeline_dir(tenant, kind, name);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let version = versions(tenant, kind, name)?.last().map_or(1, |v| v.version + 1);
-    let path = dir.join(format!("v{version}.wasm"));
+    let unique = format!("{}.{:?}", std::process::id(), std::thread::current().id());
+    let temporary = dir.join(format!(".upload.{unique}.tmp"));
+    write_synced(&temporary, component)?;
+    let mut version = versions(tenant, kind, name)?.last().map_or(1, |v| v.version + 1);
+    let path = loop {
+        let path = dir.join(format!("v{version}.wasm"));
+        match std::fs::hard_link(&temporary, &path) {
+            Ok(()) => break path,
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => version += 1,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(error).with_context(|| format!("cannot store {}", path.display()));
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&temporary);
     let record = PipelineVersion {
         tenant: tenant.id.to_string(),
         kind,
@@ -82,16 +100,20 @@ pub fn store(tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8])
         uploaded_at: chrono::Utc::now(),
         path: path.clone(),
     };
-    // Component first, metadata last: a version exists once its .json does.
-    write_atomically(&path, component)?;
-    write_atomically(&path.with_extension("json"), &serde_json::to_vec_pretty(&record)?)?;
+    let record_temporary = dir.join(format!(".record.{unique}.tmp"));
+    write_synced(&record_temporary, &serde_json::to_vec_pretty(&record)?)?;
+    std::fs::rename(&record_temporary, path.with_extension("json"))
+        .with_context(|| format!("cannot move {} into place", path.with_extension("json").display()))?;
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(record)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, bytes).with_context(|| format!("cannot write {}", temporary.display()))?;
-    std::fs::rename(&temporary, path).with_context(|| format!("cannot move {} into place", path.display()))
+fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let written = std::fs::File::create(path).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    });
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// All versions of a pipeline, oldest first.
@@ -124,4 +146,47 @@ pub fn active(tenant: &Tenant, kind: PipelineKind, name: &Name) -> anyhow::Resul
             tenant.id
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    #[test]
+    fn uploads_at_once_get_distinct_versions_each_with_its_own_component() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tenants.yaml"), "tenants:\n  - id: shop\n    profile: profile.yaml\n").unwrap();
+        std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../tenants/retail/profile.yaml"), dir.path().join("profile.yaml")).unwrap();
+        let registry = crate::config::Registry::load(&dir.path().join("tenants.yaml"), &dir.path().join("var"), None).unwrap();
+        let tenant = Arc::new(registry.require("shop").unwrap().clone());
+        let name = resolve_name(&tenant, PipelineKind::Batch, Some("orders")).unwrap();
+        let uploads = 8;
+        let barrier = Arc::new(Barrier::new(uploads));
+        let threads: Vec<_> = (0..uploads)
+            .map(|i| {
+                let (tenant, name, barrier) = (tenant.clone(), name.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    store(&tenant, PipelineKind::Batch, &name, format!("component {i}").as_bytes()).unwrap()
+                })
+            })
+            .collect();
+        let stored: Vec<PipelineVersion> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let mut numbers: Vec<u32> = stored.iter().map(|v| v.version).collect();
+        numbers.sort();
+        assert_eq!(numbers, (1..=uploads as u32).collect::<Vec<_>>(), "one version each");
+        let listed = versions(&tenant, PipelineKind::Batch, &name).unwrap();
+        assert_eq!(listed.len(), uploads);
+        for version in &listed {
+            let bytes = std::fs::read(&version.path).unwrap();
+            assert_eq!(sha256_hex(&bytes), version.sha256, "v{}: the record describes its own component", version.version);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(listed[0].path.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
 }

@@ -21,6 +21,7 @@ use crate::telemetry::IngestionRecord;
 use crate::telemetry::events::PlatformEvent;
 use crate::telemetry::logs::Logs;
 use anyhow::Context;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -67,7 +68,7 @@ impl Platform {
             MessagingConfig::Embedded => Arc::new(EmbeddedBus::open(&config.data_dir.join("messaging"))?),
             MessagingConfig::Kafka(kafka) => Arc::new(crate::backends::kafka::KafkaBus::connect(kafka)?),
         };
-        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")));
+        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")), &config.pipelines)?;
         let logs = Arc::new(Logs::new(&config.data_dir));
         let invoker = Arc::new(Invoker::new(sandbox, Arc::new(Services::new(coredms, messaging)), logs, &registry));
         Ok(Arc::new(Platform { registry: RegistryHandle::new(registry), invoker, config }))
@@ -284,33 +285,69 @@ impl Platform {
         let partitions = tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
         let services = self.invoker.services();
         services.ensure_topic(&full, partitions).await?;
-        services.messaging.publish(&full, messages).await?;
+        services.messaging.publish(&full, &messages).await?.all_or_refused("produce", &full)?;
         Ok(full)
     }
 }
 
-/// Checks components before they are stored: each must implement the world
-/// of its kind (every import one the host provides, the export of the right
-/// type). What `mysimbdp pipeline upload` does first.
-pub struct ComponentCheck(Sandbox);
-
-impl ComponentCheck {
-    #[expect(clippy::new_without_default, reason = "it starts a sandbox (and its epoch thread), not a value")]
-    pub fn new() -> ComponentCheck {
-        ComponentCheck(Sandbox::new(None))
-    }
-
-    /// Compiles `component` and checks that it implements the world of `kind`.
-    pub fn check(&self, kind: PipelineKind, component: &[u8]) -> anyhow::Result<()> {
-        self.0.check(kind, component)
-    }
+/// Uploads of tenants' components (`mysimbdp pipeline upload`): the size
+/// cap checked before the bytes are kept, the component compiled in a child
+/// process under the compile limits and checked against the world of its
+/// kind, its artifact kept in the host's cache (so no ingestion compiles it
+/// again), then stored as the next version.
+pub struct PipelineUpload {
+    sandbox: Sandbox,
+    max_bytes: u64,
 }
 
-/// Checks `component` ([`ComponentCheck`]), then stores it as the next
-/// version of the tenant's pipeline `name`: `mysimbdp pipeline upload`.
-pub fn upload_pipeline(tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8]) -> anyhow::Result<PipelineVersion> {
-    ComponentCheck::new()
-        .check(kind, component)
-        .with_context(|| format!("the component was not accepted as the {kind} pipeline `{name}` of tenant `{}`", tenant.id))?;
-    crate::pipelines::store(tenant, kind, name, component)
+impl PipelineUpload {
+    pub fn new(config: &PlatformConfig) -> anyhow::Result<PipelineUpload> {
+        let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")), &config.pipelines)?;
+        Ok(PipelineUpload { sandbox, max_bytes: config.pipelines.max_upload_bytes.bytes() })
+    }
+
+    fn too_large(&self, what: &str, bytes: u64) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{what} is {}, more than this platform accepts (pipelines.max_upload_bytes: {}); build it smaller (a release build, `strip`) or ask the operator",
+            crate::config::ByteSize(bytes),
+            crate::config::ByteSize(self.max_bytes)
+        )
+    }
+
+    /// Reads a component from `file`, refusing one over the size cap
+    /// before reading it (and while reading, if it grows).
+    pub fn read(&self, file: &Path) -> anyhow::Result<Vec<u8>> {
+        let what = file.display().to_string();
+        let opened = std::fs::File::open(file).with_context(|| format!("cannot read {what}"))?;
+        let size = opened.metadata().with_context(|| format!("cannot read {what}"))?.len();
+        if size > self.max_bytes {
+            return Err(self.too_large(&what, size));
+        }
+        let mut bytes = Vec::new();
+        opened.take(self.max_bytes + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {what}"))?;
+        if bytes.len() as u64 > self.max_bytes {
+            return Err(self.too_large(&what, bytes.len() as u64));
+        }
+        Ok(bytes)
+    }
+
+    /// Compiles `component` (in a child process) for the limits the
+    /// tenant's pipeline runs under, checks it implements the world of
+    /// `kind`, and caches the artifact.
+    pub fn check(&self, tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8]) -> anyhow::Result<()> {
+        if component.len() as u64 > self.max_bytes {
+            return Err(self.too_large("the component", component.len() as u64));
+        }
+        let limits = tenant.profile.limits_of(kind, name.as_str()).unwrap_or(tenant.profile.sandbox);
+        self.sandbox
+            .precompile(kind, limits.max_wasm_stack_bytes.bytes(), component)
+            .with_context(|| format!("the component was not accepted as the {kind} pipeline `{name}` of tenant `{}`", tenant.id))
+    }
+
+    /// Checks `component`, then stores it as the next version of the
+    /// tenant's pipeline `name`, which is then the active one.
+    pub fn upload(&self, tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8]) -> anyhow::Result<PipelineVersion> {
+        self.check(tenant, kind, name, component)?;
+        crate::pipelines::store(tenant, kind, name, component)
+    }
 }

@@ -54,6 +54,9 @@ pub struct Builder {
     api_token: Option<String>,
     tenant_tokens: Vec<(String, String)>,
     api: String,
+    coredms_options: String,
+    messaging_options: String,
+    pipelines_options: String,
     extra: String,
 }
 
@@ -81,6 +84,25 @@ impl Builder {
     pub fn services_through(mut self, url: &str) -> Self {
         self.services = true;
         self.search_url = Some(url.to_string());
+        self
+    }
+
+    /// Adds `key: value` lines to the `coredms:` section of [`Builder::services`].
+    pub fn coredms_option(mut self, line: &str) -> Self {
+        self.coredms_options.push_str(&format!("  {line}\n"));
+        self
+    }
+
+    /// Adds `key: value` lines to the `pipelines:` section (which names the
+    /// test host as the compiler).
+    pub fn pipelines_option(mut self, line: &str) -> Self {
+        self.pipelines_options.push_str(&format!("  {line}\n"));
+        self
+    }
+
+    /// Adds `key: value` lines to the `messaging:` section of [`Builder::services`].
+    pub fn messaging_option(mut self, line: &str) -> Self {
+        self.messaging_options.push_str(&format!("  {line}\n"));
         self
     }
 
@@ -138,16 +160,32 @@ impl Builder {
         if self.services {
             let services = Services::from_env();
             config.push_str(&format!(
-                "coredms:\n  kind: elasticsearch\n  url: {}\nmessaging:\n  kind: kafka\n  brokers: {}\n",
+                "coredms:\n  kind: elasticsearch\n  url: {}\n{}messaging:\n  kind: kafka\n  brokers: {}\n{}",
                 self.search_url.as_deref().unwrap_or(&services.elasticsearch_url),
-                services.brokers
+                self.coredms_options,
+                services.brokers,
+                self.messaging_options
             ));
         }
+        // Test binaries cannot be the compiler child; the test host can.
+        config.push_str(&format!("pipelines:\n  compiler: {}\n{}", test_host_exe().display(), self.pipelines_options));
         config.push_str(&self.extra);
         let config_file = dir.path().join("mysimbdp.yaml");
         std::fs::write(&config_file, config).unwrap();
         TestPlatform { dir, config_file, port }
     }
+}
+
+/// The host's CLI built as `mysimbdp-test-host`, beside the test binaries
+/// (`target/<profile>/deps/<test>` → `target/<profile>/`), as cargo builds
+/// a package's binaries before its integration tests.
+pub fn test_host_exe() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    let mut dir = exe.parent().expect("a directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("mysimbdp-test-host")
 }
 
 /// A platform in a temporary directory, removed when dropped.
@@ -177,7 +215,9 @@ impl TestPlatform {
         let tenant = registry.require(tenant).expect("tenant");
         let name = pipelines::resolve_name(tenant, kind, Some(name)).expect("declared pipeline");
         let bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("{wasm}: {e}"));
-        mysimbdp::platform::upload_pipeline(tenant, kind, &name, &bytes).unwrap_or_else(|e| panic!("{wasm} rejected: {e:#}"))
+        mysimbdp::platform::PipelineUpload::new(&self.config())
+            .and_then(|upload| upload.upload(tenant, kind, &name, &bytes))
+            .unwrap_or_else(|e| panic!("{wasm} rejected: {e:#}"))
     }
 
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
@@ -411,10 +451,15 @@ pub fn kcat_headers(message: &serde_json::Value) -> std::collections::BTreeMap<S
 /// busy cluster produces: it answers the first `reject_requests` `_bulk`
 /// requests with 429 (then 503), and in the next `_bulk` answers it marks the
 /// first `reject_items` items as 429 even though OpenSearch indexed them.
-/// Everything else passes through unchanged.
+/// While `overloaded` is set it answers every item of every `_bulk` with 429
+/// and forwards nothing; while `bulk_delay_ms` is above 0 it holds each
+/// `_bulk` that long first (a slow cluster). Everything else passes through
+/// unchanged.
 pub struct FaultProxy {
     pub url: String,
     pub bulk_requests: Arc<AtomicU32>,
+    pub overloaded: Arc<std::sync::atomic::AtomicBool>,
+    pub bulk_delay_ms: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -432,6 +477,8 @@ impl FaultProxy {
             bulk_requests: Arc<AtomicU32>,
             reject_requests: u32,
             reject_items: usize,
+            overloaded: Arc<std::sync::atomic::AtomicBool>,
+            bulk_delay_ms: Arc<std::sync::atomic::AtomicU64>,
         }
 
         async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
@@ -445,6 +492,17 @@ impl FaultProxy {
                 let status = if n % 2 == 0 { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::SERVICE_UNAVAILABLE };
                 let error = serde_json::json!({"error": {"type": "es_rejected_execution_exception", "reason": "injected by the test proxy"}, "status": status.as_u16()});
                 return (status, axum::Json(error)).into_response();
+            }
+            let delay = proxy.bulk_delay_ms.load(Ordering::SeqCst);
+            if is_bulk && delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            if is_bulk && proxy.overloaded.load(Ordering::SeqCst) {
+                // One item per action line (`index` actions carry a source line each).
+                let items = body.split(|&b| b == b'\n').filter(|line| !line.is_empty()).count() / 2;
+                let item = serde_json::json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "overloaded, injected by the test proxy"}}});
+                let answer = serde_json::json!({"took": 1, "errors": true, "items": vec![item; items]});
+                return (StatusCode::OK, axum::Json(answer)).into_response();
             }
             let mut upstream = proxy.http.request(method, format!("{}{path_and_query}", proxy.upstream)).body(body);
             if let Some(content_type) = content_type {
@@ -482,14 +540,17 @@ impl FaultProxy {
             bulk_requests: bulk_requests.clone(),
             reject_requests,
             reject_items,
+            overloaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            bulk_delay_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         };
+        let (overloaded, bulk_delay_ms) = (proxy.overloaded.clone(), proxy.bulk_delay_ms.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = axum::Router::new().fallback(forward).with_state(proxy);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FaultProxy { url, bulk_requests, task }
+        FaultProxy { url, bulk_requests, overloaded, bulk_delay_ms, task }
     }
 }
 
@@ -497,4 +558,82 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A component made to be costly to compile, as a hostile tenant would
+/// upload it: one core module of `functions` copies of a function with
+/// `locals` i64 locals, all live to its end, and `blocks` blocks that each
+/// add locals together and branch. Small on disk, large in Cranelift's
+/// work and memory. It imports and exports nothing: the compiler never
+/// reaches the world check.
+pub fn compile_bomb(functions: u32, locals: u32, blocks: u32) -> Vec<u8> {
+    fn leb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(payload.len() as u64, out);
+        out.extend_from_slice(payload);
+    }
+    let get = |i: u32, code: &mut Vec<u8>| {
+        code.push(0x20);
+        leb(i.into(), code);
+    };
+    let mut code = Vec::new();
+    for b in 0..blocks {
+        code.extend_from_slice(&[0x02, 0x40]); // block
+        for k in 0..4 {
+            get((b * 7 + k * 131) % locals, &mut code);
+            get((b * 13 + k * 17) % locals, &mut code);
+            code.extend_from_slice(&[0x7c, 0x21]); // i64.add, local.set
+            leb(((b * 3 + k) % locals).into(), &mut code);
+        }
+        get(b % locals, &mut code);
+        code.extend_from_slice(&[0xa7, 0x0d, 0x00, 0x0b]); // i32.wrap_i64, br_if 0, end
+    }
+    code.extend_from_slice(&[0x42, 0x00]); // i64.const 0
+    for i in 0..locals {
+        get(i, &mut code);
+        code.push(0x7c); // i64.add
+    }
+    code.push(0x0b);
+    let mut body = vec![0x01]; // one group of locals
+    leb(locals.into(), &mut body);
+    body.push(0x7e);
+    body.extend_from_slice(&code);
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &[0x01, 0x60, 0x00, 0x01, 0x7e], &mut module); // type () -> i64
+    let mut declared = Vec::new();
+    leb(functions.into(), &mut declared);
+    declared.extend(std::iter::repeat_n(0u8, functions as usize));
+    section(3, &declared, &mut module);
+    let mut bodies = Vec::new();
+    leb(functions.into(), &mut bodies);
+    for _ in 0..functions {
+        leb(body.len() as u64, &mut bodies);
+        bodies.extend_from_slice(&body);
+    }
+    section(10, &bodies, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component); // a core module of the component
+    component
+}
+
+/// Asks the host at `api` to run one instance of the tenant's stream; false
+/// while it does not answer yes (not up yet, or refusing).
+pub async fn start_stream(api: &str, tenant: &str) -> bool {
+    let answer = reqwest::Client::new()
+        .post(format!("{api}/api/stream/start"))
+        .json(&serde_json::json!({ "tenant": tenant, "instances": 1 }))
+        .send()
+        .await;
+    answer.is_ok_and(|a| a.status().is_success())
 }

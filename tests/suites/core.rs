@@ -199,17 +199,21 @@ async fn document_records_work_without_the_sdk_and_bad_packing_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_checks_the_world_of_the_component() {
-    let runtime = mysimbdp::platform::ComponentCheck::new();
+    let test = TestPlatform::builder().tenant("sensors", "tenants/sensors/profile.yaml").build();
+    let upload = mysimbdp::platform::PipelineUpload::new(&test.config()).unwrap();
+    let registry = test.config().registry().unwrap();
+    let tenant = registry.require("sensors").unwrap();
+    let (batch_name, stream_name) = (mysimbdp::config::Name::parse("readings").unwrap(), mysimbdp::config::Name::parse("live").unwrap());
     let stream = std::fs::read(artifacts::SENSOR_STREAM).unwrap();
-    let batch = std::fs::read(artifacts::RETAIL_ORDERS).unwrap();
-    assert!(runtime.check(PipelineKind::Stream, &stream).is_ok());
-    assert!(runtime.check(PipelineKind::Batch, &batch).is_ok());
-    let error = format!("{:#}", runtime.check(PipelineKind::Batch, &stream).unwrap_err());
+    let batch = std::fs::read(artifacts::SENSOR_READINGS).unwrap();
+    assert!(upload.check(tenant, PipelineKind::Stream, &stream_name, &stream).is_ok());
+    assert!(upload.check(tenant, PipelineKind::Batch, &batch_name, &batch).is_ok());
+    let error = format!("{:#}", upload.check(tenant, PipelineKind::Batch, &batch_name, &stream).unwrap_err());
     assert!(error.contains("batch-pipeline"), "{error}");
-    let error = format!("{:#}", runtime.check(PipelineKind::Stream, &batch).unwrap_err());
+    let error = format!("{:#}", upload.check(tenant, PipelineKind::Stream, &stream_name, &batch).unwrap_err());
     assert!(error.contains("stream-pipeline") || error.contains("imports"), "{error}");
-    let error = format!("{:#}", runtime.check(PipelineKind::Batch, b"not wasm").unwrap_err());
-    assert!(error.contains("not a valid WebAssembly component"), "{error}");
+    let error = format!("{:#}", upload.check(tenant, PipelineKind::Batch, &batch_name, b"not wasm").unwrap_err());
+    assert!(error.contains("not a valid WebAssembly component") && error.contains("tenant `sensors`"), "{error}");
 }
 
 #[test]

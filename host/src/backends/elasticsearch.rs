@@ -5,8 +5,11 @@
 //!
 //! `_bulk` is checked item by item: 429 and 5xx items are retried with
 //! exponential backoff, 4xx items are reported back (the caller dead-letters
-//! them). The document id is always set, so a retry or a re-run overwrites
-//! instead of duplicating.
+//! them: the document is bad). Items still refused for load after the
+//! retries fail the whole write as a sink error: an overloaded cluster says
+//! nothing about the data, so nothing is dead-lettered and the ingestion is
+//! retried later. The document id is always set, so a retry or a re-run
+//! overwrites instead of duplicating.
 
 use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
@@ -53,15 +56,18 @@ enum ItemVerdict {
     Indexed,
     /// Refused for load (429, 5xx): sent again after a wait.
     Retry,
-    /// Refused for good: a bad document (4xx), or load past the retries.
-    Failed,
+    /// Still refused for load after the retries: the write fails, retryable.
+    Overloaded,
+    /// Refused for good: a bad document (4xx).
+    Refused,
 }
 
 fn item_verdict(status: u16, attempt: u32, max_retries: u32) -> ItemVerdict {
     match status {
         200..=299 => ItemVerdict::Indexed,
         status if retryable(status) && attempt <= max_retries => ItemVerdict::Retry,
-        _ => ItemVerdict::Failed,
+        status if retryable(status) => ItemVerdict::Overloaded,
+        _ => ItemVerdict::Refused,
     }
 }
 
@@ -222,6 +228,7 @@ impl DocumentStore for ElasticStore {
                 }
             };
             let mut retry = Vec::new();
+            let mut overloaded = Vec::new();
             for (i, status, error) in answers {
                 match item_verdict(status, attempt, self.max_retries) {
                     ItemVerdict::Indexed => outcome.indexed += 1,
@@ -229,10 +236,23 @@ impl DocumentStore for ElasticStore {
                         tracing::debug!(%index, status, error = error.as_deref().unwrap_or(""), "Bulk item will be retried.");
                         retry.push(i);
                     }
-                    ItemVerdict::Failed => {
+                    ItemVerdict::Overloaded => overloaded.push((status, error.unwrap_or_else(|| format!("HTTP {status}")))),
+                    ItemVerdict::Refused => {
                         outcome.failed.push(ItemFailure { index: i, status, reason: error.unwrap_or_else(|| format!("HTTP {status}")) })
                     }
                 }
+            }
+            if let Some((status, reason)) = overloaded.first() {
+                return Err(sink_error(
+                    &format!("bulk into {index}"),
+                    format!(
+                        "{} of {} documents still refused for load after {} retries (HTTP {status}: {reason}); none is dead-lettered: \
+                         the write fails and is retried",
+                        overloaded.len(),
+                        docs.len(),
+                        self.max_retries
+                    ),
+                ));
             }
             if !retry.is_empty() {
                 tokio::time::sleep(waits.next().unwrap_or(BULK_RETRY.max)).await;
@@ -367,12 +387,13 @@ mod tests {
             (201, 6, 5, ItemVerdict::Indexed),
             (429, 1, 5, ItemVerdict::Retry),
             (503, 5, 5, ItemVerdict::Retry),
-            (500, 6, 5, ItemVerdict::Failed),
-            (429, 6, 5, ItemVerdict::Failed),
-            (429, 1, 0, ItemVerdict::Failed),
-            (400, 1, 5, ItemVerdict::Failed),
-            (409, 1, 5, ItemVerdict::Failed),
-            (404, 1, 5, ItemVerdict::Failed),
+            (500, 6, 5, ItemVerdict::Overloaded),
+            (429, 6, 5, ItemVerdict::Overloaded),
+            (429, 1, 0, ItemVerdict::Overloaded),
+            (400, 1, 5, ItemVerdict::Refused),
+            (409, 1, 5, ItemVerdict::Refused),
+            (404, 1, 5, ItemVerdict::Refused),
+            (400, 6, 5, ItemVerdict::Refused),
         ];
         for (status, attempt, max_retries, expected) in cases {
             assert_eq!(item_verdict(status, attempt, max_retries), expected, "status {status}, attempt {attempt} of 1 + {max_retries}");

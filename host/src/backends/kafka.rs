@@ -6,13 +6,13 @@
 //! retries. Consumers never auto-commit: the stream manager commits after the
 //! documents of a batch were acknowledged.
 
-use super::{Consumer, Header, InRecord, MessageBus, OutRecord, SinkError, blocking};
+use super::{Consumer, Header, InRecord, MessageBus, OutRecord, Published, SinkError, blocking};
 use crate::config::KafkaConfig;
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -105,6 +105,16 @@ fn to_record(message: &impl Message) -> InRecord {
     }
 }
 
+/// Whether the broker refused a record for what it is (size, format),
+/// rather than for load or failure: only then may it be dead-lettered.
+fn refused_as_bad(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(MessageSizeTooLarge | InvalidMessageSize | InvalidMessage | InvalidRecord | InvalidTimestamp | BadMessage | PolicyViolation)
+    )
+}
+
 #[async_trait]
 impl MessageBus for KafkaBus {
     fn kind(&self) -> &'static str {
@@ -128,7 +138,7 @@ impl MessageBus for KafkaBus {
         Ok(())
     }
 
-    async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), SinkError> {
+    async fn publish(&self, topic: &str, records: &[OutRecord]) -> Result<Published, SinkError> {
         let sends = records.iter().map(|record| {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (key, value) in &record.headers {
@@ -140,10 +150,15 @@ impl MessageBus for KafkaBus {
             }
             self.producer.send(message, DELIVERY_TIMEOUT)
         });
-        for delivery in futures::future::join_all(sends).await {
-            delivery.map_err(|(error, _)| sink_error(&format!("publish to {topic}"), error))?;
+        let mut published = Published::default();
+        for (index, delivery) in futures::future::join_all(sends).await.into_iter().enumerate() {
+            match delivery {
+                Ok(_) => {}
+                Err((error, _)) if refused_as_bad(&error) => published.refused.push((index, error.to_string())),
+                Err((error, _)) => return Err(sink_error(&format!("publish to {topic}"), error)),
+            }
         }
-        Ok(())
+        Ok(published)
     }
 
     async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>, SinkError> {
@@ -154,12 +169,18 @@ impl MessageBus for KafkaBus {
             // A stopped instance's partitions move to the others within seconds.
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", self.config.max_poll_interval_ms.to_string())
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create()
             .map_err(|e| sink_error(&format!("consumer of group {group}"), e))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names).map_err(|e| sink_error(&format!("subscribe to {}", topics.join(", ")), e))?;
-        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), uncommitted: BTreeMap::new() }))
+        Ok(Box::new(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            uncommitted: BTreeMap::new(),
+            held: Arc::new(Mutex::new(Vec::new())),
+            keepalive: None,
+        }))
     }
 
     async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
@@ -239,7 +260,16 @@ struct KafkaConsumer {
     /// its offsets would stay uncommitted until new messages arrive, and the
     /// lag would show messages that were long ingested.
     uncommitted: BTreeMap<(String, i32), i64>,
+    /// Records that arrived while paused (from partitions assigned since),
+    /// given out by the next poll.
+    held: Arc<Mutex<Vec<InRecord>>>,
+    /// While paused: the task that keeps polling, so the member stays in its
+    /// group (`max.poll.interval.ms`) and rebalances are served.
+    keepalive: Option<(tokio::task::JoinHandle<()>, tokio::sync::watch::Sender<bool>)>,
 }
+
+/// How often a paused consumer polls: well inside any poll interval.
+const KEEPALIVE_POLL: Duration = Duration::from_secs(1);
 
 impl KafkaConsumer {
     /// Commits `uncommitted` for the partitions this consumer still owns;
@@ -274,8 +304,15 @@ impl Consumer for KafkaConsumer {
             // Still refused: kept for the next poll; the caller was told when it failed.
             let _ = self.commit_uncommitted().await;
         }
+        let mut records: Vec<InRecord> = {
+            let mut held = self.held.lock().expect("poisoned");
+            let take = held.len().min(max);
+            held.drain(..take).collect()
+        };
+        if !records.is_empty() {
+            return Ok(records);
+        }
         let deadline = tokio::time::Instant::now() + wait;
-        let mut records = Vec::new();
         while records.len() < max {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Err(_elapsed) => break,
@@ -299,12 +336,82 @@ impl Consumer for KafkaConsumer {
         self.commit_uncommitted().await
     }
 
+    async fn pause(&mut self) -> Result<(), SinkError> {
+        if self.keepalive.is_some() {
+            return Ok(());
+        }
+        let consumer = self.consumer.clone();
+        blocking(BACKEND, move || {
+            let assigned = consumer.assignment().map_err(|e| sink_error("assignment", e))?;
+            consumer.pause(&assigned).map_err(|e| sink_error("pause", e))
+        })
+        .await?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (consumer, held) = (self.consumer.clone(), self.held.clone());
+        let task = tokio::spawn(async move {
+            while !*stopped.borrow() {
+                tokio::select! {
+                    received = tokio::time::timeout(KEEPALIVE_POLL, consumer.recv()) => {
+                        if let Ok(Ok(message)) = received {
+                            held.lock().expect("poisoned").push(to_record(&message));
+                        }
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        self.keepalive = Some((task, stop));
+        Ok(())
+    }
+
+    async fn resume(&mut self) -> Result<(), SinkError> {
+        let Some((task, stop)) = self.keepalive.take() else {
+            return Ok(());
+        };
+        let _ = stop.send(true);
+        let _ = task.await;
+        let consumer = self.consumer.clone();
+        blocking(BACKEND, move || {
+            let assigned = consumer.assignment().map_err(|e| sink_error("assignment", e))?;
+            consumer.resume(&assigned).map_err(|e| sink_error("resume", e))
+        })
+        .await
+    }
+
     async fn close(mut self: Box<Self>) {
+        if let Some((task, stop)) = self.keepalive.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         if !self.uncommitted.is_empty() {
             // A last try; what stays uncommitted is read again after a restart.
             let _ = self.commit_uncommitted().await;
         }
         let consumer = self.consumer.clone();
         let _ = tokio::task::spawn_blocking(move || consumer.unsubscribe()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_as_bad;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_records_refused_for_what_they_are_count_as_bad() {
+        let cases = [
+            (KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), true),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::InvalidRecord), true),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage), true),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), false),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), false),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::NotLeaderForPartition), false),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::BrokerTransportFailure), false),
+            (KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas), false),
+            (KafkaError::Canceled, false),
+        ];
+        for (error, bad) in cases {
+            assert_eq!(refused_as_bad(&error), bad, "{error}");
+        }
     }
 }

@@ -120,6 +120,28 @@ pub struct BulkOutcome {
     pub failed: Vec<ItemFailure>,
 }
 
+/// What a [`MessageBus::publish`] did: every record not named in `refused`
+/// was acknowledged.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Published {
+    /// Records the broker refused as bad, by position in the call, with why.
+    pub refused: Vec<(usize, String)>,
+}
+
+impl Published {
+    /// Fails with the first refusal: for callers that cannot dead-letter
+    /// (the dead letters themselves, `stream produce`).
+    pub fn all_or_refused(self, backend: &'static str, topic: &str) -> Result<(), SinkError> {
+        match self.refused.first() {
+            None => Ok(()),
+            Some((index, reason)) => Err(SinkError::new(
+                backend,
+                format!("{} of the records to {topic} refused as bad, the first (#{index}): {reason}", self.refused.len()),
+            )),
+        }
+    }
+}
+
 /// The store as a whole failed (unreachable, refused the request).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{backend}: {message}")]
@@ -226,8 +248,10 @@ pub trait MessageBus: Send + Sync {
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), SinkError>;
 
     /// Appends `records` to `topic` (created with one partition if missing)
-    /// and returns once the broker acknowledged them.
-    async fn publish(&self, topic: &str, records: Vec<OutRecord>) -> Result<(), SinkError>;
+    /// and returns once the broker acknowledged them, naming the records it
+    /// refused as bad (too large, invalid). A broker that fails or is
+    /// overloaded fails the whole call: that says nothing about the records.
+    async fn publish(&self, topic: &str, records: &[OutRecord]) -> Result<Published, SinkError>;
 
     /// A member of consumer group `group` reading `topics`. Offsets are
     /// committed only through [`Consumer::commit`].
@@ -247,6 +271,19 @@ pub trait Consumer: Send {
 
     /// Marks everything up to and including these records as processed.
     async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError>;
+
+    /// Stops fetching while the records of the last poll are handled, for
+    /// however long that takes (retries, backoff, bisection), and keeps the
+    /// member in its group meanwhile. Records that still arrive are kept for
+    /// the next poll. A bus without group timeouts has nothing to do.
+    async fn pause(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Fetches again after [`Consumer::pause`].
+    async fn resume(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 
     /// Leaves the group cleanly.
     async fn close(self: Box<Self>);

@@ -127,10 +127,16 @@ pub fn read_entries(path: &Path) -> std::io::Result<Vec<Entry>> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(error),
     };
-    if !framed::is_framed(&bytes) {
-        return Ok(legacy_lines(path, &bytes));
+    parse_entries(path, &bytes)
+}
+
+/// The entries in `bytes`, the content of the manifest at `path`
+/// (framed records, or the JSON lines of an older host).
+pub fn parse_entries(path: &Path, bytes: &[u8]) -> std::io::Result<Vec<Entry>> {
+    if !framed::is_framed(bytes) {
+        return Ok(legacy_lines(path, bytes));
     }
-    let records = framed::read(path, &bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let records = framed::read(path, bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
     records
         .payloads
         .iter()

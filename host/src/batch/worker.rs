@@ -8,7 +8,7 @@ use super::manifest::{self, Entry};
 use super::schedule::{self, Next, Waiting};
 use super::staging::{self, Reason};
 use super::write_stop::{self, Then, Unrecorded, WriteStop};
-use crate::config::{OnSuccess, TenantId};
+use crate::config::{OnSuccess, PipelineKind, TenantId};
 use crate::failure::FailureKind;
 use crate::invocation::{FileInput, Input};
 use crate::opened_file::{FileIdentity, OpenedFile};
@@ -31,17 +31,24 @@ impl Inner {
         for entry in entries {
             let path = entry.work_path(work);
             known.insert(path.clone());
-            match lifecycle::recovery(entry.state, path.exists()) {
-                Recovery::Resume => {
-                    tracing::info!(tenant = %tenant, file = %entry.file, "Resuming an ingestion interrupted by a stop.");
-                    match reopen(&path, &state.tenant().paths.work, &entry).await {
-                        Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
-                        Err(message) => {
-                            tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
-                            self.fail(state, &entry, &path, "not-started", &message);
-                        }
+            let recovery = lifecycle::recovery(entry.state, path.exists());
+            let how = match recovery {
+                Recovery::Resume => Some("resumed"),
+                Recovery::Forget => Some("forgotten"),
+                Recovery::FinishDone | Recovery::FinishFailed => Some("finished"),
+                Recovery::Nothing => None,
+            };
+            if let Some(how) = how {
+                events::IngestionRecovered { tenant, file: &entry.file, how }.emit(&self.logs.tenant(&state.tenant(), PipelineKind::Batch));
+            }
+            match recovery {
+                Recovery::Resume => match reopen(&path, &state.tenant().paths.work, &entry).await {
+                    Ok((file, identity)) => self.enqueue(tenant, Job { entry, file, identity, queued_at: Instant::now() }),
+                    Err(message) => {
+                        tracing::error!(tenant = %tenant, file = %entry.file, %message, "A claimed file cannot be resumed.");
+                        self.fail(state, &entry, &path, "not-started", &message);
                     }
-                }
+                },
                 Recovery::Forget => {
                     // Stopped between the claim and the move: the file is still staged.
                     let forgotten = entry.after(Step::Vanish, Some("claim interrupted; the file is still in staging".into()));

@@ -54,14 +54,16 @@ impl HostState {
                 docs.len()
             )));
         }
-        let services = self.scope.services.clone();
-        let mappings = self.scope.tenant.profile.collections.iter().find(|(name, _)| name.as_str() == collection);
+        let scope = self.scope.clone();
+        let services = &scope.services;
+        let mappings = scope.tenant.profile.collections.iter().find(|(name, _)| name.as_str() == collection);
         let mappings = mappings.and_then(|(_, spec)| spec.mappings.as_ref());
-        let written = async {
-            services.ensure_index(&index, mappings).await?;
-            services.coredms.bulk_index(&index, docs).await
-        }
-        .await;
+        let written = self
+            .waiting("coredms.bulk-index", async {
+                services.ensure_index(&index, mappings).await?;
+                services.coredms.bulk_index(&index, docs).await
+            })
+            .await;
         let outcome = match written {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -78,8 +80,8 @@ impl HostState {
             .iter()
             .map(|failure| {
                 let doc = refused(failure.index);
-                let kind = if failure.status < 500 && failure.status != 429 { "document-refused" } else { "store-retries-exhausted" };
-                self.refused_document(&index, doc, kind, &failure.reason)
+                // Only documents refused as bad come here: load is a sink error.
+                self.refused_document(&index, doc, "document-refused", &failure.reason)
             })
             .collect();
         self.send_dead_letters(letters).await?;

@@ -65,6 +65,15 @@ impl DeadLetter {
         letter
     }
 
+    /// A message the broker refused as bad: keyed as it was, with the topic
+    /// the guest named and its position in the call as origin.
+    pub fn unpublished(scope: &Scope, topic: &str, index: usize, record: &OutRecord, reason: &str) -> DeadLetter {
+        let mut letter =
+            DeadLetter::refused(scope, record.value.clone(), "message-refused", reason).header(header::ORIGIN, format!("{topic}#{index}"));
+        letter.key = record.key.clone();
+        letter
+    }
+
     fn header(mut self, name: &str, value: impl ToString) -> Self {
         self.headers.push((name.into(), value.to_string().into_bytes()));
         self
@@ -77,8 +86,12 @@ pub async fn send(bus: &dyn MessageBus, tenant: &TenantId, letters: Vec<DeadLett
     if letters.is_empty() {
         return Ok(());
     }
-    let records = letters.into_iter().map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers }).collect();
-    bus.publish(&tenant.dead_letter_topic(), records).await
+    let records: Vec<OutRecord> =
+        letters.into_iter().map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers }).collect();
+    // A dead letter the broker refuses cannot go anywhere else: the call
+    // fails (retryably) rather than lose it.
+    let topic = tenant.dead_letter_topic();
+    bus.publish(&topic, &records).await?.all_or_refused("dead letters", &topic)
 }
 
 const MAX_RECORDS_PER_CALL: usize = 10_000;
@@ -112,7 +125,7 @@ impl HostState {
         let count = letters.len() as u64;
         let services = self.scope.services.clone();
         let tenant = self.scope.tenant.id.clone();
-        match send(services.messaging.as_ref(), &tenant, letters).await {
+        match self.waiting("dead-letter.send", send(services.messaging.as_ref(), &tenant, letters)).await {
             Ok(()) => {
                 self.effects.dead_lettered += count;
                 Ok(())

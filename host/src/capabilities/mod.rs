@@ -111,6 +111,12 @@ pub struct Effects {
     pub bytes_read: u64,
     /// The first failure of a sink, which makes the invocation a sink error.
     pub sink_error: Option<String>,
+    /// The platform call the guest waits in right now, if any: set while a
+    /// store or bus is awaited, so a timeout there is the store's, not the
+    /// guest's.
+    pub waiting_in: Option<&'static str>,
+    /// Time spent waiting for the platform's stores and buses, in all calls.
+    pub sink_wait: std::time::Duration,
     /// Calls refused because they left the tenant's namespace.
     pub denied: Vec<String>,
     /// Indices written, to be flushed before the invocation counts as done.
@@ -155,6 +161,18 @@ impl HostState {
     /// What the invocation did so far.
     pub fn effects(&self) -> &Effects {
         &self.effects
+    }
+
+    /// Awaits `work` (a call into a store or bus) as `call`, so the time it
+    /// takes counts as the platform's, not the guest's. When the invocation
+    /// is cut off inside, `waiting_in` still names the call.
+    pub(crate) async fn waiting<T>(&mut self, call: &'static str, work: impl Future<Output = T>) -> T {
+        self.effects.waiting_in = Some(call);
+        let started = std::time::Instant::now();
+        let outcome = work.await;
+        self.effects.sink_wait += started.elapsed();
+        self.effects.waiting_in = None;
+        outcome
     }
 
     /// Records and logs a refused call; returns the error for the guest.

@@ -7,7 +7,7 @@ use crate::backends::SearchResult;
 use crate::batch::constraints::human_bytes;
 use crate::config::{PlatformConfig, Schedule};
 use crate::pipelines::{self, PipelineKind};
-use crate::platform::{ComponentCheck, Platform};
+use crate::platform::{PipelineUpload, Platform};
 use crate::telemetry::{IngestionRecord, Outcome};
 use anyhow::Context;
 use std::path::Path;
@@ -57,15 +57,15 @@ pub async fn upload(
     let registry = config.registry()?;
     let tenant = registry.require(tenant)?;
     let name = pipelines::resolve_name(tenant, kind, name)?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let bar = spinner(format!("Checking {} against {}", file.display(), kind.world()));
-    let checked = {
-        let bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || ComponentCheck::new().check(kind, &bytes)).await?
+    let upload = Arc::new(PipelineUpload::new(config)?);
+    let bytes = upload.read(file)?;
+    let bar = spinner(format!("Compiling {} and checking it against {}", file.display(), kind.world()));
+    let stored = {
+        let (upload, tenant, name) = (upload.clone(), tenant.clone(), name.clone());
+        tokio::task::spawn_blocking(move || upload.upload(&tenant, kind, &name, &bytes)).await?
     };
     bar.finish_and_clear();
-    checked.with_context(|| format!("{} was not accepted as the {kind} pipeline `{name}` of tenant `{}`", file.display(), tenant.id))?;
-    let version = pipelines::store(tenant, kind, &name, &bytes)?;
+    let version = stored.with_context(|| format!("{} was not uploaded", file.display()))?;
     if out.json {
         out.json(&version);
     } else {

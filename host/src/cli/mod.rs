@@ -89,6 +89,15 @@ enum Command {
         #[command(subcommand)]
         command: StreamCommand,
     },
+    /// The child process that compiles a component (stdin) into an artifact
+    /// (stdout) under the compile limits: run by the host, not by people.
+    #[command(name = "compile-component", hide = true)]
+    CompileComponent {
+        #[arg(long, value_enum)]
+        kind: PipelineKind,
+        #[arg(long)]
+        stack_bytes: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,8 +209,12 @@ struct IngestArgs {
 
 #[derive(Subcommand)]
 enum PipelineCommand {
-    /// Check that a component implements the world of its kind, then store it
-    /// as the pipeline's next version (the newest version is the active one).
+    /// Check a component and store it as the pipeline's next version (the
+    /// newest version is the active one). The component must be at most
+    /// pipelines.max_upload_bytes; it is compiled in a child process under
+    /// pipelines.compile_cpu_seconds and pipelines.compile_memory_bytes,
+    /// checked against the world of its kind, and the compiled artifact is
+    /// kept for the host, so its ingestions do not compile it again.
     Upload {
         /// The tenant, by its id in the registry.
         #[arg(long, short)]
@@ -250,7 +263,24 @@ struct QueryArgs {
     offset: usize,
 }
 
+/// When this process was started as the compiler child of a host
+/// (`compile-component`), runs it and returns its exit code. Programs that
+/// embed the platform (the benchmarks) call it first thing in `main`, so
+/// their own binary can compile for them.
+pub fn compiler_child() -> Option<u8> {
+    if std::env::args().nth(1).as_deref() != Some(crate::sandbox::CHILD_COMMAND) {
+        return None;
+    }
+    match Cli::parse().command {
+        Command::CompileComponent { kind, stack_bytes } => Some(crate::sandbox::child_main(kind, stack_bytes)),
+        _ => unreachable!("the first argument named the command"),
+    }
+}
+
 pub fn main() -> ExitCode {
+    if let Some(code) = compiler_child() {
+        return ExitCode::from(code);
+    }
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MYSIMBDP_LOG")
         .unwrap_or_else(|_| "info,tantivy=warn,wasmtime=warn,cranelift=warn".into());
@@ -308,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 streams::stream_produce(&config, &out, &tenant, &topic, key, key_field, file.as_deref()).await
             }
         },
+        Command::CompileComponent { .. } => unreachable!("handled before the runtime starts"),
         Command::Batch { command } => match command {
             BatchCommand::Status { tenant, recent } => commands::batch_status(&config, &out, tenant.as_deref(), recent).await,
             BatchCommand::Retry { tenant, quarantined, files } => commands::batch_retry(&config, &out, &tenant, quarantined, &files).await,

@@ -14,8 +14,8 @@ pub use ids::{Name, TenantId};
 pub use kind::PipelineKind;
 pub use names::{DEAD_LETTER_TOPIC, METRICS_COLLECTION};
 pub use platform_config::{
-    ApiConfig, ApiToken, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PlatformConfig,
-    StreamManagerConfig, read_token_file,
+    ApiConfig, ApiToken, BatchManagerConfig, CoredmsConfig, ElasticsearchConfig, KafkaConfig, MessagingConfig, PipelinesConfig,
+    PlatformConfig, StreamManagerConfig, read_token_file,
 };
 pub use profile::{
     BatchPipelineSpec, CollectionSpec, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS,

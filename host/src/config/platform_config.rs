@@ -1,7 +1,7 @@
 //! The platform configuration (`--config FILE`): where the shared services
 //! are. Without a file, everything is embedded and kept under `var/`.
 
-use super::ConfigError;
+use super::{ByteSize, ConfigError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +27,8 @@ pub struct PlatformConfig {
     pub batch: BatchManagerConfig,
     #[serde(default)]
     pub stream: StreamManagerConfig,
+    #[serde(default)]
+    pub pipelines: PipelinesConfig,
 }
 
 fn default_registry() -> PathBuf {
@@ -178,6 +180,15 @@ pub struct KafkaConfig {
     /// Replication factor of topics the host creates.
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// librdkafka's `max.poll.interval.ms` for stream consumers: a member
+    /// that does not poll this long leaves its group. A paused instance
+    /// keeps polling, so this bounds nothing of the host's own work.
+    #[serde(default = "default_max_poll_interval")]
+    pub max_poll_interval_ms: u64,
+}
+
+fn default_max_poll_interval() -> u64 {
+    300_000
 }
 
 fn default_replication() -> i32 {
@@ -228,6 +239,34 @@ impl Default for StreamManagerConfig {
     }
 }
 
+/// Uploading and compiling tenants' components.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelinesConfig {
+    /// The largest component `pipeline upload` accepts, checked before the bytes are read.
+    pub max_upload_bytes: ByteSize,
+    /// CPU time (all threads together) one compilation of a component may use.
+    pub compile_cpu_seconds: u64,
+    /// Memory (heap and other private mappings) one compilation may use.
+    pub compile_memory_bytes: ByteSize,
+    /// The program that compiles components in a child process (it must be
+    /// a `mysimbdp` binary: it runs its hidden `compile-component` command).
+    /// This binary when omitted. Relative to the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compiler: Option<PathBuf>,
+}
+
+impl Default for PipelinesConfig {
+    fn default() -> Self {
+        PipelinesConfig {
+            max_upload_bytes: ByteSize(64 * ByteSize::MIB),
+            compile_cpu_seconds: 120,
+            compile_memory_bytes: ByteSize(4 * ByteSize::GIB),
+            compiler: None,
+        }
+    }
+}
+
 impl Default for PlatformConfig {
     fn default() -> Self {
         PlatformConfig {
@@ -238,6 +277,7 @@ impl Default for PlatformConfig {
             messaging: MessagingConfig::default(),
             batch: BatchManagerConfig::default(),
             stream: StreamManagerConfig::default(),
+            pipelines: PipelinesConfig::default(),
         }
     }
 }
@@ -257,6 +297,7 @@ impl PlatformConfig {
         config.tenants = base.join(&config.tenants);
         config.data_dir = base.join(&config.data_dir);
         config.api.token_file = config.api.token_file.map(|token| base.join(token));
+        config.pipelines.compiler = config.pipelines.compiler.map(|compiler| base.join(compiler));
         if let Some(file) = file {
             config.validate(file)?;
         }
@@ -285,6 +326,16 @@ impl PlatformConfig {
                 ));
             }
         }
+        let pipelines = &self.pipelines;
+        if !(ByteSize::KIB..=ByteSize::GIB).contains(&pipelines.max_upload_bytes.0) {
+            return Err(ConfigError::new(file, "pipelines.max_upload_bytes", "must be between 1KiB and 1GiB"));
+        }
+        if !(1..=3_600).contains(&pipelines.compile_cpu_seconds) {
+            return Err(ConfigError::new(file, "pipelines.compile_cpu_seconds", "must be between 1 and 3600 (an hour)"));
+        }
+        if pipelines.compile_memory_bytes.0 < 16 * ByteSize::MIB {
+            return Err(ConfigError::new(file, "pipelines.compile_memory_bytes", "must be at least 16MiB"));
+        }
         if self.batch.max_parallel_ingestions == 0 {
             return Err(ConfigError::new(file, "batch.max_parallel_ingestions", "must be at least 1"));
         }
@@ -292,6 +343,15 @@ impl PlatformConfig {
             && !(es.url.starts_with("http://") || es.url.starts_with("https://"))
         {
             return Err(ConfigError::new(file, "coredms.url", format!("`{}` must start with http:// or https://", es.url)));
+        }
+        if let MessagingConfig::Kafka(kafka) = &self.messaging
+            && !(6_000..=86_400_000).contains(&kafka.max_poll_interval_ms)
+        {
+            return Err(ConfigError::new(
+                file,
+                "messaging.max_poll_interval_ms",
+                "must be between 6000 (the consumers' session timeout) and 86400000 (a day)",
+            ));
         }
         Ok(())
     }

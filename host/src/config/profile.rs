@@ -351,6 +351,15 @@ impl Profile {
         self.batch.iter().find(|p| p.name.as_str() == name)
     }
 
+    /// The sandbox limits the pipeline `name` of `kind` runs under, if the
+    /// profile declares it.
+    pub fn limits_of(&self, kind: super::PipelineKind, name: &str) -> Option<SandboxLimits> {
+        match kind {
+            super::PipelineKind::Batch => self.batch_pipeline(name).map(|p| self.sandbox.with(&p.sandbox)),
+            super::PipelineKind::Stream => self.stream.as_ref().filter(|s| s.name.as_str() == name).map(|s| self.sandbox.with(&s.sandbox)),
+        }
+    }
+
     /// Tenant parameters overlaid with a pipeline's own.
     pub fn parameters_for(&self, pipeline: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut merged = self.parameters.clone();

@@ -5,6 +5,7 @@ use super::{DeadlineExceeded, MemoryLimitExceeded};
 use crate::capabilities::Effects;
 use crate::capabilities::bindings::GuestError;
 use crate::failure::{Failure, FailureKind};
+use std::time::Duration;
 use wasmtime::Trap;
 
 /// Classifies an error that ended the call (a trap or a host failure).
@@ -13,7 +14,7 @@ pub(super) fn classify(error: &wasmtime::Error, effects: &Effects, stderr: &str)
         return Failure::new(FailureKind::MemoryLimit, limit.to_string());
     }
     if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
-        return Failure::new(FailureKind::Deadline, deadline.to_string());
+        return past_deadline(Duration::from_millis(deadline.deadline_ms), effects, &deadline.to_string());
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Failure::new(
@@ -41,6 +42,30 @@ pub(super) fn classify(error: &wasmtime::Error, effects: &Effects, stderr: &str)
     }
 }
 
+/// Whose time it was when the invocation ran past its deadline: the
+/// store's when the guest was still waiting in a platform call, or spent at
+/// least half the deadline waiting in them. Then it is a sink error (retried
+/// with backoff, never dead-lettered); otherwise the guest's (a deadline,
+/// which a stream bisects like a trap).
+pub(super) fn deadline_kind(deadline: Duration, sink_wait: Duration, waiting_in: Option<&str>) -> FailureKind {
+    if waiting_in.is_some() || sink_wait * 2 >= deadline { FailureKind::SinkError } else { FailureKind::Deadline }
+}
+
+/// The failure of an invocation that ran past `deadline`.
+pub(super) fn past_deadline(deadline: Duration, effects: &Effects, what: &str) -> Failure {
+    match deadline_kind(deadline, effects.sink_wait, effects.waiting_in) {
+        FailureKind::SinkError => Failure::new(
+            FailureKind::SinkError,
+            format!(
+                "slow store: {what}, {} ms of it waiting for the platform's stores{}; the work is retried and nothing is dead-lettered",
+                effects.sink_wait.as_millis(),
+                effects.waiting_in.map(|call| format!(" (still waiting in {call})")).unwrap_or_default()
+            ),
+        ),
+        kind => Failure::new(kind, what),
+    }
+}
+
 /// The line after the `panicked at` line holds the panic message.
 fn stderr_after<'s>(stderr: &'s str, line: &str) -> &'s str {
     stderr.lines().skip_while(|l| l.trim() != line).nth(1).unwrap_or("").trim()
@@ -58,5 +83,29 @@ pub(super) fn from_guest_error(error: GuestError, effects: &Effects) -> Failure 
     match (&effects.sink_error, kind) {
         (Some(sink), _) => Failure::new(FailureKind::SinkError, sink.clone()),
         _ => Failure::new(kind, message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deadline_kind;
+    use crate::failure::FailureKind::{Deadline, SinkError};
+    use std::time::Duration;
+
+    #[test]
+    fn a_deadline_is_the_stores_when_the_guest_waited_for_it() {
+        let ms = Duration::from_millis;
+        let cases = [
+            // (deadline, time waited in platform calls, call cut off in, kind)
+            (ms(1000), ms(0), None, Deadline),
+            (ms(1000), ms(499), None, Deadline),
+            (ms(1000), ms(500), None, SinkError),
+            (ms(1000), ms(990), None, SinkError),
+            (ms(1000), ms(0), Some("coredms.bulk-index"), SinkError),
+            (ms(1000), ms(10), Some("messaging.publish"), SinkError),
+        ];
+        for (deadline, waited, waiting_in, kind) in cases {
+            assert_eq!(deadline_kind(deadline, waited, waiting_in), kind, "{deadline:?} {waited:?} {waiting_in:?}");
+        }
     }
 }

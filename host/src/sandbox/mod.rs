@@ -4,8 +4,11 @@
 
 mod cache;
 mod classify;
+mod compiler;
 mod limits;
 mod store;
+
+pub use compiler::{CHILD_COMMAND, child_main};
 
 pub use limits::{DeadlineExceeded, MemoryLimitExceeded};
 pub use store::{EPOCH_TICK, StoreData, Usage};
@@ -13,11 +16,14 @@ pub use store::{EPOCH_TICK, StoreData, Usage};
 use crate::capabilities::HostState;
 use crate::capabilities::bindings::{self, BatchReport, Message, StreamReport};
 use crate::capabilities::input_file::InputFile;
-use crate::config::{PipelineKind, SandboxLimits};
+use crate::config::{ByteSize, PipelineKind, PipelinesConfig, SandboxLimits};
 use crate::failure::{Failure, FailureKind};
-use crate::pipelines::PipelineVersion;
+use crate::pipelines::{PipelineVersion, sha256_hex};
 use anyhow::Context;
+use cache::ArtifactCache;
+use compiler::Compiler;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,8 +86,8 @@ pub struct CompiledPipeline {
     prepared: Prepared,
 }
 
-/// A component (by SHA-256), the stack limit of its engine, and its world.
-type CompileKey = (String, u64, PipelineKind);
+/// A version's component file and the stack limit of its engine.
+type CompileKey = (PathBuf, u64);
 
 /// The wasm sandbox of the host: one engine per stack limit, the compiled
 /// pipelines, and the thread that advances their epochs.
@@ -89,8 +95,13 @@ pub struct Sandbox {
     engines: Mutex<HashMap<u64, Arc<EngineSet>>>,
     /// One cell per component and stack size: concurrent loads compile once.
     compiled: Mutex<HashMap<CompileKey, Arc<tokio::sync::OnceCell<Arc<CompiledPipeline>>>>>,
-    /// Compiled artifacts on disk, so a restart does not recompile.
-    cache_dir: Option<PathBuf>,
+    /// Components that did not compile, with the reason: not tried per file again.
+    failed: Mutex<HashMap<CompileKey, String>>,
+    /// Compiled artifacts on disk, so neither ingestions nor a restart recompile.
+    cache: Option<Arc<ArtifactCache>>,
+    compiler: Compiler,
+    /// The largest component file loaded (`pipelines.max_upload_bytes`).
+    max_component_bytes: u64,
     ticker: Arc<Ticker>,
 }
 
@@ -100,8 +111,23 @@ struct Ticker {
     stop: AtomicBool,
 }
 
+/// Why a load failed, and whether trying again could help.
+struct LoadFailure {
+    error: anyhow::Error,
+    /// The compiler refused the component: the same bytes fail again.
+    lasting: bool,
+}
+
+impl From<anyhow::Error> for LoadFailure {
+    fn from(error: anyhow::Error) -> Self {
+        LoadFailure { error, lasting: false }
+    }
+}
+
 impl Sandbox {
-    pub fn new(cache_dir: Option<&Path>) -> Self {
+    /// A sandbox compiling with `config`'s compiler and limits, its
+    /// artifacts kept in `cache_dir` (none: compiled again by each process).
+    pub fn new(cache_dir: Option<&Path>, config: &PipelinesConfig) -> anyhow::Result<Self> {
         let ticker = Arc::new(Ticker { engines: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
         let thread_ticker = ticker.clone();
         std::thread::Builder::new()
@@ -115,12 +141,15 @@ impl Sandbox {
                 }
             })
             .expect("spawn the epoch ticker");
-        Sandbox {
+        Ok(Sandbox {
             engines: Mutex::new(HashMap::new()),
             compiled: Mutex::new(HashMap::new()),
-            cache_dir: cache_dir.map(Path::to_path_buf),
+            failed: Mutex::new(HashMap::new()),
+            cache: cache_dir.map(ArtifactCache::open).transpose()?.map(Arc::new),
+            compiler: Compiler::new(config)?,
+            max_component_bytes: config.max_upload_bytes.bytes(),
             ticker,
-        }
+        })
     }
 
     fn engine_set(&self, stack_bytes: u64) -> anyhow::Result<Arc<EngineSet>> {
@@ -134,32 +163,50 @@ impl Sandbox {
         Ok(set)
     }
 
-    /// Compiles `bytes` and checks that they implement the world of `kind`:
-    /// every import is one we provide and the export has the right type.
-    pub fn check(&self, kind: PipelineKind, bytes: &[u8]) -> anyhow::Result<()> {
-        let set = self.engine_set(512 * 1024)?;
-        let component = Component::new(&set.engine, bytes).map_err(anyhow::Error::from).context("not a valid WebAssembly component")?;
-        prepare(&set, kind, &component).map(drop)
+    /// Compiles `component` in a child process under the compile limits,
+    /// checks that it implements the world of `kind` (every import one we
+    /// provide, the export of the right type) and keeps the artifact in the
+    /// cache, so the ingestions that follow do not compile it again. What
+    /// `mysimbdp pipeline upload` does before it stores a version.
+    pub fn precompile(&self, kind: PipelineKind, stack_bytes: u64, component: &[u8]) -> anyhow::Result<()> {
+        let set = self.engine_set(stack_bytes)?;
+        let artifact = self.compiler.compile(kind, stack_bytes, component)?;
+        if let Some(cache) = &self.cache {
+            cache.put(&ArtifactCache::name(&set.engine, &sha256_hex(component), stack_bytes), &artifact)?;
+        }
+        Ok(())
     }
 
     /// The compiled form of `version` for `stack_bytes`, from memory, the
-    /// disk cache, or compiled now.
+    /// disk cache, or compiled now (in a child process). A component that
+    /// did not compile is not compiled again by this process.
     pub async fn load(&self, version: &PipelineVersion, stack_bytes: u64) -> anyhow::Result<Arc<CompiledPipeline>> {
-        let key = (version.sha256.clone(), stack_bytes, version.kind);
-        let cell = self.compiled.lock().expect("cache poisoned").entry(key).or_default().clone();
-        let compiled = cell.get_or_try_init(|| self.compile(version, stack_bytes)).await?;
-        Ok(compiled.clone())
+        let key = (version.path.clone(), stack_bytes);
+        if let Some(reason) = self.failed.lock().expect("failures poisoned").get(&key) {
+            anyhow::bail!("{reason} (it did not compile before: not tried again until a new version is uploaded or the host restarts)");
+        }
+        let cell = self.compiled.lock().expect("cache poisoned").entry(key.clone()).or_default().clone();
+        match cell.get_or_try_init(|| self.compile(version, stack_bytes)).await {
+            Ok(compiled) => Ok(compiled.clone()),
+            Err(LoadFailure { error, lasting }) => {
+                if lasting {
+                    self.failed.lock().expect("failures poisoned").insert(key, format!("{error:#}"));
+                }
+                Err(error)
+            }
+        }
     }
 
-    async fn compile(&self, version: &PipelineVersion, stack_bytes: u64) -> anyhow::Result<Arc<CompiledPipeline>> {
+    async fn compile(&self, version: &PipelineVersion, stack_bytes: u64) -> Result<Arc<CompiledPipeline>, LoadFailure> {
         let set = self.engine_set(stack_bytes)?;
-        let cache_file = self.cache_dir.as_ref().map(|dir| dir.join(format!("{}-{stack_bytes}.cwasm", version.sha256)));
-        let path = version.path.clone();
-        let engine = set.engine.clone();
-        let component = tokio::task::spawn_blocking(move || cache::compile_cached(&engine, &path, cache_file.as_deref()))
-            .await
-            .context("compiler thread")??;
-        let prepared = prepare(&set, version.kind, &component)?;
+        let (cache, compiler, limit) = (self.cache.clone(), self.compiler.clone(), self.max_component_bytes);
+        let (engine, blocking_version) = (set.engine.clone(), version.clone());
+        let component = tokio::task::spawn_blocking(move || {
+            compile_or_reuse(&engine, cache.as_deref(), &compiler, &blocking_version, stack_bytes, limit)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("compiler thread: {e}"))??;
+        let prepared = prepare(&set, version.kind, &component).map_err(|error| LoadFailure { error, lasting: true })?;
         Ok(Arc::new(CompiledPipeline { version: version.clone(), engine: set.engine.clone(), prepared }))
     }
 
@@ -245,4 +292,67 @@ fn imports_message(world: &str) -> String {
 
 fn exports_message(world: &str, export: &str) -> String {
     format!("the component does not implement {world}: it must export `{export}` as declared in wit/pipeline.wit")
+}
+
+/// The component of `version` as this host compiled it: its bytes read
+/// (at most `limit`) and hashed here, the cached artifact of that hash
+/// loaded if its MAC holds, else compiled in a child process and cached.
+fn compile_or_reuse(
+    engine: &Engine,
+    cache: Option<&ArtifactCache>,
+    compiler: &Compiler,
+    version: &PipelineVersion,
+    stack_bytes: u64,
+    limit: u64,
+) -> Result<Component, LoadFailure> {
+    let path = &version.path;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(limit + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read pipeline {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        let error = anyhow::anyhow!("{} is larger than pipelines.max_upload_bytes ({})", path.display(), ByteSize(limit));
+        return Err(LoadFailure { error, lasting: true });
+    }
+    // The record's hash is a claim; the cache is keyed by the bytes' own.
+    let sha256 = sha256_hex(&bytes);
+    if sha256 != version.sha256 {
+        tracing::warn!(
+            file = %path.display(),
+            recorded = %version.sha256,
+            actual = %sha256,
+            "The pipeline record's sha256 does not match its component; the component's own hash is used."
+        );
+    }
+    let name = ArtifactCache::name(engine, &sha256, stack_bytes);
+    if let Some(cache) = cache {
+        match cache.get(&name) {
+            // SAFETY: the artifact carries a MAC made with this host's own
+            // secret over its name and bytes, so it is an artifact this host
+            // serialized for these very component bytes and engine settings.
+            Ok(artifact) => match unsafe { Component::deserialize(engine, &artifact) } {
+                Ok(component) => return Ok(component),
+                Err(error) => tracing::warn!(%name, %error, "Compiled pipeline not reusable; compiling again."),
+            },
+            Err(cache::Refused::Tampered) => {
+                tracing::warn!(%name, "Compiled pipeline refused: its MAC does not hold (changed or truncated); compiling again.")
+            }
+            Err(cache::Refused::Missing) => {}
+        }
+    }
+    tracing::info!(file = %path.display(), "Compiling the pipeline in a child process.");
+    let artifact = compiler
+        .compile(version.kind, stack_bytes, &bytes)
+        .map_err(|error| LoadFailure { error: error.context(format!("cannot compile {}", path.display())), lasting: true })?;
+    if let Some(cache) = cache
+        && let Err(error) = cache.put(&name, &artifact)
+    {
+        tracing::warn!(%name, error = format!("{error:#}"), "Cannot cache the compiled pipeline.");
+    }
+    // SAFETY: the artifact was serialized just now by our own compiler
+    // child from these bytes, with this engine's settings.
+    unsafe { Component::deserialize(engine, &artifact) }
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot load the compiled {}", path.display()))
+        .map_err(LoadFailure::from)
 }

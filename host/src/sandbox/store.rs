@@ -88,9 +88,10 @@ where
     let stderr = state.flush_output();
     let effects = state.effects();
     let result = match outcome {
-        Err(_elapsed) => Err(Failure::new(
-            FailureKind::Deadline,
-            format!("the invocation ran past its deadline of {} ms while waiting in a host call", limits.deadline_ms),
+        Err(_elapsed) => Err(classify::past_deadline(
+            deadline,
+            effects,
+            &format!("the invocation ran past its deadline of {} ms while waiting in a host call", limits.deadline_ms),
         )),
         Ok(Err(error)) => Err(classify::classify(&error, effects, &stderr)),
         Ok(Ok(Err(guest_error))) => Err(classify::from_guest_error(guest_error, effects)),

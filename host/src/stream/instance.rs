@@ -6,7 +6,10 @@
 //!
 //! A message the guest rejects goes to the dead-letter topic with its reason.
 //! When a batch traps the guest, the host halves it until the message that
-//! traps alone is found, dead-letters that one and ingests the rest.
+//! traps alone is found, dead-letters that one and ingests the rest. A sink
+//! error (a store down, overloaded or slower than the deadline) is never a
+//! reason to dead-letter: the whole batch is retried with backoff, with
+//! fetching paused so the member stays in its group however long it takes.
 
 use super::StreamStats;
 use crate::backends::{Consumer, InRecord};
@@ -96,6 +99,11 @@ impl Instance {
                     self.stats.idle_poll();
                     continue;
                 }
+                // However long the batch takes (a slow store, backoff,
+                // bisection), the member stays in its group.
+                if let Err(error) = active.pause().await {
+                    self.event(&log, "warn", &format!("cannot pause fetching while the batch is handled: {error}"));
+                }
             }
             loaded = match self.load(loaded.take()).await {
                 Ok(loaded) => Some(loaded),
@@ -115,6 +123,9 @@ impl Instance {
                     }
                     pending.clear();
                     retry = RETRY.first;
+                    if let Err(error) = active.resume().await {
+                        self.event(&log, "warn", &format!("cannot resume fetching: {error}"));
+                    }
                 }
                 Err(failure) => {
                     // Not committed: the same batch is retried here, or

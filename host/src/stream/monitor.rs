@@ -76,7 +76,7 @@ async fn raise(manager: &StreamManager, alert: &Alert) {
         value: serde_json::to_vec(alert).expect("serializable"),
         headers: Vec::new(),
     };
-    if let Err(error) = manager.services().messaging.publish(ALERTS_TOPIC, vec![record]).await {
+    if let Err(error) = manager.services().messaging.publish(ALERTS_TOPIC, &[record]).await {
         tracing::error!(%error, "Cannot publish an alert on {ALERTS_TOPIC}.");
     }
 }

@@ -460,3 +460,23 @@ impl WritesResumed<'_> {
         }));
     }
 }
+
+/// A file the host found mid-way at start (after a stop or a crash), and
+/// what it did with it: `resumed` (ingested again from its claim),
+/// `forgotten` (never left staging), `finished` (its outcome was recorded,
+/// the move was not). In the tenant's batch log.
+pub struct IngestionRecovered<'a> {
+    pub tenant: &'a TenantId,
+    pub file: &'a str,
+    pub how: &'a str,
+}
+
+impl IngestionRecovered<'_> {
+    pub fn emit(&self, batch_log: &LogSink) {
+        tracing::info!(tenant = %self.tenant, file = self.file, how = self.how, "A file interrupted by a stop was recovered.");
+        batch_log.write(&serde_json::json!({
+            "type": "event", "level": "info", "message": "interrupted file recovered", "tenant": self.tenant, "file": self.file,
+            "how": self.how,
+        }));
+    }
+}
