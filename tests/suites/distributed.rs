@@ -9,7 +9,7 @@ use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{
     Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with, read_log,
-    repo_root, unique_tenant,
+    repo_root, start_stream, unique_tenant,
 };
 use std::time::Duration;
 
@@ -205,7 +205,7 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
     // Then a whole host, killed with SIGKILL mid-stream, and restarted.
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     eventually("the host to accept a stream start", Duration::from_secs(60), || async {
-        start_stream(test.port, &tenant).await.then_some(())
+        start_stream(&test.api(), &tenant).await.then_some(())
     })
     .await;
     eventually("more documents", Duration::from_secs(60), || async { (count().await > after_stop).then_some(()) }).await;
@@ -216,7 +216,7 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
 
     let mut host = test.command(HOST).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().unwrap();
     eventually("the restarted host to accept a stream start", Duration::from_secs(60), || async {
-        start_stream(test.port, &tenant).await.then_some(())
+        start_stream(&test.api(), &tenant).await.then_some(())
     })
     .await;
     eventually("all documents", Duration::from_secs(120), || async { (count().await >= total as u64).then_some(()) }).await;
@@ -232,16 +232,6 @@ async fn stopping_or_killing_mid_stream_loses_and_duplicates_nothing() {
         .sum::<u64>();
     assert!(batches >= total as u64, "{batches} messages processed for {total} produced");
     search.delete(&format!("{tenant}-*")).await;
-}
-
-/// Asks the host on `port` to run one instance of the tenant's stream.
-async fn start_stream(port: u16, tenant: &str) -> bool {
-    let answer = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/api/stream/start"))
-        .json(&serde_json::json!({ "tenant": tenant, "instances": 1 }))
-        .send()
-        .await;
-    answer.is_ok_and(|a| a.status().is_success())
 }
 
 /// A guest writing to names outside its namespace is denied against the real
