@@ -104,7 +104,7 @@ pub fn store(tenant: &Tenant, kind: PipelineKind, name: &Name, component: &[u8])
     write_synced(&record_temporary, &serde_json::to_vec_pretty(&record)?)?;
     std::fs::rename(&record_temporary, path.with_extension("json"))
         .with_context(|| format!("cannot move {} into place", path.with_extension("json").display()))?;
-    std::fs::File::open(&dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
+    crate::framed::sync_dir(&path).with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok(record)
 }
 

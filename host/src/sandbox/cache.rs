@@ -92,7 +92,7 @@ impl ArtifactCache {
             file.write_all(artifact)?;
             file.sync_all()?;
             std::fs::rename(&temporary, &path)?;
-            std::fs::File::open(&self.dir)?.sync_all()
+            crate::framed::sync_dir(&path)
         })();
         if written.is_err() {
             let _ = std::fs::remove_file(&temporary);
