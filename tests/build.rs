@@ -51,8 +51,11 @@ fn main() {
     let mut constants = String::new();
     let mut fixtures = Vec::new();
     for (name, is_fixture) in &guests {
-        let file = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
+        let mut file = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
         assert!(file.exists(), "cargo built {name} but {} is missing", file.display());
+        if name == "many-memories" {
+            file = with_extra_memories(&file, EXTRA_MEMORIES);
+        }
         let constant = name.replace('-', "_").to_uppercase();
         constants.push_str(&format!("pub const {constant}: &str = {:?};\n", file.display().to_string()));
         if *is_fixture {
@@ -62,6 +65,43 @@ fn main() {
     constants.push_str(&format!("/// Every test fixture, to check each one has a test.\npub const FIXTURES: &[&str] = &{fixtures:?};\n"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("artifacts.rs");
     std::fs::write(out, constants).expect("write artifacts.rs");
+}
+
+/// Extra core instances of the `many-memories` fixture, each with a memory
+/// of 640 pages (40 MiB), touched page by page by its start function: with
+/// the component's own memory 7, below the host's cap of 8 memories per
+/// invocation, so only the shared byte budget stops them.
+const EXTRA_MEMORIES: usize = 6;
+
+/// The component at `file` with `count` core instances added, each of a
+/// module with its own 40 MiB memory that its start function touches page by
+/// page (in the component text format: printed, extended, parsed again).
+/// Written beside it as `<name>-extended.wasm`.
+fn with_extra_memories(file: &Path, count: usize) -> PathBuf {
+    let bytes = std::fs::read(file).expect("read the built component");
+    let text = wasmprinter::print_bytes(&bytes).expect("print the component");
+    let end = text.trim_end().strip_suffix(')').expect("a component's text ends with `)`");
+    let mut extended = end.to_string();
+    extended.push_str(
+        r#"
+  (core module $mysimbdp_extra_memory
+    (memory 640)
+    (func $touch (local $at i32)
+      (loop $page
+        (i32.store8 (local.get $at) (i32.const 1))
+        (local.set $at (i32.add (local.get $at) (i32.const 65536)))
+        (br_if $page (i32.lt_u (local.get $at) (i32.const 41943040)))))
+    (start $touch))
+"#,
+    );
+    for n in 0..count {
+        extended.push_str(&format!("  (core instance $mysimbdp_extra_{n} (instantiate $mysimbdp_extra_memory))\n"));
+    }
+    extended.push_str(")\n");
+    let binary = wat::parse_str(&extended).expect("parse the extended component");
+    let out = file.with_file_name(format!("{}-extended.wasm", file.file_stem().unwrap().to_string_lossy()));
+    std::fs::write(&out, binary).expect("write the extended component");
+    out
 }
 
 fn package_name(manifest_text: &str, manifest: &Path) -> String {

@@ -24,6 +24,7 @@ pub fn batch_store_data(platform: &Platform, tenant: &Arc<Tenant>, spec: &BatchP
         parameters: tenant.profile.parameters_for(&spec.parameters),
         services: platform.services().clone(),
         log: platform.logs().tenant(tenant, PipelineKind::Batch),
+        guest_log: platform.logs().tenant_guest(tenant, PipelineKind::Batch),
     });
     let limits = tenant.profile.sandbox.with(&spec.sandbox);
     StoreData::new(HostState::new(scope), limits.memory_bytes.bytes())

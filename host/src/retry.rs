@@ -28,9 +28,44 @@ impl Backoff {
     }
 }
 
+/// What a stream instance does after a batch failed in a way that is
+/// retried (the batch is never committed meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRetried {
+    /// Try again after the next wait of the backoff.
+    Retry,
+    /// The guest said `unavailable` more than `retries` times in a row:
+    /// alert (once, when it starts) and wait the longest wait between tries.
+    Stalled { alert: bool },
+}
+
+/// The decision after the `in_a_row`-th consecutive `unavailable` of the
+/// same batch (0 for a failure of the platform's stores, which is retried
+/// with backoff for as long as it lasts).
+pub fn after_retried(in_a_row: u32, retries: u32) -> AfterRetried {
+    if in_a_row <= retries { AfterRetried::Retry } else { AfterRetried::Stalled { alert: in_a_row == retries + 1 } }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_unavailable_again_and_again_stalls_the_stream_and_alerts_once() {
+        let cases = [
+            // (unavailable in a row, retries allowed, decision)
+            (0, 3, AfterRetried::Retry),
+            (1, 3, AfterRetried::Retry),
+            (3, 3, AfterRetried::Retry),
+            (4, 3, AfterRetried::Stalled { alert: true }),
+            (5, 3, AfterRetried::Stalled { alert: false }),
+            (100, 3, AfterRetried::Stalled { alert: false }),
+            (1, 0, AfterRetried::Stalled { alert: true }),
+        ];
+        for (in_a_row, retries, decision) in cases {
+            assert_eq!(after_retried(in_a_row, retries), decision, "{in_a_row} in a row, {retries} retries");
+        }
+    }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 

@@ -157,7 +157,7 @@ async fn a_guest_cannot_leave_its_namespace() {
             .all(|i| !i.contains("escape") && (i.starts_with("sensors-") || i.starts_with("retail-") || i.starts_with("sandbox-"))),
         "{indices:?}"
     );
-    let denials = read_log(&test.tenant_dir("sandbox").join("logs/batch.log"))
+    let denials = read_log(&test.tenant_dir("sandbox").join("logs/batch-guest.log"))
         .into_iter()
         .filter(|l| l["type"] == "event" && l["message"].as_str().is_some_and(|m| m.contains("denied")))
         .count();
@@ -187,7 +187,7 @@ async fn document_records_work_without_the_sdk_and_bad_packing_is_refused() {
     for (id, _) in &ids[1..] {
         assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "content id {id}");
     }
-    let said: Vec<String> = read_log(&test.tenant_dir("sandbox").join("logs/batch.log"))
+    let said: Vec<String> = read_log(&test.tenant_dir("sandbox").join("logs/batch-guest.log"))
         .into_iter()
         .filter(|l| l["type"] == "guest-log")
         .map(|l| l["message"].as_str().unwrap_or_default().to_string())

@@ -1,4 +1,5 @@
-//! SIGKILL of the real host process at 20 random points, restarting it each
+//! SIGKILL of the real host process at 20 points (random ones, and for the
+//! batch some as soon as a file is being ingested), restarting it each
 //! time, on the embedded default and on the real Kafka and OpenSearch:
 //! - during batch ingestion of 40 files (each with some invalid rows) under
 //!   `max_files_per_run: 5`: every file ends done exactly once and nothing
@@ -121,6 +122,20 @@ fn orders_with_invalid(first: usize, rows: usize, every: usize) -> (String, usiz
     (text, invalid)
 }
 
+/// Returns once some file's latest manifest state is claimed or ingesting
+/// while it is in `work/` (what a restart resumes), or after 60 s when every
+/// file is done already.
+async fn until_a_file_is_ingesting(manifest: &std::path::Path, work: &std::path::Path) {
+    use mysimbdp::batch::manifest::{FileState, read_latest};
+    for _ in 0..30_000 {
+        let latest = read_latest(manifest).unwrap_or_default();
+        if latest.values().any(|e| matches!(e.state, FileState::Claimed | FileState::Ingesting) && e.work_path(work).exists()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 async fn batch_survives_kills(backends: Backends) {
     let tenant = unique_tenant("retail");
     let mut points =
@@ -141,11 +156,17 @@ async fn batch_survives_kills(backends: Backends) {
         invalid += bad;
     }
 
+    let manifest = test.dir.path().join("var/manifests").join(format!("{tenant}.jsonl"));
+    let work = test.tenant_dir(&tenant).join("work");
     for kill_number in 0..KILLS {
         let host = spawn(&test);
         if kill_number % 4 == 3 {
             // Now and then during the start, while it recovers from the last kill.
             tokio::time::sleep(points.next_ms(0, 1000)).await;
+        } else if kill_number % 4 == 1 {
+            // Now and then as soon as a file is claimed into work/, so that
+            // some kills surely cut an ingestion off, whatever the seed.
+            until_a_file_is_ingesting(&manifest, &work).await;
         } else {
             eventually("the host to answer", Duration::from_secs(60), || async { answers(&test).await.then_some(()) }).await;
             tokio::time::sleep(points.next_ms(0, 2000)).await;
@@ -153,7 +174,6 @@ async fn batch_survives_kills(backends: Backends) {
         kill(host);
     }
     let host = spawn(&test);
-    let manifest = test.dir.path().join("var/manifests").join(format!("{tenant}.jsonl"));
     eventually("every file to be done after the kills", Duration::from_secs(600), || {
         let done = mysimbdp::batch::manifest::read_latest(&manifest)
             .map(|latest| latest.values().filter(|e| e.state == mysimbdp::batch::manifest::FileState::Done).count())

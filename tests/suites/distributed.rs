@@ -251,7 +251,7 @@ async fn a_guest_cannot_reach_another_tenants_index_or_topic() {
     std::fs::write(&staged, "x\n").unwrap();
     let record = platform.ingest_path(&attacker, None, &staged, None).await.unwrap();
     assert_eq!(record.outcome, Outcome::Ok, "every attempt denied: {:?}", record.reason);
-    let denials = read_log(&test.tenant_dir(&attacker).join("logs/batch.log"))
+    let denials = read_log(&test.tenant_dir(&attacker).join("logs/batch-guest.log"))
         .into_iter()
         .filter(|l| l["type"] == "event" && l["message"].as_str().is_some_and(|m| m.contains("denied")))
         .count();

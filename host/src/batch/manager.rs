@@ -23,13 +23,30 @@ use crate::invocation::Invoker;
 use crate::opened_file::{FileIdentity, OpenedFile};
 use crate::telemetry::logs::Logs;
 use chrono::Utc;
+use futures::FutureExt;
 use notify::Watcher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+
+/// A worker's share of its tenant's and the host's running counts and of the
+/// host's capacity, given back when the worker ends, however it ends (a
+/// panic too): a tenant's slot is never lost.
+struct Working {
+    counts: Vec<Arc<AtomicUsize>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        for count in &self.counts {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
 
 /// How long shutdown waits for running ingestions.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -57,7 +74,7 @@ pub(super) struct Inner {
     pub(super) queues: Mutex<HashMap<TenantId, VecDeque<Job>>>,
     capacity: Arc<Semaphore>,
     pub(super) wake: Notify,
-    running_total: AtomicUsize,
+    running_total: Arc<AtomicUsize>,
     pub(super) scan_lock: tokio::sync::Mutex<()>,
 }
 
@@ -67,7 +84,7 @@ pub(super) struct TenantState {
     pub(super) manifest: Manifest,
     /// (pipeline, checksum) of files done.
     pub(super) done: Mutex<HashSet<(String, String)>>,
-    pub(super) running: AtomicUsize,
+    pub(super) running: Arc<AtomicUsize>,
     /// When a worker last took one of its files; aging counts from here.
     pub(super) last_served: Mutex<Option<Instant>>,
     /// Next tick of each cron-scheduled pipeline.
@@ -110,7 +127,7 @@ impl BatchManager {
             tenants: RwLock::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            running_total: AtomicUsize::new(0),
+            running_total: Arc::new(AtomicUsize::new(0)),
             scan_lock: tokio::sync::Mutex::new(()),
             invoker,
             store_dir,
@@ -166,7 +183,7 @@ impl BatchManager {
                 tenant: Mutex::new(tenant.clone()),
                 manifest,
                 done: Mutex::new(manifest::done_checksums(&entries)),
-                running: AtomicUsize::new(0),
+                running: Arc::new(AtomicUsize::new(0)),
                 last_served: Mutex::new(None),
                 cron_next: Mutex::new(HashMap::new()),
                 stop: Mutex::new(None),
@@ -291,12 +308,17 @@ impl Inner {
                     break;
                 };
                 self.running_total.fetch_add(1, Ordering::AcqRel);
+                let working = Working { counts: vec![self.state(&tenant).running.clone(), self.running_total.clone()], _permit: permit };
                 let inner = self.clone();
                 tokio::spawn(async move {
-                    inner.work(&tenant, job).await;
-                    inner.state(&tenant).running.fetch_sub(1, Ordering::AcqRel);
-                    inner.running_total.fetch_sub(1, Ordering::AcqRel);
-                    drop(permit);
+                    let file = job.entry.file.clone();
+                    let worked = std::panic::AssertUnwindSafe(inner.work(&tenant, job)).catch_unwind().await;
+                    if let Err(panic) = worked {
+                        let message =
+                            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+                        tracing::error!(tenant = %tenant, %file, panic = message.unwrap_or_default(), "A batch worker panicked; its slot is free again and the file is resumed at the next start.");
+                    }
+                    drop(working);
                     inner.publish_load();
                     inner.wake.notify_one();
                 });
@@ -315,6 +337,32 @@ impl Inner {
         for (id, state) in self.states() {
             let queued = queues.get(&id).map_or(0, VecDeque::len);
             crate::telemetry::events::BatchLoad { tenant: &id, queued, running: state.running.load(Ordering::Acquire) }.emit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_worker_gives_its_slot_back() {
+        let (running, total) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let capacity = Arc::new(Semaphore::new(1));
+        let cases = [("ends", false), ("panics", true)];
+        for (how, panics) in cases {
+            running.fetch_add(1, Ordering::AcqRel);
+            total.fetch_add(1, Ordering::AcqRel);
+            let working = Working { counts: vec![running.clone(), total.clone()], _permit: capacity.clone().try_acquire_owned().unwrap() };
+            assert_eq!(capacity.available_permits(), 0);
+            let worker = tokio::spawn(async move {
+                let _working = working;
+                tokio::task::yield_now().await;
+                assert!(!panics, "the worker panics");
+            });
+            assert_eq!(worker.await.is_err(), panics, "{how}");
+            assert_eq!((running.load(Ordering::Acquire), total.load(Ordering::Acquire)), (0, 0), "the worker that {how} is not counted");
+            assert_eq!(capacity.available_permits(), 1, "the worker that {how} gave its permit back");
         }
     }
 }

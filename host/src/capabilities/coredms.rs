@@ -56,6 +56,14 @@ impl HostState {
         }
         let scope = self.scope.clone();
         let services = &scope.services;
+        match self.waiting("coredms.bulk-index", services.admit_collection(&scope.tenant, &index)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(exceeded)) => return Err(self.quota_exceeded(exceeded)),
+            Err(error) => {
+                self.effects.sink_error.get_or_insert(error.to_string());
+                return Err(GuestError::Unavailable(error.to_string()));
+            }
+        }
         let mappings = scope.tenant.profile.collections.iter().find(|(name, _)| name.as_str() == collection);
         let mappings = mappings.and_then(|(_, spec)| spec.mappings.as_ref());
         let written = self

@@ -8,6 +8,10 @@ use super::bindings::{DeadRecord, GuestError};
 use super::{HostState, Scope};
 use crate::backends::{Doc, Header, InRecord, MessageBus, OutRecord, SinkError};
 use crate::config::TenantId;
+use crate::failure::capped;
+
+/// Longest header value of a dead letter, marker included.
+pub const MAX_HEADER_BYTES: usize = 1024;
 
 /// Header names, stable for operators' tools.
 pub mod header {
@@ -35,12 +39,10 @@ impl DeadLetter {
     /// `error_kind` (`rejected`, `document-refused`, a failure kind), with
     /// the tenant, the pipeline and its version in the headers.
     pub fn refused(scope: &Scope, payload: Vec<u8>, error_kind: &str, reason: &str) -> DeadLetter {
-        let letter = DeadLetter {
-            key: None,
-            payload,
-            headers: vec![(header::ERROR_KIND.into(), error_kind.as_bytes().to_vec()), (header::REASON.into(), reason.as_bytes().to_vec())],
-        };
+        let letter = DeadLetter { key: None, payload, headers: Vec::new() };
         letter
+            .header(header::ERROR_KIND, error_kind)
+            .header(header::REASON, reason)
             .header(header::TENANT, &scope.tenant.id)
             .header(header::PIPELINE, &scope.pipeline)
             .header(header::PIPELINE_VERSION, scope.version)
@@ -74,8 +76,12 @@ impl DeadLetter {
         letter
     }
 
+    /// Adds a header, its value cut to [`MAX_HEADER_BYTES`]: a reason or an
+    /// origin the guest wrote must not make the letter too large to publish
+    /// (a refused publish is retried, forever).
     fn header(mut self, name: &str, value: impl ToString) -> Self {
-        self.headers.push((name.into(), value.to_string().into_bytes()));
+        let value = value.to_string();
+        self.headers.push((name.into(), capped(&value, MAX_HEADER_BYTES).into_owned().into_bytes()));
         self
     }
 }
@@ -123,6 +129,17 @@ impl HostState {
     /// Publishes dead letters; a failure is a sink error of the invocation.
     pub(crate) async fn send_dead_letters(&mut self, letters: Vec<DeadLetter>) -> Result<(), GuestError> {
         let count = letters.len() as u64;
+        let quota = self.scope.tenant.profile.quotas.dead_letters_per_invocation;
+        if self.effects.dead_lettered.saturating_add(count) > quota {
+            // Failing the invocation (retryably) drops nothing; sending more would flood the topic.
+            let message = format!(
+                "dead letters: {} would exceed the tenant's {quota} per invocation (quotas.dead_letters_per_invocation); the input is retried, nothing is dropped",
+                self.effects.dead_lettered.saturating_add(count)
+            );
+            let _ = self.quota_exceeded(super::quotas::Exceeded { quota: "dead_letters_per_invocation", message: message.clone() });
+            self.effects.sink_error.get_or_insert(message.clone());
+            return Err(GuestError::Unavailable(message));
+        }
         let services = self.scope.services.clone();
         let tenant = self.scope.tenant.id.clone();
         match self.waiting("dead-letter.send", send(services.messaging.as_ref(), &tenant, letters)).await {

@@ -13,14 +13,23 @@ impl metrics::Host for HostState {
             && name.starts_with(|c: char| c.is_ascii_lowercase())
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !valid {
-            self.deny("counter", format!("`{name}` is not a counter name (lowercase letters, digits and `_`)"));
+            self.deny("counter", format!("`{name}` is not a counter name (1 to 64 lowercase letters, digits and `_`)"));
             return Ok(());
         }
         if !self.effects.counters.contains_key(&name) && self.effects.counters.len() >= MAX_COUNTERS {
             self.deny("counter", format!("`{name}` would exceed {MAX_COUNTERS} counters per pipeline"));
             return Ok(());
         }
-        *self.effects.counters.entry(name).or_default() += value;
+        if !self.effects.counters.contains_key(&name) {
+            let scope = self.scope.clone();
+            if let Err(exceeded) = scope.services.admit_series(&scope.tenant, scope.pipeline.as_str(), &name) {
+                self.quota_exceeded(exceeded);
+                return Ok(());
+            }
+        }
+        // Saturates: a guest adding u64::MAX twice must not overflow the host.
+        let counter = self.effects.counters.entry(name).or_default();
+        *counter = counter.saturating_add(value);
         Ok(())
     }
 }

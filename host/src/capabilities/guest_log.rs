@@ -1,29 +1,28 @@
 //! `log`, and the guest's stdout/stderr: both land in the tenant's log,
 //! tagged with the pipeline and its version.
 
-use super::HostState;
 use super::bindings::Level;
 use super::bindings::batch::mysimbdp::pipeline::log;
+use super::{HostState, MAX_DENIALS_LOGGED};
+use crate::failure::capped;
 use crate::telemetry::events;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-/// Lines one invocation may log; the rest are counted, not written.
-const MAX_LOG_LINES: u32 = 10_000;
-/// Longest message kept; longer ones are cut.
-const MAX_MESSAGE_BYTES: usize = 8 * 1024;
+/// Lines one invocation may write to the tenant's log (log calls and the
+/// lines it prints); the rest are counted, not written.
+pub const MAX_LOG_LINES: u32 = 10_000;
+/// Bytes one invocation may write to the tenant's log, in the same budget.
+pub const MAX_LOG_BYTES: u64 = 1024 * 1024;
+/// Longest line kept, marker included; longer ones are cut.
+pub const MAX_LINE_BYTES: usize = 4 * 1024;
 /// Bytes of stdout or stderr kept per invocation.
 const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 
 impl log::Host for HostState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if self.effects.log_lines >= MAX_LOG_LINES {
-            self.effects.log_lines_dropped += 1;
-            return Ok(());
-        }
-        self.effects.log_lines += 1;
         let level = match level {
             Level::Trace => "trace",
             Level::Debug => "debug",
@@ -31,45 +30,60 @@ impl log::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.write_guest_line(level, "guest", truncate(&message, MAX_MESSAGE_BYTES));
+        self.write_guest_line(level, "guest", &message);
         Ok(())
     }
 }
 
 impl HostState {
-    fn write_guest_line(&self, level: &str, source: &str, message: &str) {
-        events::GuestLine { by: self.scope.invocation(), level, source, message }.emit(&self.scope.log);
+    /// Writes one line of the guest, cut to [`MAX_LINE_BYTES`], if the
+    /// invocation's budget of lines and bytes has room; counts it otherwise.
+    fn write_guest_line(&mut self, level: &str, source: &str, message: &str) {
+        let message = capped(message, MAX_LINE_BYTES);
+        let effects = &mut self.effects;
+        if effects.log_lines >= MAX_LOG_LINES || effects.log_bytes + message.len() as u64 > MAX_LOG_BYTES {
+            effects.log_lines_dropped = effects.log_lines_dropped.saturating_add(1);
+            return;
+        }
+        effects.log_lines += 1;
+        effects.log_bytes += message.len() as u64;
+        self.write_host_line(level, source, &message);
+    }
+
+    fn write_host_line(&self, level: &str, source: &str, message: &str) {
+        events::GuestLine { by: self.scope.invocation(), level, source, message }.emit(&self.scope.guest_log);
     }
 
     /// Moves what the guest printed into the tenant's log; returns stderr,
     /// which holds the message of a panic.
     pub(crate) fn flush_output(&mut self) -> String {
-        for (source, capture) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+        for (source, capture) in [("stdout", self.stdout.clone()), ("stderr", self.stderr.clone())] {
             let (text, truncated) = capture.take();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.write_guest_line("info", source, truncate(line, MAX_MESSAGE_BYTES));
+                self.write_guest_line("info", source, line);
             }
             if truncated {
-                self.write_guest_line("warn", source, &format!("output beyond {MAX_OUTPUT_BYTES} bytes was not kept"));
+                self.write_host_line("warn", source, &format!("output beyond {MAX_OUTPUT_BYTES} bytes was not kept"));
             }
         }
         if self.effects.log_lines_dropped > 0 {
             let dropped = self.effects.log_lines_dropped;
-            self.write_guest_line("warn", "host", &format!("{dropped} log lines beyond {MAX_LOG_LINES} were not kept"));
+            self.write_host_line(
+                "warn",
+                "host",
+                &format!("{dropped} log lines beyond the invocation's budget ({MAX_LOG_LINES} lines, {MAX_LOG_BYTES} bytes) were not kept"),
+            );
+        }
+        if self.effects.denied > MAX_DENIALS_LOGGED {
+            let more = self.effects.denied - MAX_DENIALS_LOGGED;
+            self.write_host_line(
+                "warn",
+                "host",
+                &format!("{more} more refused calls beyond the first {MAX_DENIALS_LOGGED} were not logged"),
+            );
         }
         self.stderr.last_text()
     }
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// A capped in-memory stdout/stderr for the guest.

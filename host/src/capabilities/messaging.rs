@@ -24,6 +24,9 @@ impl messaging::Host for HostState {
                 messages.len()
             ))));
         }
+        if let Err(exceeded) = self.scope.services.admit_topic(&self.scope.tenant, &full) {
+            return Ok(Err(self.quota_exceeded(exceeded)));
+        }
         let partitions = self.scope.tenant.profile.stream.as_ref().map_or(1, |s| s.partitions);
         let services = self.scope.services.clone();
         let records: Vec<OutRecord> = messages.into_iter().map(|m| OutRecord { key: m.key, value: m.value, headers: Vec::new() }).collect();

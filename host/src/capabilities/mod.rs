@@ -12,6 +12,7 @@ mod guest_log;
 pub mod input_file;
 mod messaging;
 mod params;
+mod quotas;
 
 use crate::backends::{DocumentStore, MessageBus};
 use crate::config::{Name, PipelineKind, Tenant, TenantId};
@@ -30,11 +31,13 @@ pub struct Services {
     pub messaging: Arc<dyn MessageBus>,
     /// Indices and topics already created, so each is checked once per process.
     ensured: Mutex<HashSet<String>>,
+    /// What each tenant has, for its quotas.
+    usage: quotas::Usage,
 }
 
 impl Services {
     pub fn new(coredms: Arc<dyn DocumentStore>, messaging: Arc<dyn MessageBus>) -> Self {
-        Services { coredms, messaging, ensured: Mutex::new(HashSet::new()) }
+        Services { coredms, messaging, ensured: Mutex::new(HashSet::new()), usage: quotas::Usage::default() }
     }
 
     /// Creates the index once per process, with the profile's mappings.
@@ -70,6 +73,9 @@ pub struct Scope {
     pub services: Arc<Services>,
     /// The tenant's batch or stream log.
     pub log: LogSink,
+    /// The tenant's guest log: what the guest logs and prints, the calls
+    /// refused to it.
+    pub guest_log: LogSink,
 }
 
 impl Scope {
@@ -101,6 +107,11 @@ impl Scope {
     }
 }
 
+/// Longest refusal message (it names what the guest asked for), marker included.
+pub const MAX_DENIAL_BYTES: usize = 512;
+/// Refused calls of one invocation written to the tenant's log; the rest are counted.
+pub const MAX_DENIALS_LOGGED: u32 = 100;
+
 /// What one invocation did, measured by the host.
 #[derive(Debug, Default)]
 pub struct Effects {
@@ -117,13 +128,15 @@ pub struct Effects {
     pub waiting_in: Option<&'static str>,
     /// Time spent waiting for the platform's stores and buses, in all calls.
     pub sink_wait: std::time::Duration,
-    /// Calls refused because they left the tenant's namespace.
-    pub denied: Vec<String>,
+    /// Calls refused because they left the tenant's namespace (the first
+    /// [`MAX_DENIALS_LOGGED`] are logged).
+    pub denied: u32,
     /// Indices written, to be flushed before the invocation counts as done.
     pub indices: BTreeSet<String>,
     /// The guest's own counters.
     pub counters: BTreeMap<String, u64>,
     pub log_lines: u32,
+    pub log_bytes: u64,
     pub log_lines_dropped: u32,
 }
 
@@ -176,10 +189,15 @@ impl HostState {
     }
 
     /// Records and logs a refused call; returns the error for the guest.
+    /// The reason, which names what the guest asked for, is cut to
+    /// [`MAX_DENIAL_BYTES`]; only the first [`MAX_DENIALS_LOGGED`] refusals
+    /// of an invocation are logged, the rest counted.
     pub(crate) fn deny(&mut self, what: &str, reason: String) -> bindings::GuestError {
-        let message = format!("{what} denied: {reason}");
-        events::CallDenied { by: self.scope.invocation(), message: &message }.emit(&self.scope.log);
-        self.effects.denied.push(message.clone());
+        let message = crate::failure::capped(&format!("{what} denied: {reason}"), MAX_DENIAL_BYTES).into_owned();
+        self.effects.denied = self.effects.denied.saturating_add(1);
+        if self.effects.denied <= MAX_DENIALS_LOGGED {
+            events::CallDenied { by: self.scope.invocation(), message: &message }.emit(&self.scope.guest_log);
+        }
         bindings::GuestError::Denied(message)
     }
 }

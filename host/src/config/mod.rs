@@ -18,8 +18,8 @@ pub use platform_config::{
     PlatformConfig, StreamManagerConfig, read_token_file,
 };
 pub use profile::{
-    BatchPipelineSpec, CollectionSpec, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, RESERVED_COLLECTIONS, RESERVED_TOPICS,
-    SandboxLimits, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
+    BatchPipelineSpec, CollectionSpec, FileConstraints, MAX_WASM_STACK_BYTES, OnSuccess, Profile, Quotas, RESERVED_COLLECTIONS,
+    RESERVED_TOPICS, SandboxLimits, SandboxOverrides, Schedule, ServiceAgreement, StreamSpec, StreamThresholds,
 };
 pub use registry::{Registry, RegistryHandle, Tenant, TenantPaths};
 pub use units::ByteSize;

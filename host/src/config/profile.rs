@@ -31,6 +31,46 @@ pub struct Profile {
     /// Parameters every pipeline of the tenant sees (pipelines may override them).
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
+    /// What the tenant's pipelines may create and write over all their
+    /// invocations.
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// A tenant's quotas across invocations: what its pipelines may create and
+/// write in all, not per call. Exceeding one is `quota-exceeded` to the
+/// guest, `mysimbdp_quota_exceeded_total{quota}` and a line in its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quotas {
+    /// Collections the tenant may have (its `metrics` collection aside).
+    pub collections: u32,
+    /// Topics its pipelines may create since the host started (its stream's
+    /// topics and the dead-letter topic aside).
+    pub topics: u32,
+    /// Distinct guest counter series (pipeline and name) exported for the
+    /// tenant since the host started.
+    pub counter_series: u32,
+    /// Size of the guest log (`logs/<kind>-guest.log`) before it is rotated.
+    pub guest_log_bytes: ByteSize,
+    /// Rotated guest logs kept (`<kind>-guest.log.1` ...).
+    pub guest_log_files: u32,
+    /// Dead letters one invocation may send; beyond it the invocation fails
+    /// as a sink error (retried, nothing dropped).
+    pub dead_letters_per_invocation: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            collections: 32,
+            topics: 16,
+            counter_series: 256,
+            guest_log_bytes: ByteSize(16 * ByteSize::MIB),
+            guest_log_files: 3,
+            dead_letters_per_invocation: 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -294,6 +334,7 @@ impl Profile {
             return fail("agreement.priority", format!("is {} but must be between 1 (lowest) and 10", a.priority));
         }
         validate_sandbox(file, "sandbox", &self.sandbox)?;
+        validate_quotas(file, &self.quotas)?;
 
         let mut names = BTreeSet::new();
         for (i, pipeline) in self.batch.iter().enumerate() {
@@ -374,6 +415,29 @@ fn files_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
 }
 
 /// Bounds that keep one tenant from hurting the host.
+fn validate_quotas(file: &Path, quotas: &Quotas) -> Result<(), ConfigError> {
+    let fail = |field: &str, message: String| Err(ConfigError::new(file, format!("quotas.{field}"), message));
+    if !(1..=10_000).contains(&quotas.collections) {
+        return fail("collections", format!("is {} but must be between 1 and 10000", quotas.collections));
+    }
+    if quotas.topics > 10_000 {
+        return fail("topics", format!("is {} but must be at most 10000", quotas.topics));
+    }
+    if quotas.counter_series > 100_000 {
+        return fail("counter_series", format!("is {} but must be at most 100000", quotas.counter_series));
+    }
+    if !(64 * ByteSize::KIB..=64 * ByteSize::GIB).contains(&quotas.guest_log_bytes.0) {
+        return fail("guest_log_bytes", format!("is {} but must be between 64KiB and 64GiB", quotas.guest_log_bytes));
+    }
+    if !(1..=100).contains(&quotas.guest_log_files) {
+        return fail("guest_log_files", format!("is {} but must be between 1 and 100", quotas.guest_log_files));
+    }
+    if quotas.dead_letters_per_invocation == 0 {
+        return fail("dead_letters_per_invocation", "must be above 0".into());
+    }
+    Ok(())
+}
+
 fn validate_sandbox(file: &Path, at: &str, limits: &SandboxLimits) -> Result<(), ConfigError> {
     let fail = |field: &str, message: String| Err(ConfigError::new(file, format!("{at}.{field}"), message));
     if limits.fuel_per_invocation < 1_000_000 {

@@ -58,7 +58,8 @@ impl Invoker {
         handled.fuel += usage.fuel_consumed;
         handled.peak_memory = handled.peak_memory.max(usage.peak_memory_bytes);
         handled.dead_lettered += effects.dead_lettered;
-        events::GuestCounters { tenant: &scope.tenant.id, pipeline: scope.pipeline.as_str(), counters: &effects.counters }.emit();
+        let totals = self.services.add_counters(&scope.tenant.id, scope.pipeline.as_str(), &effects.counters);
+        events::GuestCounters { tenant: &scope.tenant.id, pipeline: scope.pipeline.as_str(), counters: &totals }.emit();
         for index in &effects.indices {
             self.services.coredms.flush(index, false).await.map_err(|e| Failure::new(FailureKind::SinkError, e.to_string()))?;
         }
@@ -75,7 +76,7 @@ impl Invoker {
                 handled.ingested += effects.docs_indexed;
                 self.dead_letter(loaded, letters, handled).await
             }
-            Err(failure) if failure.kind == FailureKind::SinkError => Err(failure),
+            Err(failure) if failure.kind.is_retried() => Err(failure),
             Err(failure) => {
                 events::StreamTrapped { tenant: &scope.tenant.id, pipeline: scope.pipeline.as_str(), failure: failure.kind.as_str() }
                     .emit();

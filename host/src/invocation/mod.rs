@@ -145,6 +145,7 @@ impl Invoker {
             parameters: tenant.profile.parameters_for(parameters),
             services: self.services.clone(),
             log: self.logs.tenant(tenant, kind),
+            guest_log: self.logs.tenant_guest(tenant, kind),
         });
         Ok(Loaded { compiled, scope, limits })
     }

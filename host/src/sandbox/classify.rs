@@ -1,6 +1,7 @@
 //! Which [`Failure`] ended an invocation: by the typed error of the limit it
 //! hit, the trap wasmtime reports, or what a sink said while the guest ran.
 
+use super::limits::{MAX_INSTANCES, MAX_MEMORIES, MAX_TABLES};
 use super::{DeadlineExceeded, MemoryLimitExceeded};
 use crate::capabilities::Effects;
 use crate::capabilities::bindings::GuestError;
@@ -12,6 +13,18 @@ use wasmtime::Trap;
 pub(super) fn classify(error: &wasmtime::Error, effects: &Effects, stderr: &str) -> Failure {
     if let Some(limit) = error.downcast_ref::<MemoryLimitExceeded>() {
         return Failure::new(FailureKind::MemoryLimit, limit.to_string());
+    }
+    // Wasmtime reports a store's instance, memory or table count past the
+    // limiter's caps with this text only (no error type to downcast to).
+    let text = format!("{error:#}");
+    if let Some(at) = text.find("resource limit exceeded: ") {
+        return Failure::new(
+            FailureKind::MemoryLimit,
+            format!(
+                "memory limit exceeded: {}; an invocation may create at most {MAX_INSTANCES} core instances, {MAX_MEMORIES} memories and {MAX_TABLES} tables",
+                &text[at + "resource limit exceeded: ".len()..]
+            ),
+        );
     }
     if let Some(deadline) = error.downcast_ref::<DeadlineExceeded>() {
         return past_deadline(Duration::from_millis(deadline.deadline_ms), effects, &deadline.to_string());
@@ -74,7 +87,7 @@ fn stderr_after<'s>(stderr: &'s str, line: &str) -> &'s str {
 /// Classifies an error the guest returned.
 pub(super) fn from_guest_error(error: GuestError, effects: &Effects) -> Failure {
     let (kind, message) = match error {
-        GuestError::Unavailable(m) => (FailureKind::SinkError, m),
+        GuestError::Unavailable(m) => (FailureKind::Unavailable, format!("unavailable: {m}")),
         GuestError::InvalidInput(m) => (FailureKind::GuestError, format!("invalid input: {m}")),
         GuestError::Denied(m) => (FailureKind::GuestError, format!("denied: {m}")),
         GuestError::QuotaExceeded(m) => (FailureKind::GuestError, format!("quota exceeded: {m}")),

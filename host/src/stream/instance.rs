@@ -14,9 +14,9 @@
 use super::StreamStats;
 use crate::backends::{Consumer, InRecord};
 use crate::config::{PipelineKind, StreamSpec, Tenant};
-use crate::failure::Failure;
+use crate::failure::{Failure, FailureKind, UNAVAILABLE_RETRIES};
 use crate::invocation::{Input, Invoker, Loaded};
-use crate::retry::Backoff;
+use crate::retry::{AfterRetried, Backoff, after_retried};
 use crate::telemetry::events;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +69,9 @@ impl Instance {
         let mut consumer: Option<Box<dyn Consumer>> = None;
         let mut loaded: Option<Current> = None;
         let mut retry = RETRY.first;
+        // The current batch's `unavailable` failures in a row, and whether
+        // that stalled the stream.
+        let (mut unavailable, mut stalled) = (0, false);
         let mut pending: Vec<InRecord> = Vec::new();
         while !*stop.borrow() {
             if consumer.is_none() {
@@ -123,6 +126,10 @@ impl Instance {
                     }
                     pending.clear();
                     retry = RETRY.first;
+                    unavailable = 0;
+                    if std::mem::take(&mut stalled) {
+                        events::StreamStalled { tenant: &self.tenant.id, pipeline: self.spec.name.as_str(), stalled: false }.emit();
+                    }
                     if let Err(error) = active.resume().await {
                         self.event(&log, "warn", &format!("cannot resume fetching: {error}"));
                     }
@@ -130,11 +137,30 @@ impl Instance {
                 Err(failure) => {
                     // Not committed: the same batch is retried here, or
                     // redelivered to another instance after a stop.
-                    self.event(
-                        &log,
-                        "warn",
-                        &format!("batch of {} messages not ingested ({failure}); retrying in {retry:?}", pending.len()),
-                    );
+                    unavailable = if failure.kind == FailureKind::Unavailable { unavailable + 1 } else { 0 };
+                    match after_retried(unavailable, UNAVAILABLE_RETRIES) {
+                        AfterRetried::Retry => self.event(
+                            &log,
+                            "warn",
+                            &format!("batch of {} messages not ingested ({failure}); retrying in {retry:?}", pending.len()),
+                        ),
+                        AfterRetried::Stalled { alert } => {
+                            retry = RETRY.max;
+                            if alert {
+                                stalled = true;
+                                events::StreamStalled { tenant: &self.tenant.id, pipeline: self.spec.name.as_str(), stalled: true }.emit();
+                                self.event(
+                                    &log,
+                                    "error",
+                                    &format!(
+                                        "stream stalled: the pipeline said unavailable {unavailable} times in a row for a batch of {} messages ({failure}); nothing is committed, it is tried every {:?} until it succeeds",
+                                        pending.len(),
+                                        RETRY.max
+                                    ),
+                                );
+                            }
+                        }
+                    }
                     back_off(&mut stop, &mut retry).await;
                 }
             }
@@ -156,7 +182,7 @@ impl Instance {
             .invoker
             .invoke(loaded, Input::Messages(batch))
             .await
-            .map_err(|error| Failure::new(crate::failure::FailureKind::SinkError, format!("{error:#}")))?;
+            .map_err(|error| Failure::new(FailureKind::SinkError, format!("{error:#}")))?;
         if let Some(failure) = invoked.failure {
             return Err(failure);
         }

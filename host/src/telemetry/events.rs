@@ -57,6 +57,32 @@ pub struct Invocation<'a> {
     pub version: u32,
 }
 
+/// A call refused because it would exceed one of the tenant's quotas.
+pub struct QuotaExceeded<'a> {
+    pub by: Invocation<'a>,
+    /// The field under `quotas` in the profile.
+    pub quota: &'a str,
+    pub message: &'a str,
+}
+
+impl QuotaExceeded<'_> {
+    pub fn emit(&self, log: &LogSink) {
+        let by = &self.by;
+        log.write(&serde_json::json!({
+            "type": "event", "level": "warn", "tenant": by.tenant, "pipeline": by.pipeline, "version": by.version,
+            "message": format!("quota exceeded: {}", self.message), "quota": self.quota,
+        }));
+        self.count();
+    }
+
+    /// The metric alone, when the line is not written.
+    pub fn count(&self) {
+        let by = &self.by;
+        metrics::counter!("mysimbdp_quota_exceeded_total", "tenant" => by.tenant.to_string(), "quota" => self.quota.to_string())
+            .increment(1);
+    }
+}
+
 /// A host call refused because it left the tenant's namespace.
 pub struct CallDenied<'a> {
     pub by: Invocation<'a>,
@@ -115,12 +141,14 @@ pub struct GuestCounters<'a> {
 }
 
 impl GuestCounters<'_> {
+    /// `counters` are the totals since the host started (saturated at
+    /// `u64::MAX`), set as they are.
     pub fn emit(&self) {
-        for (name, value) in self.counters {
+        for (name, total) in self.counters {
             metrics::counter!(
                 format!("mysimbdp_guest_{name}_total"), "tenant" => self.tenant.to_string(), "pipeline" => self.pipeline.to_string()
             )
-            .increment(*value);
+            .absolute(*total);
         }
     }
 }
@@ -178,6 +206,22 @@ impl StreamProblem<'_> {
             "type": "event", "level": self.level, "tenant": self.tenant, "pipeline": self.pipeline, "instance": self.instance,
             "message": self.message,
         }));
+    }
+}
+
+/// A stream instance stalled on a batch its pipeline keeps calling
+/// unavailable, or went on after it (`mysimbdp_stream_stalled`, 1 or 0; the
+/// alert `MysimbdpStreamStalled` fires on it).
+pub struct StreamStalled<'a> {
+    pub tenant: &'a TenantId,
+    pub pipeline: &'a str,
+    pub stalled: bool,
+}
+
+impl StreamStalled<'_> {
+    pub fn emit(&self) {
+        metrics::gauge!("mysimbdp_stream_stalled", "tenant" => self.tenant.to_string(), "pipeline" => self.pipeline.to_string())
+            .set(if self.stalled { 1.0 } else { 0.0 });
     }
 }
 
