@@ -64,6 +64,15 @@ async fn beside_the_neighbour(test: &TestPlatform, name: &str, text: &str, n: us
     hostile
 }
 
+/// `times` floods of `mode`, each beside a neighbour's file; each ends `ok`
+/// (the host refused what went beyond its caps, the guest went on).
+async fn floods_succeed(test: &TestPlatform, mode: &str, times: usize) {
+    for n in 0..times {
+        let record = beside_the_neighbour(test, &format!("flood-{mode}-{n}.txt"), &format!("{mode}\n"), n).await;
+        assert_eq!(record.outcome, Outcome::Ok, "flood {mode} {n}: {:?}", record.reason);
+    }
+}
+
 /// `VmRSS` or `VmHWM` of process `pid`, in bytes.
 fn memory_of(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -137,10 +146,7 @@ async fn counter_series_stop_at_the_tenants_quota_and_counters_saturate() {
 async fn collections_stop_at_the_tenants_quota() {
     let test = platform();
     let host = RunningHost::start(&test, HOST).await;
-    for n in 0..2 {
-        let record = beside_the_neighbour(&test, &format!("flood-collections-{n}.txt"), "collections\n", n).await;
-        assert_eq!(record.outcome, Outcome::Ok, "{:?}", record.reason);
-    }
+    floods_succeed(&test, "collections", 2).await;
     drop(host);
     let said: Vec<String> = read_log(&test.tenant_dir("hostile").join("logs/batch-guest.log"))
         .into_iter()
@@ -162,10 +168,7 @@ async fn collections_stop_at_the_tenants_quota() {
 async fn log_floods_stay_within_the_guest_log_quota_and_records_are_kept() {
     let test = platform();
     let _host = RunningHost::start(&test, HOST).await;
-    for n in 0..4 {
-        let record = beside_the_neighbour(&test, &format!("flood-log-{n}.txt"), "log\n", n).await;
-        assert_eq!(record.outcome, Outcome::Ok, "{:?}", record.reason);
-    }
+    floods_succeed(&test, "log", 4).await;
     let logs = test.tenant_dir("hostile").join("logs");
     let mut guest_bytes = 0;
     for entry in std::fs::read_dir(&logs).unwrap().flatten() {

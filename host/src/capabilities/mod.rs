@@ -194,11 +194,21 @@ impl HostState {
     /// of an invocation are logged, the rest counted.
     pub(crate) fn deny(&mut self, what: &str, reason: String) -> bindings::GuestError {
         let message = crate::failure::capped(&format!("{what} denied: {reason}"), MAX_DENIAL_BYTES).into_owned();
-        self.effects.denied = self.effects.denied.saturating_add(1);
-        if self.effects.denied <= MAX_DENIALS_LOGGED {
-            events::CallDenied { by: self.scope.invocation(), message: &message }.emit(&self.scope.guest_log);
+        let logged = self.refusal_is_logged();
+        let event = events::CallDenied { by: self.scope.invocation(), message: &message };
+        if logged {
+            event.emit(&self.scope.guest_log);
+        } else {
+            event.count();
         }
         bindings::GuestError::Denied(message)
+    }
+
+    /// Counts one refused call (a denial or a quota) of this invocation;
+    /// whether it is among the first [`MAX_DENIALS_LOGGED`], which are logged.
+    pub(crate) fn refusal_is_logged(&mut self) -> bool {
+        self.effects.denied = self.effects.denied.saturating_add(1);
+        self.effects.denied <= MAX_DENIALS_LOGGED
     }
 }
 

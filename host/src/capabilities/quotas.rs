@@ -135,9 +135,9 @@ impl HostState {
     /// Written to the guest log, counted with the refused calls (the first
     /// [`super::MAX_DENIALS_LOGGED`] of an invocation are written).
     pub(crate) fn quota_exceeded(&mut self, exceeded: Exceeded) -> GuestError {
-        self.effects.denied = self.effects.denied.saturating_add(1);
+        let logged = self.refusal_is_logged();
         let event = events::QuotaExceeded { by: self.scope.invocation(), quota: exceeded.quota, message: &exceeded.message };
-        if self.effects.denied <= super::MAX_DENIALS_LOGGED {
+        if logged {
             event.emit(&self.scope.guest_log);
         } else {
             event.count();

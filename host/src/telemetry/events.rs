@@ -95,6 +95,12 @@ impl CallDenied<'_> {
         log.write(&serde_json::json!({
             "type": "event", "level": "warn", "tenant": by.tenant, "pipeline": by.pipeline, "version": by.version, "message": self.message,
         }));
+        self.count();
+    }
+
+    /// The metric alone, when the line is not written.
+    pub fn count(&self) {
+        let by = &self.by;
         metrics::counter!(
             "mysimbdp_denied_calls_total",
             "tenant" => by.tenant.to_string(), "pipeline" => by.pipeline.to_string(), "kind" => by.kind.as_str()
