@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of docs/benchmarks.md:
 #
-#   scripts/bench.sh [batch-core|stream|batch-manager|all] [-- extra arguments of the subcommand]
+#   scripts/bench.sh [batch-core|stream|batch-manager|noisy-neighbour|instantiation|all] [-- extra arguments of the subcommand]
 #   scripts/bench.sh instructions   # batch-core's wasm-null and native, counted
 #                                   # in instructions (valgrind), not seconds
 #
@@ -16,9 +16,9 @@ what=${1:-all}
 shift || true
 [ "${1:-}" = "--" ] && shift
 case "$what" in
-    batch-core|stream|batch-manager|all|instructions) ;;
+    batch-core|stream|batch-manager|noisy-neighbour|instantiation|all|instructions) ;;
     -h|--help|help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager, all or instructions)" >&2; exit 2 ;;
+    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager, noisy-neighbour, instantiation, all or instructions)" >&2; exit 2 ;;
 esac
 
 data=bench/data
@@ -41,6 +41,8 @@ data_for() {
             gen "$data/orders-110mb.csv" orders --mb 110 --seed 1 ;;
         instructions)
             gen "$data/orders-5mb.csv" orders --mb 5 --seed 1 ;;
+        noisy-neighbour)
+            gen "$data/orders-20mb.csv" orders --mb 20 --seed 5 ;;
         stream)
             gen "$data/readings-200k.ndjson" readings --rows 200000 --bad-every 0 --seed 1 ;;
         batch-manager)
@@ -55,7 +57,8 @@ data_for() {
 }
 
 echo "[bench] building the guests and the harness (release)" >&2
-scripts/build-guests.sh
+# noisy-neighbour and instantiation run test fixtures too.
+if [ "$what" = noisy-neighbour ] || [ "$what" = instantiation ] || [ "$what" = all ]; then scripts/build-guests.sh --all; else scripts/build-guests.sh; fi
 cargo build --release -p mysimbdp-bench
 
 # instructions VARIANT: the instructions one run of VARIANT executes, counted
@@ -99,7 +102,7 @@ PY
     exit 0
 fi
 
-if [ "$what" = all ]; then benches=(batch-core stream batch-manager); else benches=("$what"); fi
+if [ "$what" = all ]; then benches=(batch-core stream batch-manager noisy-neighbour instantiation); else benches=("$what"); fi
 for bench in "${benches[@]}"; do
     data_for "$bench"
     if [ "$bench" = stream ]; then

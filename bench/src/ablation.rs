@@ -43,6 +43,21 @@ impl EngineSettings {
     }
 }
 
+/// The host's engine settings (`sandbox/mod.rs`) with fuel and epochs as
+/// `settings` say.
+pub fn host_config(settings: EngineSettings, stack_bytes: usize) -> Config {
+    let mut config = Config::new();
+    config.consume_fuel(settings.fuel);
+    config.epoch_interruption(settings.epochs);
+    config.max_wasm_stack(stack_bytes);
+    config.async_stack_size(stack_bytes + HOST_STACK_BYTES);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if std::env::var_os("MYSIMBDP_BENCH_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    config
+}
+
 /// A compiled component under `settings`, with an epoch ticker while it lives.
 pub struct Replica {
     settings: EngineSettings,
@@ -63,16 +78,12 @@ impl Replica {
     }
 
     pub fn new(settings: EngineSettings, wasm: &Path, stack_bytes: usize) -> anyhow::Result<Replica> {
-        let mut config = Config::new();
-        config.consume_fuel(settings.fuel);
-        config.epoch_interruption(settings.epochs);
-        config.max_wasm_stack(stack_bytes);
-        config.async_stack_size(stack_bytes + HOST_STACK_BYTES);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        if std::env::var_os("MYSIMBDP_BENCH_PERFMAP").is_some() {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&config)?;
+        Replica::with_config(settings, &host_config(settings, stack_bytes), wasm)
+    }
+
+    /// A replica on an engine of `config` (from [`host_config`], changed).
+    pub fn with_config(settings: EngineSettings, config: &Config, wasm: &Path) -> anyhow::Result<Replica> {
+        let engine = Engine::new(config)?;
         let linker = mysimbdp::experiment::linker(&engine, PipelineKind::Batch)?;
         let component = Component::from_file(&engine, wasm)?;
         let pre = BatchPipelinePre::new(linker.instantiate_pre(&component)?)?;
@@ -89,20 +100,12 @@ impl Replica {
         Ok(Replica { settings, engine, pre, ticking })
     }
 
-    /// Ingests `path` as the tenant's batch pipeline `pipeline` would; returns
-    /// the report and the seconds taken (hashing included, as in `ingest_path`).
-    pub async fn ingest(&self, platform: &Platform, tenant: &str, pipeline: &str, path: &Path) -> anyhow::Result<(BatchReport, f64)> {
-        let started = Instant::now();
-        let tenant = &platform.tenant(tenant)?;
-        let spec = tenant.profile.batch_pipeline(pipeline).ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
-        let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
-        let identity = identify(path).await?;
-        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let input = InputFile::new(&name, &identity.sha256, OpenedFile::open(path, None)?);
-        let limits = tenant.profile.sandbox.with(&spec.sandbox);
-        let mut store = Store::new(&self.engine, batch_store_data(platform, tenant, spec, version.version));
+    /// One invocation on a fresh store of `data`: instantiated from the
+    /// `InstancePre`, `input` called, the store dropped.
+    pub async fn call(&self, data: StoreData, fuel: u64, input: InputFile) -> anyhow::Result<BatchReport> {
+        let mut store = Store::new(&self.engine, data);
         if self.settings.fuel {
-            store.set_fuel(limits.fuel_per_invocation)?;
+            store.set_fuel(fuel)?;
         }
         if self.settings.fuel && !self.settings.epochs {
             // Without epochs, fuel is what makes a computing guest yield
@@ -118,7 +121,22 @@ impl Replica {
         let handle = store.data_mut().host.table().push(input)?;
         let borrowed = Resource::<InputFile>::new_borrow(handle.rep());
         let report = instance.call_ingest(&mut store, borrowed).await?;
-        let report = report.map_err(|e| anyhow::anyhow!("the pipeline failed: {e:?}"))?;
+        report.map_err(|e| anyhow::anyhow!("the pipeline failed: {e:?}"))
+    }
+
+    /// Ingests `path` as the tenant's batch pipeline `pipeline` would; returns
+    /// the report and the seconds taken (hashing included, as in `ingest_path`).
+    pub async fn ingest(&self, platform: &Platform, tenant: &str, pipeline: &str, path: &Path) -> anyhow::Result<(BatchReport, f64)> {
+        let started = Instant::now();
+        let tenant = &platform.tenant(tenant)?;
+        let spec = tenant.profile.batch_pipeline(pipeline).ok_or_else(|| anyhow::anyhow!("no pipeline {pipeline}"))?;
+        let version = pipelines::active(tenant, PipelineKind::Batch, &spec.name)?;
+        let identity = identify(path).await?;
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let input = InputFile::new(&name, &identity.sha256, OpenedFile::open(path, None)?);
+        let limits = tenant.profile.sandbox.with(&spec.sandbox);
+        let data = batch_store_data(platform, tenant, spec, version.version);
+        let report = self.call(data, limits.fuel_per_invocation, input).await?;
         Ok((report, started.elapsed().as_secs_f64()))
     }
 }

@@ -10,6 +10,8 @@ mod ablation;
 mod batch_core;
 mod batch_manager;
 mod common;
+mod instantiation;
+mod noisy;
 mod stream;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,13 @@ enum Command {
     /// Many small and a few large files of two tenants through the batch
     /// manager, against direct ingestion of the same files.
     BatchManager(batch_manager::Args),
+    /// One tenant's CSV ingestion alone and beside a tenant running every
+    /// hostile fixture at once: the ratio of its throughputs.
+    NoisyNeighbour(noisy::Args),
+    /// Microseconds per invocation of a guest that returns at once: a fresh
+    /// store from the `InstancePre` with and without the pooling allocator
+    /// and copy-on-write, and the whole host path.
+    Instantiation(instantiation::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +61,8 @@ fn main() -> anyhow::Result<()> {
             Command::BatchCore(args) => batch_core::run(args).await,
             Command::Stream(args) => stream::run(args).await,
             Command::BatchManager(args) => batch_manager::run(args).await,
+            Command::NoisyNeighbour(args) => noisy::run(args).await,
+            Command::Instantiation(args) => instantiation::run(args).await,
         }
     })
 }

@@ -70,7 +70,12 @@ impl Platform {
         };
         let sandbox = Sandbox::new(Some(&config.data_dir.join("compiled")), &config.pipelines)?;
         let logs = Arc::new(Logs::new(&config.data_dir));
-        let invoker = Arc::new(Invoker::new(sandbox, Arc::new(Services::new(coredms, messaging)), logs, &registry));
+        let suspended = crate::invocation::Suspensions::open(&config.data_dir)?;
+        let invoker = Arc::new(Invoker::new(sandbox, Arc::new(Services::new(coredms, messaging)), logs, &registry, suspended));
+        for tenant in registry.tenants() {
+            crate::telemetry::events::TenantSuspended { tenant: &tenant.id, suspended: invoker.suspended().is_suspended(&tenant.id) }
+                .emit();
+        }
         Ok(Arc::new(Platform { registry: RegistryHandle::new(registry), invoker, config }))
     }
 
@@ -208,7 +213,80 @@ impl Platform {
     }
 }
 
+/// What `tenant suspend` or `tenant resume` did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SuspendAnswer {
+    pub tenant: String,
+    /// Whether the tenant is suspended now.
+    pub suspended: bool,
+    /// Whether this call changed it (`false`: it was so already).
+    pub changed: bool,
+    /// Since when it is (or was) suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Stream instances stopped by the suspension, or started again by the resumption.
+    pub stream_instances: u32,
+}
+
 impl Platform {
+    /// The tenants the operator suspended.
+    pub fn suspensions(&self) -> &crate::invocation::Suspensions {
+        self.invoker.suspended()
+    }
+
+    /// Suspends a tenant (`mysimbdp tenant suspend`), durably and at once:
+    /// none of its ingestions starts (its files wait, staged or claimed),
+    /// its stream instances stop after their batch in progress, and the API
+    /// refuses its calls. Ingestions running now finish (within their
+    /// deadline).
+    pub async fn suspend(&self, tenant: &str, stream: Option<&StreamManager>) -> anyhow::Result<SuspendAnswer> {
+        let tenant = self.tenant(tenant)?;
+        let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let changed =
+            self.suspensions().suspend(&tenant.id, crate::invocation::Suspension { since: since.clone(), stream_instances: None })?;
+        let mut stopped = 0;
+        if let Some(stream) = stream.filter(|_| tenant.profile.stream.is_some()) {
+            let running = stream.status(Some(tenant.id.as_str())).await?.into_iter().map(|s| s.instances.len() as u32).sum::<u32>();
+            if running > 0 {
+                stream.stop(tenant.id.as_str()).await?;
+                self.suspensions().stopped_stream(&tenant.id, running)?;
+                stopped = running;
+            }
+        }
+        let since = self.suspensions().of(&tenant.id).map(|s| s.since);
+        self.control_event("tenant suspended", &tenant.id, changed, stopped);
+        Ok(SuspendAnswer { tenant: tenant.id.to_string(), suspended: true, changed, since, stream_instances: stopped })
+    }
+
+    /// Ends a tenant's suspension (`mysimbdp tenant resume`): its files are
+    /// taken again, and the stream instances the suspension stopped start.
+    pub async fn resume(
+        &self,
+        tenant: &str,
+        batch: Option<&BatchManager>,
+        stream: Option<&StreamManager>,
+    ) -> anyhow::Result<SuspendAnswer> {
+        let tenant = self.tenant(tenant)?;
+        let suspension = self.suspensions().resume(&tenant.id)?;
+        let mut started = 0;
+        if let (Some(stream), Some(instances)) = (stream, suspension.as_ref().and_then(|s| s.stream_instances)) {
+            stream.start(tenant.id.as_str(), Some(instances)).await?;
+            started = instances;
+        }
+        if let Some(batch) = batch {
+            batch.rescan();
+        }
+        self.control_event("tenant resumed", &tenant.id, suspension.is_some(), started);
+        let since = suspension.map(|s| s.since);
+        Ok(SuspendAnswer { tenant: tenant.id.to_string(), suspended: false, changed: since.is_some(), since, stream_instances: started })
+    }
+
+    fn control_event(&self, message: &'static str, tenant: &TenantId, changed: bool, stream_instances: u32) {
+        crate::telemetry::events::TenantSuspended { tenant, suspended: self.suspensions().is_suspended(tenant) }.emit();
+        let fields = serde_json::json!({ "tenant": tenant, "changed": changed, "stream_instances": stream_instances });
+        PlatformEvent { level: "info", message, fields }.emit(&self.logs().platform());
+    }
+
     /// Ingests the file at `path` for `tenant`, with the named batch pipeline
     /// or the first whose `files` pattern matches: [`crate::batch::ingest_path`].
     pub async fn ingest_path(

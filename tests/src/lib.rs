@@ -345,6 +345,16 @@ pub fn readings_ndjson(first: usize, rows: usize) -> String {
         .collect()
 }
 
+/// Stages `content` as `name` the way a tenant would (atomic rename).
+pub fn stage(test: &TestPlatform, tenant: &str, name: &str, content: &str) {
+    let target = test.tenant_dir(tenant).join("staging").join(name);
+    let dir = target.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let partial = dir.join(format!(".{}.part", target.file_name().unwrap().to_string_lossy()));
+    std::fs::write(&partial, content).unwrap();
+    std::fs::rename(partial, &target).unwrap();
+}
+
 /// Waits until the tenant has nothing staged, queued or running.
 pub async fn settled(platform: &Platform, tenant: &str, timeout: std::time::Duration) -> mysimbdp::batch::status::TenantStatus {
     let tenant = platform.tenant(tenant).unwrap();

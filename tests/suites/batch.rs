@@ -3,22 +3,14 @@
 
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::Outcome;
-use mysimbdp_tests::{TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled};
+use mysimbdp_tests::{
+    TestPlatform, artifacts, eventually, ingestions, orders_csv, profile_with, read_log, readings_ndjson, settled, stage,
+};
 use std::path::Path;
 use std::time::Duration;
 
 const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
 const QUICK_SCANS: &str = "batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n  max_parallel_ingestions: 4\n";
-
-/// Stages `content` as `name` the way a tenant would (atomic rename).
-fn stage(test: &TestPlatform, tenant: &str, name: &str, content: &str) {
-    let target = test.tenant_dir(tenant).join("staging").join(name);
-    let dir = target.parent().unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let partial = dir.join(format!(".{}.part", target.file_name().unwrap().to_string_lossy()));
-    std::fs::write(&partial, content).unwrap();
-    std::fs::rename(partial, &target).unwrap();
-}
 
 fn reason(test: &TestPlatform, tenant: &str, dir: &str, name: &str) -> serde_json::Value {
     let path = test.tenant_dir(tenant).join(dir).join(format!("{name}.reason.json"));

@@ -3,12 +3,14 @@
 //! memory budget for all of an invocation's memories, every guest text
 //! capped, quotas that outlive an invocation (counter series, collections,
 //! guest log bytes with rotation), saturating counters, and a guest that
-//! says `unavailable` forever tried a bounded number of times.
+//! says `unavailable` forever tried a bounded number of times; the
+//! neighbour's files ingested while every hostile fixture runs at once; a
+//! tenant suspended and resumed by the operator without a restart.
 
 use mysimbdp::failure::FailureKind;
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
-use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, orders_csv, read_log};
+use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, ingestions, orders_csv, prometheus_value, read_log, stage};
 use std::path::Path;
 use std::time::Duration;
 
@@ -227,4 +229,217 @@ async fn a_guest_unavailable_forever_is_tried_four_times_then_fails_retryably() 
     assert_eq!(record.failure, Some(FailureKind::Unavailable), "{:?}", record.reason);
     let reason = record.reason.unwrap_or_default();
     assert!(reason.contains("tried 4 times") && reason.contains("batch retry"), "{reason}");
+}
+
+/// The hostile tenant at its worst, all at once: an endless loop, a memory
+/// bomb that keeps what it got, several memories kept, and log, counter and
+/// collection floods that never stop; each runs until its deadline.
+const NOISY: &str = "description: Runs every hostile fixture at once.
+constraints: { allowed_types: [txt], max_file_bytes: 1MiB, max_files_per_run: 10, max_staging_bytes: 10MiB }
+agreement: { max_concurrent_ingestions: 6, priority: 9 }
+sandbox: { fuel_per_invocation: 1000000000000, memory_bytes: 64MiB, deadline_ms: 120000 }
+quotas: { collections: 5, counter_series: 150, guest_log_bytes: 4MiB, guest_log_files: 2 }
+batch:
+  - name: spin
+    files: 'spin*'
+  - name: many-memories
+    files: 'many-memories*'
+    sandbox: { memory_bytes: 320MiB }
+  - name: floods
+    files: 'flood*'
+";
+
+const QUICK_SCANS: &str = "batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\n  max_parallel_ingestions: 8\n";
+
+/// The hostile files, each of a fixture that runs until its deadline.
+const HOSTILE_FILES: [(&str, &str); 6] = [
+    ("spin-forever.txt", "spin\n"),
+    ("flood-hoard.txt", "hoard\n"),
+    ("many-memories-kept.txt", "spin\n"),
+    ("flood-log.txt", "log forever\n"),
+    ("flood-counters-1.txt", "counters forever\n"),
+    ("flood-collections.txt", "collections forever\n"),
+];
+
+fn noisy_platform() -> TestPlatform {
+    let test =
+        TestPlatform::builder().tenant_yaml("hostile", NOISY).tenant("retail", "tenants/retail/profile.yaml").config(QUICK_SCANS).build();
+    test.upload("hostile", PipelineKind::Batch, "spin", artifacts::SPIN_FOREVER);
+    test.upload("hostile", PipelineKind::Batch, "many-memories", artifacts::MANY_MEMORIES);
+    test.upload("hostile", PipelineKind::Batch, "floods", artifacts::FLOODS);
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    test
+}
+
+fn status_of(test: &TestPlatform, tenant: &str) -> mysimbdp::batch::status::TenantStatus {
+    let registry = test.config().registry().unwrap();
+    mysimbdp::batch::status::tenant_status(registry.require(tenant).unwrap(), 100).unwrap()
+}
+
+/// Tenant `hostile` runs every hostile fixture at once (each until its
+/// deadline, far beyond the test); while all six run, the neighbour's staged
+/// files are ingested, whole. Then all six are still running: none finished
+/// (or was stopped) before the neighbour's ingestions did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_neighbour_ingests_while_every_hostile_fixture_runs() {
+    let test = noisy_platform();
+    let host = RunningHost::start(&test, HOST).await;
+    let before = memory_of(host.0.id(), "VmRSS");
+    for (name, text) in HOSTILE_FILES {
+        stage(&test, "hostile", name, text);
+    }
+    let running = eventually("every hostile file to be running", Duration::from_secs(120), || {
+        let status = status_of(&test, "hostile");
+        async move { (status.running.len() == HOSTILE_FILES.len()).then_some(status.running) }
+    })
+    .await;
+    let mut names: Vec<&str> = running.iter().map(|f| f.file.as_str()).collect();
+    names.sort();
+    let mut expected: Vec<&str> = HOSTILE_FILES.iter().map(|(name, _)| *name).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+
+    for n in 0..3 {
+        stage(&test, "retail", &format!("orders-{n}.csv"), &orders_csv(n * 100, 100));
+    }
+    let done = eventually("the neighbour's three files to be ingested", Duration::from_secs(120), || {
+        let records = ingestions(&test, "retail");
+        async move { (records.len() == 3).then_some(records) }
+    })
+    .await;
+    for record in &done {
+        assert_eq!(record.outcome, Outcome::Ok, "{}: {:?}", record.source, record.reason);
+        assert_eq!(record.records_out, 100, "{}", record.source);
+    }
+    let hostile = status_of(&test, "hostile");
+    assert_eq!(hostile.running.len(), HOSTILE_FILES.len(), "still running after the neighbour's files: {:?}", hostile.running);
+    assert!(ingestions(&test, "hostile").is_empty(), "no hostile invocation ended while the neighbour's ran");
+    // They run their guests, not wait before them: the floods hit their
+    // quotas and caps, and the host holds the hoard's 48 MiB.
+    let metrics = metrics(&test).await;
+    for sample in [
+        "mysimbdp_quota_exceeded_total{tenant=\"hostile\",quota=\"collections\"}",
+        "mysimbdp_denied_calls_total{tenant=\"hostile\",pipeline=\"floods\",kind=\"batch\"}",
+    ] {
+        assert!(prometheus_value(&metrics, sample).is_some_and(|n| n > 0.0), "{sample}");
+    }
+    let flooded = read_log(&test.tenant_dir("hostile").join("logs/batch-guest.log"));
+    assert!(flooded.iter().any(|l| l["message"].as_str().is_some_and(|m| m.starts_with("llll"))), "the log flood's lines");
+    let resident = memory_of(host.0.id(), "VmRSS");
+    assert!(resident > before + 48 * MIB, "the host holds {} MiB, {} MiB before", resident / MIB, before / MIB);
+}
+
+const OPERATOR_TOKEN: &str = "operator-secret-0123456789";
+const RETAIL_TOKEN: &str = "retail-secret-0123456789";
+
+/// `tenant suspend` with no host (under the data directory's lock), kept
+/// when the host starts: the suspended tenant's staged file waits while the
+/// neighbour's is ingested, and its token is refused. `tenant resume`
+/// through the running host: the file is taken at once. Suspended again
+/// through the host, without a restart: its token is refused again, and a
+/// new file waits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenant_waits_and_is_refused_until_resumed() {
+    let test = TestPlatform::builder()
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .tenant("market", "tenants/retail/profile.yaml")
+        .api_token(OPERATOR_TOKEN)
+        .tenant_token("retail", RETAIL_TOKEN)
+        .config(QUICK_SCANS)
+        .build();
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    test.upload("market", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let cli = |args: &[&str]| {
+        let output = test.command(HOST).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    assert!(cli(&["tenant", "suspend", "retail"]).contains("tenant retail suspended"));
+    let listed = cli(&["tenant", "list"]);
+    let state_of =
+        |listed: &str, id: &str| listed.lines().find(|l| l.starts_with(id)).map(|l| l.split_whitespace().nth(1).unwrap().to_string());
+    assert_eq!(state_of(&listed, "retail").as_deref(), Some("suspended"), "{listed}");
+    assert_eq!(state_of(&listed, "market").as_deref(), Some("active"), "{listed}");
+
+    let _host = RunningHost::start(&test, HOST).await;
+    let as_retail = || async {
+        let answer = client().get(format!("{}/api/tenants", test.api())).bearer_auth(RETAIL_TOKEN).send().await.unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    };
+    let (status, text) = as_retail().await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("suspended") && text.contains("tenant resume retail"), "{text}");
+
+    stage(&test, "retail", "orders-0.csv", &orders_csv(0, 100));
+    stage(&test, "market", "orders-0.csv", &orders_csv(0, 100));
+    eventually("market's file to be ingested", Duration::from_secs(60), || {
+        let records = ingestions(&test, "market");
+        async move { (records.len() == 1).then_some(()) }
+    })
+    .await;
+    // Staged before market's, so every scan that took market's saw it too.
+    assert!(ingestions(&test, "retail").is_empty(), "a suspended tenant's file was ingested");
+    let waiting = status_of(&test, "retail");
+    assert_eq!(waiting.staged.iter().map(|f| f.file.as_str()).collect::<Vec<_>>(), ["orders-0.csv"], "{waiting:?}");
+
+    assert!(cli(&["tenant", "resume", "retail"]).contains("tenant retail resumed"));
+    let records = eventually("retail's file to be ingested after the resumption", Duration::from_secs(60), || {
+        let records = ingestions(&test, "retail");
+        async move { (records.len() == 1).then_some(records) }
+    })
+    .await;
+    assert_eq!((records[0].outcome, records[0].records_out), (Outcome::Ok, 100), "{:?}", records[0].reason);
+    assert_eq!(as_retail().await.0, 200);
+
+    assert!(cli(&["tenant", "suspend", "retail"]).contains("tenant retail suspended"));
+    assert_eq!(as_retail().await.0, 403, "suspended through the running host");
+    stage(&test, "retail", "orders-1.csv", &orders_csv(100, 100));
+    stage(&test, "market", "orders-1.csv", &orders_csv(100, 100));
+    eventually("market's second file to be ingested", Duration::from_secs(60), || {
+        let records = ingestions(&test, "market");
+        async move { (records.len() == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(ingestions(&test, "retail").len(), 1, "the file staged while suspended waits");
+    let metrics = client().get(format!("{}/metrics", test.api())).bearer_auth(OPERATOR_TOKEN).send().await.unwrap().text().await.unwrap();
+    assert_eq!(prometheus_value(&metrics, "mysimbdp_tenant_suspended{tenant=\"retail\"}"), Some(1.0), "{metrics}");
+    assert_eq!(prometheus_value(&metrics, "mysimbdp_tenant_suspended{tenant=\"market\"}"), Some(0.0));
+}
+
+/// A suspension stops the tenant's stream instances (after their batch in
+/// progress), no start brings them back meanwhile, and the resumption starts
+/// as many as it stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_tenants_stream_stops_and_starts_again_on_resume() {
+    let test = TestPlatform::builder().tenant("sensors", "tenants/sensors/profile.yaml").build();
+    test.upload("sensors", PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
+    let _host = RunningHost::start(&test, HOST).await;
+    let post = |path: &'static str, body: serde_json::Value| {
+        let url = format!("{}{path}", test.api());
+        async move {
+            let answer = client().post(url).json(&body).send().await.unwrap();
+            (answer.status().as_u16(), answer.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let instances = || async {
+        let answer = client().get(format!("{}/api/stream/status?tenant=sensors", test.api())).send().await.unwrap();
+        let status: serde_json::Value = answer.json().await.unwrap();
+        status[0]["instances"].as_array().map_or(0, Vec::len)
+    };
+    let (status, started) = post("/api/stream/start", serde_json::json!({ "tenant": "sensors", "instances": 2 })).await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(instances().await, 2);
+
+    let (status, suspended) = post("/api/tenant/suspend", serde_json::json!({ "tenant": "sensors" })).await;
+    assert_eq!((status, suspended["stream_instances"].as_u64()), (200, Some(2)), "{suspended}");
+    assert_eq!(instances().await, 0, "stopped by the suspension");
+    let (status, refused) = post("/api/stream/start", serde_json::json!({ "tenant": "sensors" })).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"].as_str().unwrap().contains("suspended by the platform operator"), "{refused}");
+    assert_eq!(instances().await, 0);
+
+    let (status, resumed) = post("/api/tenant/resume", serde_json::json!({ "tenant": "sensors" })).await;
+    assert_eq!((status, resumed["stream_instances"].as_u64()), (200, Some(2)), "{resumed}");
+    assert_eq!(instances().await, 2, "started again by the resumption");
 }

@@ -161,6 +161,19 @@ pub(super) async fn require_token(State(state): State<AppState>, mut request: Re
             (false, None) => None,
         };
         if let Some(caller) = caller {
+            if let Caller::Tenant(id) = &caller
+                && let Some(suspension) = state.platform.suspensions().of(id)
+            {
+                return HttpError(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "tenant `{id}` is suspended by the platform operator since {}: its API calls are refused and none of its \
+                         ingestions starts until the operator runs `mysimbdp tenant resume {id}`",
+                        suspension.since
+                    ),
+                )
+                .into_response();
+            }
             request.extensions_mut().insert(caller);
             return next.run(request).await;
         }

@@ -55,6 +55,12 @@ pub struct RetryRequest {
     pub quarantined: bool,
 }
 
+/// `POST /api/tenant/suspend` and `/api/tenant/resume` (the operator's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantRequest {
+    pub tenant: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamRequest {
     pub tenant: String,

@@ -1,7 +1,7 @@
 //! Routes of the host's HTTP server.
 
 use super::guard::{Caller, InFlight, require_host, require_token};
-use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, RetryRequest, StreamRequest};
+use super::{ApiError, IngestRequest, ProduceAnswer, ProduceRequest, QueryRequest, RetryRequest, StreamRequest, TenantRequest};
 use crate::backends::{SearchError, SearchResult};
 use crate::config::RESERVED_TOPICS;
 use crate::opened_file::OpenRefused;
@@ -55,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/stream/status", get(stream_status))
         .route("/api/stream/produce", post(stream_produce))
         .route("/api/reload", post(reload))
+        .route("/api/tenant/suspend", post(tenant_suspend))
+        .route("/api/tenant/resume", post(tenant_resume))
         .route("/metrics", get(prometheus))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_host))
@@ -137,6 +139,24 @@ async fn tenants(State(state): State<AppState>, Extension(caller): Extension<Cal
 async fn reload(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<crate::platform::Reloaded>, HttpError> {
     caller.operator_only("reloading the registry")?;
     Ok(Json(state.platform.reload_all(state.batch.as_deref()).await?))
+}
+
+async fn tenant_suspend(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<TenantRequest>,
+) -> Result<Json<crate::platform::SuspendAnswer>, HttpError> {
+    caller.operator_only("suspending a tenant")?;
+    Ok(Json(state.platform.suspend(&request.tenant, state.stream.as_deref()).await?))
+}
+
+async fn tenant_resume(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(request): Json<TenantRequest>,
+) -> Result<Json<crate::platform::SuspendAnswer>, HttpError> {
+    caller.operator_only("resuming a tenant")?;
+    Ok(Json(state.platform.resume(&request.tenant, state.batch.as_deref(), state.stream.as_deref()).await?))
 }
 
 async fn ingest(

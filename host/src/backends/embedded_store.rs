@@ -1,7 +1,10 @@
 //! The embedded document store: one tantivy index per tenant collection under
 //! `<data_dir>/coredms/<index>`. Documents are kept as their JSON text and
 //! indexed as a JSON field, so `customer.country:fi` or `total_eur:[500 TO *]`
-//! queries work as with Elasticsearch's query string.
+//! queries work as with Elasticsearch's query string. A collection unused
+//! for a minute is closed (its writer's threads and memory, its files) and
+//! opened again on its next use, so collections a tenant created once do not
+//! keep their writers for good.
 
 use super::deadline::{Deadline, WithDeadline};
 use super::{BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError, blocking};
@@ -10,8 +13,8 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{AllQuery, Query, QueryParser};
 use tantivy::query_grammar::{UserInputAst, UserInputLeaf};
@@ -24,9 +27,49 @@ const BACKEND_LABEL: &str = "embedded";
 /// Indexing memory of one writer; tantivy needs at least 15 MB per thread.
 const WRITER_BYTES: usize = 64 * 1024 * 1024;
 
+/// A collection nobody used for this long is closed.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// How often idle collections are looked for.
+const IDLE_SWEEP: Duration = Duration::from_secs(10);
+
 pub struct EmbeddedStore {
     root: PathBuf,
-    indices: Mutex<HashMap<String, Arc<Collection>>>,
+    indices: Arc<Mutex<HashMap<String, OpenCollection>>>,
+}
+
+/// A collection held open, with when it was last used.
+struct OpenCollection {
+    collection: Arc<Collection>,
+    used: Instant,
+}
+
+/// Takes out of `indices` the collections unused for `idle` at `now`, with
+/// nothing uncommitted and no one holding them (an ingestion between two
+/// calls holds none; its next call opens the collection again); returns
+/// them, to be dropped (which closes them) outside the lock.
+fn take_idle(indices: &Mutex<HashMap<String, OpenCollection>>, idle: Duration, now: Instant) -> Vec<Arc<Collection>> {
+    let mut indices = indices.lock().expect("index map poisoned");
+    let closing: Vec<String> = indices
+        .iter()
+        .filter(|(_, open)| {
+            now.saturating_duration_since(open.used) >= idle
+                && Arc::strong_count(&open.collection) == 1
+                && !open.collection.dirty.load(Ordering::Acquire)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    let closed = closing.iter().filter_map(|name| indices.remove(name)).map(|open| open.collection).collect();
+    crate::telemetry::events::EmbeddedCollectionsOpen { open: indices.len() }.emit();
+    closed
+}
+
+/// Closes idle collections every [`IDLE_SWEEP`] until the store is dropped.
+fn sweep_idle(indices: Weak<Mutex<HashMap<String, OpenCollection>>>) {
+    loop {
+        std::thread::sleep(IDLE_SWEEP);
+        let Some(indices) = indices.upgrade() else { return };
+        drop(take_idle(&indices, IDLE_CLOSE, Instant::now()));
+    }
 }
 
 struct Collection {
@@ -58,13 +101,26 @@ fn sink_error(context: &str, error: impl std::fmt::Display) -> SinkError {
 impl EmbeddedStore {
     pub fn open(root: &Path) -> Result<Self, SinkError> {
         std::fs::create_dir_all(root).map_err(|e| sink_error(&format!("cannot create {}", root.display()), e))?;
-        Ok(EmbeddedStore { root: root.to_path_buf(), indices: Mutex::new(HashMap::new()) })
+        let indices = Arc::new(Mutex::new(HashMap::new()));
+        let weak = Arc::downgrade(&indices);
+        std::thread::Builder::new()
+            .name("embedded-store-idle".into())
+            .spawn(move || sweep_idle(weak))
+            .map_err(|e| sink_error("cannot start the thread that closes idle collections", e))?;
+        Ok(EmbeddedStore { root: root.to_path_buf(), indices })
+    }
+
+    /// Collections open now.
+    #[cfg(test)]
+    fn open_collections(&self) -> usize {
+        self.indices.lock().expect("index map poisoned").len()
     }
 
     fn collection(&self, index: &str, create: bool) -> Result<Option<Arc<Collection>>, SinkError> {
         let mut indices = self.indices.lock().expect("index map poisoned");
-        if let Some(collection) = indices.get(index) {
-            return Ok(Some(collection.clone()));
+        if let Some(open) = indices.get_mut(index) {
+            open.used = Instant::now();
+            return Ok(Some(open.collection.clone()));
         }
         let dir = self.root.join(index);
         if !dir.exists() && !create {
@@ -85,7 +141,8 @@ impl EmbeddedStore {
             source,
             body,
         });
-        indices.insert(index.to_string(), collection.clone());
+        indices.insert(index.to_string(), OpenCollection { collection: collection.clone(), used: Instant::now() });
+        crate::telemetry::events::EmbeddedCollectionsOpen { open: indices.len() }.emit();
         Ok(Some(collection))
     }
 }
@@ -290,5 +347,54 @@ impl DocumentStore for EmbeddedStore {
             std::fs::remove_dir_all(&dir).map_err(|e| sink_error("delete index", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn write(store: &EmbeddedStore, index: &str, flush: bool) {
+        let mut docs = Docs::with_capacity(3, 64);
+        for i in 0..3 {
+            docs.push(&format!("d{i}"), &format!("{{\"n\":{i}}}"));
+        }
+        store.bulk_index(index, &docs).await.unwrap();
+        if flush {
+            store.flush(index, true).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_collections_are_closed_and_open_again_on_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for index in ["t-a", "t-b", "t-c"] {
+            write(&store, index, true).await;
+        }
+        write(&store, "t-dirty", false).await;
+        let held = store.collection("t-c", false).unwrap().unwrap();
+        assert_eq!(store.open_collections(), 4);
+
+        let later = Instant::now() + IDLE_CLOSE;
+        assert!(take_idle(&store.indices, IDLE_CLOSE, Instant::now() - Duration::from_secs(1)).is_empty(), "none idle yet");
+        let mut closed: Vec<PathBuf> = take_idle(&store.indices, IDLE_CLOSE, later).iter().map(|c| c.dir.clone()).collect();
+        closed.sort();
+        assert_eq!(closed, [dir.path().join("t-a"), dir.path().join("t-b")], "held and uncommitted collections stay open");
+        assert_eq!(store.open_collections(), 2);
+
+        // Opened again on use, with what was committed, and writable.
+        assert_eq!(store.count("t-a").await.unwrap(), 3);
+        write(&store, "t-a", true).await;
+        assert_eq!(store.count("t-a").await.unwrap(), 3, "the same ids replaced");
+        // A use starts the idle time again.
+        store.indices.lock().unwrap().get_mut("t-a").unwrap().used -= IDLE_CLOSE;
+        assert_eq!(store.count("t-a").await.unwrap(), 3);
+        assert!(take_idle(&store.indices, IDLE_CLOSE, Instant::now()).is_empty(), "t-a was just used");
+        drop(held);
+        store.flush("t-dirty", true).await.unwrap();
+        assert_eq!(take_idle(&store.indices, IDLE_CLOSE, later + IDLE_CLOSE).len(), 3);
+        assert_eq!(store.open_collections(), 0);
+        assert_eq!(store.count("t-dirty").await.unwrap(), 3);
     }
 }

@@ -34,6 +34,7 @@ pub async fn ingest_path(
     within: Option<&Path>,
     progress: Option<Arc<AtomicU64>>,
 ) -> anyhow::Result<IngestionRecord> {
+    invoker.ensure_not_suspended(&tenant.id)?;
     let name = path.file_name().and_then(|n| n.to_str()).with_context(|| format!("{} has no file name", path.display()))?;
     let spec = match pipeline {
         Some(pipeline) => tenant

@@ -210,6 +210,12 @@ impl BatchManager {
         }
     }
 
+    /// Scans every tenant soon, in a task of its own (after `tenant resume`).
+    pub fn rescan(&self) {
+        let inner = self.inner.clone();
+        tokio::spawn(async move { inner.scan_all(&HashMap::new()).await });
+    }
+
     /// Stops taking files, waits up to 30 s for running ingestions (a crash
     /// later is safe too: they resume at the next start).
     pub async fn shutdown(&self) {

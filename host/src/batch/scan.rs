@@ -92,6 +92,10 @@ impl Inner {
             return Ok(Vec::new());
         }
         let tenant = &state.tenant();
+        if self.invoker.suspended().is_suspended(&tenant.id) {
+            // Suspended by the operator: its files wait in staging, unchecked.
+            return Ok(Vec::new());
+        }
         let files = staging::list(&tenant.paths.staging)?;
         let min_age = Duration::from_millis(self.config.min_file_age_ms);
         let mut claiming = state.claiming.lock().expect("claiming poisoned");

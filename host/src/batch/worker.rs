@@ -192,6 +192,10 @@ impl Inner {
         let mut queues = self.queues.lock().expect("queues poisoned");
         let mut waiting: Vec<Waiting<TenantId>> = Vec::new();
         for (id, state) in self.states() {
+            if self.invoker.suspended().is_suspended(&id) {
+                // Its claimed files wait in work/ until it is resumed.
+                continue;
+            }
             let agreement = state.tenant().profile.agreement.clone();
             let candidate = |waited, queued| Waiting {
                 tenant: id.clone(),

@@ -126,8 +126,10 @@ fn schedule_text(schedule: &Schedule) -> String {
 
 pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<ExitCode> {
     let registry = config.registry()?;
+    let suspensions = crate::invocation::Suspensions::open(&config.data_dir)?;
+    let state = |t: &crate::config::Tenant| if suspensions.is_suspended(&t.id) { "suspended" } else { "active" };
     if out.json {
-        let ids: Vec<_> = registry.tenants().map(|t| serde_json::json!({"id": t.id, "profile": t.profile})).collect();
+        let ids: Vec<_> = registry.tenants().map(|t| serde_json::json!({"id": t.id, "state": state(t), "profile": t.profile})).collect();
         out.json(&ids);
         return Ok(ExitCode::SUCCESS);
     }
@@ -137,6 +139,7 @@ pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<Exi
             let p = &t.profile;
             vec![
                 t.id.to_string(),
+                state(t).to_string(),
                 p.agreement.priority.to_string(),
                 schedule_text(&p.agreement.schedule),
                 p.agreement.max_concurrent_ingestions.to_string(),
@@ -147,7 +150,7 @@ pub fn list_tenants(config: &PlatformConfig, out: &Output) -> anyhow::Result<Exi
             ]
         })
         .collect();
-    out.table(&["tenant", "priority", "schedule", "concurrency", "types", "batch", "stream", "description"], &rows);
+    out.table(&["tenant", "state", "priority", "schedule", "concurrency", "types", "batch", "stream", "description"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -324,6 +327,49 @@ pub async fn batch_retry(
         for file in &moved {
             println!("back in staging: {file}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenant suspend` and `tenant resume`: through the running host, which
+/// acts at once; with no host, written under the data directory's lock for
+/// the next host to start with.
+pub async fn suspend_tenant(config: &PlatformConfig, out: &Output, tenant: &str, suspend: bool) -> anyhow::Result<ExitCode> {
+    let registry = config.registry()?;
+    let tenant = registry.require(tenant)?;
+    let answer: crate::platform::SuspendAnswer = match ApiClient::connect(&config.api).await {
+        Some(client) => {
+            let path = if suspend { "/api/tenant/suspend" } else { "/api/tenant/resume" };
+            client.post(path, &crate::api::TenantRequest { tenant: tenant.id.to_string() }).await?
+        }
+        None => {
+            let _lock = crate::host_lock::HostLock::acquire(&config.data_dir)?;
+            let suspensions = crate::invocation::Suspensions::open(&config.data_dir)?;
+            let (changed, since) = if suspend {
+                let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let changed = suspensions.suspend(&tenant.id, crate::invocation::Suspension { since, stream_instances: None })?;
+                (changed, suspensions.of(&tenant.id).map(|s| s.since))
+            } else {
+                let resumed = suspensions.resume(&tenant.id)?;
+                (resumed.is_some(), resumed.map(|s| s.since))
+            };
+            crate::platform::SuspendAnswer { tenant: tenant.id.to_string(), suspended: suspend, changed, since, stream_instances: 0 }
+        }
+    };
+    if out.json {
+        out.json(&answer);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let since = answer.since.as_deref().unwrap_or("-");
+    match (suspend, answer.changed) {
+        (true, true) => println!("tenant {} suspended (since {since}): its ingestions wait and its API calls are refused", answer.tenant),
+        (true, false) => println!("tenant {} was suspended already (since {since})", answer.tenant),
+        (false, true) => println!("tenant {} resumed (suspended since {since}): its waiting files are taken again", answer.tenant),
+        (false, false) => println!("tenant {} was not suspended", answer.tenant),
+    }
+    if answer.stream_instances > 0 {
+        let done = if suspend { "stopped" } else { "started again" };
+        println!("  {} stream instance(s) {done}", answer.stream_instances);
     }
     Ok(ExitCode::SUCCESS)
 }

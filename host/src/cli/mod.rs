@@ -241,6 +241,13 @@ enum TenantCommand {
     List,
     /// A tenant's profile, paths and pipelines.
     Show { tenant: String },
+    /// Suspend a tenant at once, without a restart: none of its ingestions starts (its files wait in staging or work/,
+    /// nothing is lost), its stream instances stop after the batch in progress, and the API refuses its token.
+    /// Ingestions running now finish. Kept across host restarts until `tenant resume`.
+    Suspend { tenant: String },
+    /// End a tenant's suspension: its waiting files are taken again and the stream instances the suspension stopped
+    /// start again.
+    Resume { tenant: String },
 }
 
 #[derive(Args)]
@@ -324,6 +331,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant { command } => match command {
             TenantCommand::List => commands::list_tenants(&config, &out),
             TenantCommand::Show { tenant } => commands::show_tenant(&config, &out, &tenant),
+            TenantCommand::Suspend { tenant } => commands::suspend_tenant(&config, &out, &tenant, true).await,
+            TenantCommand::Resume { tenant } => commands::suspend_tenant(&config, &out, &tenant, false).await,
         },
         Command::Query(args) => commands::query(&config, &out, args).await,
         Command::Stage { command: StageCommand::Put { tenant, into, files } } => {

@@ -11,6 +11,9 @@ mod messages;
 mod metrics_collection;
 mod record;
 mod slots;
+mod suspended;
+
+pub use suspended::{Suspension, Suspensions};
 
 use crate::backends::InRecord;
 use crate::capabilities::{Scope, Services};
@@ -36,6 +39,8 @@ pub struct Invoker {
     metrics_collection: MetricsCollection,
     /// Caps each tenant's concurrent file ingestions (`max_concurrent_ingestions`).
     slots: TenantSlots,
+    /// Tenants the operator suspended: none of their invocations starts.
+    suspended: Suspensions,
 }
 
 /// A tenant's pipeline version, ready to be invoked: compiled for its stack
@@ -91,9 +96,24 @@ pub struct Invoked {
 impl Invoker {
     /// Starts the writer of the tenants' `metrics` collections (it needs a
     /// tokio runtime).
-    pub fn new(sandbox: Sandbox, services: Arc<Services>, logs: Arc<Logs>, registry: &Registry) -> Invoker {
+    pub fn new(sandbox: Sandbox, services: Arc<Services>, logs: Arc<Logs>, registry: &Registry, suspended: Suspensions) -> Invoker {
         let metrics_collection = MetricsCollection::start(services.coredms.clone());
-        Invoker { sandbox, services, logs, metrics_collection, slots: TenantSlots::new(registry) }
+        Invoker { sandbox, services, logs, metrics_collection, slots: TenantSlots::new(registry), suspended }
+    }
+
+    /// The tenants the operator suspended.
+    pub fn suspended(&self) -> &Suspensions {
+        &self.suspended
+    }
+
+    /// An error if the operator suspended `tenant`: what starts an
+    /// ingestion or a stream asks first.
+    pub fn ensure_not_suspended(&self, tenant: &crate::config::TenantId) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.suspended.is_suspended(tenant),
+            "tenant `{tenant}` is suspended by the platform operator: none of its ingestions starts until `mysimbdp tenant resume {tenant}`"
+        );
+        Ok(())
     }
 
     /// The services the imports reach (stores, broker).

@@ -150,6 +150,10 @@ impl StreamManager {
     pub async fn scale(&self, tenant: &TenantId, wanted: u32, reason: &str) -> anyhow::Result<()> {
         let tenant = self.registry.tenant(tenant.as_str())?;
         let spec = Self::spec(&tenant)?;
+        if wanted > 0 {
+            // Neither an operator nor the monitor starts a suspended tenant's instances.
+            self.invoker.ensure_not_suspended(&tenant.id)?;
+        }
         let mut stopping = Vec::new();
         let before;
         {

@@ -231,6 +231,30 @@ impl StreamStalled<'_> {
     }
 }
 
+/// Collections the embedded store holds open (`mysimbdp_embedded_collections_open`);
+/// idle ones are closed.
+pub struct EmbeddedCollectionsOpen {
+    pub open: usize,
+}
+
+impl EmbeddedCollectionsOpen {
+    pub fn emit(&self) {
+        metrics::gauge!("mysimbdp_embedded_collections_open").set(self.open as f64);
+    }
+}
+
+/// Whether the operator suspended a tenant (`mysimbdp_tenant_suspended`, 1 or 0).
+pub struct TenantSuspended<'a> {
+    pub tenant: &'a TenantId,
+    pub suspended: bool,
+}
+
+impl TenantSuspended<'_> {
+    pub fn emit(&self) {
+        metrics::gauge!("mysimbdp_tenant_suspended", "tenant" => self.tenant.to_string()).set(if self.suspended { 1.0 } else { 0.0 });
+    }
+}
+
 /// A tenant's stream runs a new number of instances.
 pub struct StreamScaled<'a> {
     pub tenant: &'a TenantId,
