@@ -54,7 +54,10 @@ fn main() {
         let mut file = target_dir.join("wasm32-wasip2").join("release").join(format!("{}.wasm", name.replace('-', "_")));
         assert!(file.exists(), "cargo built {name} but {} is missing", file.display());
         if name == "many-memories" {
-            file = with_extra_memories(&file, EXTRA_MEMORIES);
+            // A second build of it: more memories than a store may create, each small.
+            let nine = with_extra_memories(&file, MEMORIES_PAST_THE_CAP, 1, "nine");
+            constants.push_str(&format!("pub const NINE_MEMORIES: &str = {:?};\n", nine.display().to_string()));
+            file = with_extra_memories(&file, EXTRA_MEMORIES, 640, "extended");
         }
         let constant = name.replace('-', "_").to_uppercase();
         constants.push_str(&format!("pub const {constant}: &str = {:?};\n", file.display().to_string()));
@@ -72,34 +75,38 @@ fn main() {
 /// the component's own memory 7, below the host's cap of 8 memories per
 /// invocation, so only the shared byte budget stops them.
 const EXTRA_MEMORIES: usize = 6;
+/// Extra memories of one page of `NINE_MEMORIES`: with the component's own,
+/// 9, one past the host's cap of 8 memories per invocation.
+const MEMORIES_PAST_THE_CAP: usize = 8;
 
 /// The component at `file` with `count` core instances added, each of a
-/// module with its own 40 MiB memory that its start function touches page by
-/// page (in the component text format: printed, extended, parsed again).
-/// Written beside it as `<name>-extended.wasm`.
-fn with_extra_memories(file: &Path, count: usize) -> PathBuf {
+/// module with its own memory of `pages` (64 KiB each) that its start
+/// function touches page by page (in the component text format: printed,
+/// extended, parsed again). Written beside it as `<name>-<suffix>.wasm`.
+fn with_extra_memories(file: &Path, count: usize, pages: u32, suffix: &str) -> PathBuf {
     let bytes = std::fs::read(file).expect("read the built component");
     let text = wasmprinter::print_bytes(&bytes).expect("print the component");
     let end = text.trim_end().strip_suffix(')').expect("a component's text ends with `)`");
     let mut extended = end.to_string();
-    extended.push_str(
+    extended.push_str(&format!(
         r#"
   (core module $mysimbdp_extra_memory
-    (memory 640)
+    (memory {pages})
     (func $touch (local $at i32)
       (loop $page
         (i32.store8 (local.get $at) (i32.const 1))
         (local.set $at (i32.add (local.get $at) (i32.const 65536)))
-        (br_if $page (i32.lt_u (local.get $at) (i32.const 41943040)))))
+        (br_if $page (i32.lt_u (local.get $at) (i32.const {bytes})))))
     (start $touch))
 "#,
-    );
+        bytes = u64::from(pages) * 65536,
+    ));
     for n in 0..count {
         extended.push_str(&format!("  (core instance $mysimbdp_extra_{n} (instantiate $mysimbdp_extra_memory))\n"));
     }
     extended.push_str(")\n");
     let binary = wat::parse_str(&extended).expect("parse the extended component");
-    let out = file.with_file_name(format!("{}-extended.wasm", file.file_stem().unwrap().to_string_lossy()));
+    let out = file.with_file_name(format!("{}-{suffix}.wasm", file.file_stem().unwrap().to_string_lossy()));
     std::fs::write(&out, binary).expect("write the extended component");
     out
 }

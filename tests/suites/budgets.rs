@@ -2,7 +2,8 @@
 //! process, with the neighbour tenant `retail` ingesting meanwhile: one
 //! memory budget for all of an invocation's memories, every guest text
 //! capped, quotas that outlive an invocation (counter series, collections,
-//! guest log bytes with rotation), saturating counters, and a guest that
+//! topics, guest log bytes with rotation), dead letters per invocation (and
+//! their headers cut), saturating counters, and a guest that
 //! says `unavailable` forever tried a bounded number of times; the
 //! neighbour's files ingested while every hostile fixture runs at once; a
 //! tenant suspended and resumed by the operator without a restart.
@@ -23,19 +24,23 @@ const HOSTILE: &str = "description: Floods the host on purpose.
 constraints: { allowed_types: [txt], max_file_bytes: 1MiB, max_files_per_run: 10, max_staging_bytes: 10MiB }
 agreement: { max_concurrent_ingestions: 2, priority: 1 }
 sandbox: { fuel_per_invocation: 100000000000, memory_bytes: 64MiB, deadline_ms: 60000 }
-quotas: { collections: 5, counter_series: 150, guest_log_bytes: 256KiB, guest_log_files: 2 }
+quotas: { collections: 5, topics: 3, counter_series: 150, guest_log_bytes: 256KiB, guest_log_files: 2, dead_letters_per_invocation: 10 }
 batch:
   - name: many-memories
     files: 'many-memories*'
     sandbox: { memory_bytes: 48MiB }
   - name: floods
     files: 'flood*'
+  - name: nine-memories
+    files: 'nine-memories*'
+    sandbox: { memory_bytes: 320MiB }
 ";
 
 fn platform() -> TestPlatform {
     let test = TestPlatform::builder().tenant_yaml("hostile", HOSTILE).tenant("retail", "tenants/retail/profile.yaml").build();
     test.upload("hostile", PipelineKind::Batch, "many-memories", artifacts::MANY_MEMORIES);
     test.upload("hostile", PipelineKind::Batch, "floods", artifacts::FLOODS);
+    test.upload("hostile", PipelineKind::Batch, "nine-memories", artifacts::NINE_MEMORIES);
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     test
 }
@@ -112,6 +117,19 @@ async fn several_memories_share_one_budget_and_the_host_stays_small() {
         peak / MIB,
         before / MIB
     );
+}
+
+/// Nine memories of one page each, under a budget of 320 MiB: the bytes
+/// fit, the count does not (8 per invocation). The invocation fails as
+/// `memory-limit` naming the caps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_memories_than_the_cap_fail_as_memory_limit() {
+    let test = platform();
+    let _host = RunningHost::start(&test, HOST).await;
+    let record = beside_the_neighbour(&test, "nine-memories.txt", "x\n", 0).await;
+    assert_eq!((record.outcome, record.failure), (Outcome::Failed, Some(FailureKind::MemoryLimit)), "{:?}", record.reason);
+    let reason = record.reason.unwrap_or_default();
+    assert!(reason.contains("at most 64 core instances, 8 memories and 32 tables"), "{reason}");
 }
 
 /// Counters over three invocations: the series stop at the tenant's quota
@@ -229,6 +247,73 @@ async fn a_guest_unavailable_forever_is_tried_four_times_then_fails_retryably() 
     assert_eq!(record.failure, Some(FailureKind::Unavailable), "{:?}", record.reason);
     let reason = record.reason.unwrap_or_default();
     assert!(reason.contains("tried 4 times") && reason.contains("batch retry"), "{reason}");
+}
+
+/// Topics the tenant created on the embedded broker, its dead-letter topic aside.
+fn topics_of(test: &TestPlatform, prefix: &str) -> Vec<String> {
+    let dir = test.dir.path().join("var/messaging/topics");
+    let mut topics: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    topics.retain(|t| t.starts_with(prefix) && !t.ends_with("dead-letter"));
+    topics.sort();
+    topics
+}
+
+/// 236 refused calls in one invocation: the first 100 are written to the
+/// guest log, one line counts the rest, the metric counts them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_first_hundred_refusals_of_an_invocation_are_logged() {
+    let test = platform();
+    let _host = RunningHost::start(&test, HOST).await;
+    floods_succeed(&test, "refusals", 1).await;
+    let lines = read_log(&test.tenant_dir("hostile").join("logs/batch-guest.log"));
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert_eq!(messages.iter().filter(|m| m.starts_with("counter denied")).count(), 100);
+    assert!(messages.contains(&"136 more refused calls beyond the first 100 were not logged"), "{messages:?}");
+    let sample = "mysimbdp_denied_calls_total{tenant=\"hostile\",pipeline=\"floods\",kind=\"batch\"}";
+    assert_eq!(prometheus_value(&metrics(&test).await, sample), Some(236.0));
+}
+
+/// Twenty topics asked for, three times, under a quota of 3: three exist,
+/// the rest are refused (`quota-exceeded`, a metric, a guest-log line) and
+/// the guest goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_stop_at_the_tenants_quota() {
+    let test = platform();
+    let _host = RunningHost::start(&test, HOST).await;
+    floods_succeed(&test, "topics", 3).await;
+    assert_eq!(topics_of(&test, "hostile."), ["hostile.t0", "hostile.t1", "hostile.t2"]);
+    let sample = "mysimbdp_quota_exceeded_total{tenant=\"hostile\",quota=\"topics\"}";
+    assert_eq!(prometheus_value(&metrics(&test).await, sample), Some(51.0), "17 refused in each of 3 invocations");
+}
+
+/// Twenty dead letters under a quota of 10 per invocation: the invocation
+/// fails as a (retryable) sink error naming the quota, after the ten it was
+/// allowed; each letter's reason header is cut to 1 KiB with the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_beyond_the_quota_fail_the_invocation_and_headers_are_cut() {
+    use base64::Engine;
+    let test = platform();
+    let _host = RunningHost::start(&test, HOST).await;
+    let record = beside_the_neighbour(&test, "flood-dead-letters.txt", "dead-letters\n", 0).await;
+    assert_eq!((record.outcome, record.failure), (Outcome::Failed, Some(FailureKind::SinkError)), "{:?}", record.reason);
+    let reason = record.reason.unwrap_or_default();
+    assert!(reason.contains("quotas.dead_letters_per_invocation") && reason.contains("nothing is dropped"), "{reason}");
+    let log = test.dir.path().join("var/messaging/topics/hostile.dead-letter/0.log");
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+        .lines()
+        .map(|line| serde_json::from_str(&line[line.find('{').expect("a framed JSON record")..]).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 10, "the letters within the quota, no more");
+    for letter in &letters {
+        let headers = letter["h"].as_array().unwrap();
+        let reason = headers.iter().find(|h| h[0] == "error-reason").unwrap_or_else(|| panic!("no reason header: {letter}"));
+        let value = base64::engine::general_purpose::STANDARD.decode(reason[1].as_str().unwrap()).unwrap();
+        let value = String::from_utf8(value).unwrap();
+        assert!(value.len() <= 1024 && value.ends_with("bytes cut]"), "a reason header of {} bytes", value.len());
+    }
 }
 
 /// The hostile tenant at its worst, all at once: an endless loop, a memory
