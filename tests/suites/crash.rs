@@ -123,13 +123,16 @@ fn orders_with_invalid(first: usize, rows: usize, every: usize) -> (String, usiz
 }
 
 /// Returns once some file's latest manifest state is claimed or ingesting
-/// while it is in `work/` (what a restart resumes), or after 60 s when every
-/// file is done already.
-async fn until_a_file_is_ingesting(manifest: &std::path::Path, work: &std::path::Path) {
+/// while it is in `work/` (what a restart resumes), at once when all `files`
+/// are done already, or after 60 s.
+async fn until_a_file_is_ingesting(manifest: &std::path::Path, work: &std::path::Path, files: usize) {
     use mysimbdp::batch::manifest::{FileState, read_latest};
     for _ in 0..30_000 {
         let latest = read_latest(manifest).unwrap_or_default();
         if latest.values().any(|e| matches!(e.state, FileState::Claimed | FileState::Ingesting) && e.work_path(work).exists()) {
+            return;
+        }
+        if latest.values().filter(|e| e.state == FileState::Done).count() == files {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -163,10 +166,12 @@ async fn batch_survives_kills(backends: Backends) {
         if kill_number % 4 == 3 {
             // Now and then during the start, while it recovers from the last kill.
             tokio::time::sleep(points.next_ms(0, 1000)).await;
-        } else if kill_number % 4 == 1 {
-            // Now and then as soon as a file is claimed into work/, so that
-            // some kills surely cut an ingestion off, whatever the seed.
-            until_a_file_is_ingesting(&manifest, &work).await;
+        } else if kill_number % 4 == 0 {
+            // First (while every file still waits: on a fast machine the
+            // host may finish them all within a few kills) and now and then,
+            // as soon as a file is claimed into work/, so that some kill
+            // surely cuts an ingestion off, whatever the seed.
+            until_a_file_is_ingesting(&manifest, &work, files).await;
         } else {
             eventually("the host to answer", Duration::from_secs(60), || async { answers(&test).await.then_some(()) }).await;
             tokio::time::sleep(points.next_ms(0, 2000)).await;
