@@ -63,8 +63,9 @@ async fn neighbour(platform: &Platform, file: &Path) -> anyhow::Result<f64> {
     Ok(mb(record.bytes) / started.elapsed().as_secs_f64())
 }
 
-/// Starts every hostile ingestion and waits until each is inside its guest
-/// (its guest log or its memory shows it); they run until aborted.
+/// Starts every hostile ingestion and gives them 2 s to get into their
+/// guests (compiled already: warmed); they run until aborted. A round in
+/// which one ended meanwhile is an error, not a number.
 async fn start_hostile(platform: &Arc<Platform>, dir: &Path) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
     for (pipeline, name, line) in HOSTILE_FILES {

@@ -241,9 +241,7 @@ impl Platform {
     /// deadline).
     pub async fn suspend(&self, tenant: &str, stream: Option<&StreamManager>) -> anyhow::Result<SuspendAnswer> {
         let tenant = self.tenant(tenant)?;
-        let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let changed =
-            self.suspensions().suspend(&tenant.id, crate::invocation::Suspension { since: since.clone(), stream_instances: None })?;
+        let changed = self.suspensions().suspend(&tenant.id, crate::invocation::Suspension::now())?;
         let mut stopped = 0;
         if let Some(stream) = stream.filter(|_| tenant.profile.stream.is_some()) {
             let running = stream.status(Some(tenant.id.as_str())).await?.into_iter().map(|s| s.instances.len() as u32).sum::<u32>();

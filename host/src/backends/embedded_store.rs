@@ -369,6 +369,8 @@ mod tests {
     async fn idle_collections_are_closed_and_open_again_on_use() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
+        // Every collection below is used at or after this instant.
+        let start = Instant::now();
         for index in ["t-a", "t-b", "t-c"] {
             write(&store, index, true).await;
         }
@@ -377,7 +379,7 @@ mod tests {
         assert_eq!(store.open_collections(), 4);
 
         let later = Instant::now() + IDLE_CLOSE;
-        assert!(take_idle(&store.indices, IDLE_CLOSE, Instant::now() - Duration::from_secs(1)).is_empty(), "none idle yet");
+        assert!(take_idle(&store.indices, IDLE_CLOSE, start).is_empty(), "none idle yet");
         let mut closed: Vec<PathBuf> = take_idle(&store.indices, IDLE_CLOSE, later).iter().map(|c| c.dir.clone()).collect();
         closed.sort();
         assert_eq!(closed, [dir.path().join("t-a"), dir.path().join("t-b")], "held and uncommitted collections stay open");
@@ -389,8 +391,9 @@ mod tests {
         assert_eq!(store.count("t-a").await.unwrap(), 3, "the same ids replaced");
         // A use starts the idle time again.
         store.indices.lock().unwrap().get_mut("t-a").unwrap().used -= IDLE_CLOSE;
+        let before_use = Instant::now();
         assert_eq!(store.count("t-a").await.unwrap(), 3);
-        assert!(take_idle(&store.indices, IDLE_CLOSE, Instant::now()).is_empty(), "t-a was just used");
+        assert!(take_idle(&store.indices, IDLE_CLOSE, before_use).is_empty(), "t-a was just used");
         drop(held);
         store.flush("t-dirty", true).await.unwrap();
         assert_eq!(take_idle(&store.indices, IDLE_CLOSE, later + IDLE_CLOSE).len(), 3);

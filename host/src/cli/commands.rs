@@ -346,8 +346,7 @@ pub async fn suspend_tenant(config: &PlatformConfig, out: &Output, tenant: &str,
             let _lock = crate::host_lock::HostLock::acquire(&config.data_dir)?;
             let suspensions = crate::invocation::Suspensions::open(&config.data_dir)?;
             let (changed, since) = if suspend {
-                let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                let changed = suspensions.suspend(&tenant.id, crate::invocation::Suspension { since, stream_instances: None })?;
+                let changed = suspensions.suspend(&tenant.id, crate::invocation::Suspension::now())?;
                 (changed, suspensions.of(&tenant.id).map(|s| s.since))
             } else {
                 let resumed = suspensions.resume(&tenant.id)?;

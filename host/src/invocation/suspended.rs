@@ -22,6 +22,13 @@ pub struct Suspension {
     pub stream_instances: Option<u32>,
 }
 
+impl Suspension {
+    /// A suspension starting now, no stream stopped yet.
+    pub fn now() -> Suspension {
+        Suspension { since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), stream_instances: None }
+    }
+}
+
 /// The suspended tenants, as persisted.
 pub struct Suspensions {
     path: PathBuf,
