@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of docs/benchmarks.md:
 #
-#   scripts/bench.sh [batch-core|stream|batch-manager|noisy-neighbour|instantiation|all] [-- extra arguments of the subcommand]
+#   scripts/bench.sh [NAME|all] [-- extra arguments of the subcommand]
+#     NAME: batch-core, stream, batch-manager, noisy-neighbour, instantiation,
+#           embedded-yardstick, query-latency, batch-opensearch, concurrency
 #   scripts/bench.sh instructions   # batch-core's wasm-null and native, counted
 #                                   # in instructions (valgrind), not seconds
 #
 # Builds the host and the bench harness (release) and the example guests,
 # generates the input data under bench/data/ when it is missing (once; later
-# runs reuse it), starts Kafka and OpenSearch for `stream` (never stops them),
+# runs reuse it), starts Kafka and OpenSearch for the benchmarks that use them
+# (stream, batch-opensearch, concurrency, query-latency; never stops them),
 # then runs `mysimbdp-bench <name>`. Results: bench/data/results/<name>.json.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,9 +19,9 @@ what=${1:-all}
 shift || true
 [ "${1:-}" = "--" ] && shift
 case "$what" in
-    batch-core|stream|batch-manager|noisy-neighbour|instantiation|all|instructions) ;;
-    -h|--help|help) sed -n '2,11p' "$0"; exit 0 ;;
-    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager, noisy-neighbour, instantiation, all or instructions)" >&2; exit 2 ;;
+    batch-core|stream|batch-manager|noisy-neighbour|instantiation|embedded-yardstick|query-latency|batch-opensearch|concurrency|all|instructions) ;;
+    -h|--help|help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "unknown benchmark: $what (batch-core, stream, batch-manager, noisy-neighbour, instantiation, embedded-yardstick, query-latency, batch-opensearch, concurrency, all or instructions)" >&2; exit 2 ;;
 esac
 
 data=bench/data
@@ -41,8 +44,14 @@ data_for() {
             gen "$data/orders-110mb.csv" orders --mb 110 --seed 1 ;;
         instructions)
             gen "$data/orders-5mb.csv" orders --mb 5 --seed 1 ;;
-        noisy-neighbour)
+        noisy-neighbour|embedded-yardstick)
             gen "$data/orders-20mb.csv" orders --mb 20 --seed 5 ;;
+        query-latency)
+            gen "$data/orders-110mb.csv" orders --mb 110 --seed 1 ;;
+        batch-opensearch)
+            gen "$data/orders-10mb.csv" orders --mb 10 --seed 6 ;;
+        concurrency)
+            for seed in 21 22 23 24 25 26 27 28; do gen "$data/orders-5mb-s$seed.csv" orders --mb 5 --seed "$seed"; done ;;
         stream)
             gen "$data/readings-200k.ndjson" readings --rows 200000 --bad-every 0 --seed 1 ;;
         batch-manager)
@@ -102,10 +111,14 @@ PY
     exit 0
 fi
 
-if [ "$what" = all ]; then benches=(batch-core stream batch-manager noisy-neighbour instantiation); else benches=("$what"); fi
+if [ "$what" = all ]; then
+    benches=(batch-core stream batch-manager noisy-neighbour instantiation embedded-yardstick query-latency batch-opensearch concurrency)
+else
+    benches=("$what")
+fi
 for bench in "${benches[@]}"; do
     data_for "$bench"
-    if [ "$bench" = stream ]; then
+    if [ "$bench" = stream ] || [ "$bench" = batch-opensearch ] || [ "$bench" = concurrency ] || [ "$bench" = query-latency ]; then
         scripts/services.sh up
         eval "$(scripts/services.sh env)"
     fi

@@ -28,7 +28,7 @@ const GENERATE: &str = "python3 scripts/gen-data.py orders --mb 110 --seed 1 > b
 #[derive(ClapArgs)]
 pub struct Args {
     /// Timed runs of each variant (after one untimed warm-up of the wasm path).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// The CSV to ingest (default bench/data/orders-110mb.csv).
     #[arg(long)]
@@ -40,9 +40,9 @@ pub struct Args {
 }
 
 /// One timed run.
-struct Run {
-    seconds: f64,
-    docs: u64,
+pub(crate) struct Run {
+    pub(crate) seconds: f64,
+    pub(crate) docs: u64,
     rejected: u64,
     fuel: u64,
     peak_memory: u64,
@@ -197,9 +197,20 @@ const REPLICAS: [EngineSettings; 4] = [
 /// `max_wasm_stack_bytes` of the retail profile.
 const STACK: usize = 512 * 1024;
 
+/// A null-store platform with the retail-orders component uploaded and
+/// compiled: the cache of compiled components that [`embedded`] copies.
+pub(crate) async fn compiled_platform(wasm: &Path) -> anyhow::Result<BenchPlatform> {
+    let null = BenchPlatform::builder().tenant(TENANT, profile()?).config("coredms:\n  kind: null").build("compiled")?;
+    null.upload(TENANT, PipelineKind::Batch, PIPELINE, wasm)?;
+    let platform = null.open().await?;
+    common::warm(&platform, TENANT, PipelineKind::Batch, PIPELINE).await?;
+    platform.close().await;
+    Ok(null)
+}
+
 /// One run into the embedded store, in a fresh data directory that gets the
 /// compiled component of `compiled`'s warm-up.
-async fn embedded(compiled: &BenchPlatform, file: &Path, wasm: &Path) -> anyhow::Result<Run> {
+pub(crate) async fn embedded(compiled: &BenchPlatform, file: &Path, wasm: &Path) -> anyhow::Result<Run> {
     let fresh = BenchPlatform::builder().tenant(TENANT, profile()?).build("batch-core-embedded")?;
     fresh.upload(TENANT, PipelineKind::Batch, PIPELINE, wasm)?;
     copy_dir(&compiled.data_dir().join("compiled"), &fresh.data_dir().join("compiled"))?;
@@ -215,7 +226,14 @@ async fn embedded(compiled: &BenchPlatform, file: &Path, wasm: &Path) -> anyhow:
 
 fn describe_secs(runs: &[f64], bytes: u64) -> String {
     let all: Vec<String> = runs.iter().map(|s| format!("{s:.2}")).collect();
-    format!("median {:.2} s = {:.1} MB/s (runs: {} s)", median(runs), mb(bytes) / median(runs), all.join(", "))
+    let (least, most) = runs.iter().fold((f64::INFINITY, 0f64), |(l, m), &s| (l.min(s), m.max(s)));
+    format!(
+        "median {:.2} s = {:.1} MB/s (runs: {} s; spread {:.0}%)",
+        median(runs),
+        mb(bytes) / median(runs),
+        all.join(", "),
+        (most - least) / median(runs) * 100.0
+    )
 }
 
 /// Prints and records a variant; returns its median seconds.

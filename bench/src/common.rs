@@ -46,6 +46,43 @@ pub fn median(values: &[f64]) -> f64 {
     percentile(values, 50.0)
 }
 
+/// Median, least and greatest of a variant's runs, and the spread
+/// (greatest - least) / median: what a round-to-round difference is worth.
+pub fn spread(values: &[f64]) -> Value {
+    let least = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let greatest = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let med = median(values);
+    json!({ "median": med, "min": least, "max": greatest, "spread": (greatest - least) / med, "runs": values })
+}
+
+/// `median (min-max, spread %)` of a variant's runs, for the summaries.
+pub fn describe(values: &[f64]) -> String {
+    let s = spread(values);
+    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    format!("{:.1} ({:.1}-{:.1}, spread {:.0}%)", f("median"), f("min"), f("max"), f("spread") * 100.0)
+}
+
+/// The peak resident memory of this process so far (`VmHWM`), in MiB: the
+/// host runs in the bench process, so this is the host's and the harness's.
+pub fn peak_rss_mib() -> f64 {
+    status_kib("VmHWM:") as f64 / 1024.0
+}
+
+/// The resident memory of this process now (`VmRSS`), in MiB.
+pub fn rss_mib() -> f64 {
+    status_kib("VmRSS:") as f64 / 1024.0
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Nearest-rank percentile (`p` in 0..=100) of unsorted values.
 pub fn percentile(values: &[f64], p: f64) -> f64 {
     if values.is_empty() {
@@ -112,11 +149,14 @@ pub fn write_result(name: &str, mut result: Value) -> anyhow::Result<PathBuf> {
     result["benchmark"] = json!(name);
     result["finished_at"] = json!(chrono::Utc::now().to_rfc3339());
     result["machine"] = machine();
+    // The host runs in this process: its peak resident memory over the benchmark.
+    result["process_peak_rss_mib"] = json!(peak_rss_mib());
     result["commit"] = json!(git(&["rev-parse", "--short", "HEAD"]));
     result["worktree_dirty"] = json!(!git(&["status", "--porcelain", "--untracked-files=no"]).is_empty());
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_vec_pretty(&result)?)?;
-    println!("\nresults: {}", path.display());
+    println!("\npeak resident memory of the bench process (host included): {:.0} MiB", peak_rss_mib());
+    println!("results: {}", path.display());
     Ok(path)
 }
 
@@ -209,6 +249,16 @@ impl BenchPlatform {
             .with_context(|| format!("{} rejected", wasm.display()))
     }
 
+    /// A copy of this platform's files (tenants, configuration, data
+    /// directory) in a directory of its own, removed on drop: the same
+    /// uploaded and compiled pipelines, nothing shared afterwards.
+    pub fn fresh_copy(&self, name: &str) -> anyhow::Result<BenchPlatform> {
+        let dir = tempfile::Builder::new().prefix(&format!("{name}-")).tempdir_in(data_dir().join("runs"))?;
+        copy_tree(self.dir.path(), dir.path())?;
+        let config_file = dir.path().join(self.config_file.file_name().expect("the config file has a name"));
+        Ok(BenchPlatform { dir, config_file })
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("var")
     }
@@ -216,6 +266,20 @@ impl BenchPlatform {
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
         self.dir.path().join("tenants").join(tenant)
     }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Compiles (or loads from the disk cache) the active version of a tenant's

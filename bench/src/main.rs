@@ -10,8 +10,11 @@ mod ablation;
 mod batch_core;
 mod batch_manager;
 mod common;
+mod concurrency;
+mod embedded;
 mod instantiation;
 mod noisy;
+mod opensearch;
 mod stream;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +44,17 @@ enum Command {
     /// store from the `InstancePre` with and without the pooling allocator
     /// and copy-on-write, and the whole host path.
     Instantiation(instantiation::Args),
+    /// The host into the embedded store against tantivy used directly at its
+    /// best (typed fields, a sweep of writer threads and memory): the yardstick.
+    EmbeddedYardstick(embedded::YardstickArgs),
+    /// Query latency (p50, p99) on a collection of about a million orders.
+    QueryLatency(embedded::QueryArgs),
+    /// One CSV into OpenSearch: the host against a direct `_bulk` loader
+    /// swept over bulk size and requests in flight.
+    BatchOpensearch(opensearch::Args),
+    /// Total and per-ingestion MB/s at 1, 2, 4 and 8 concurrent ingestions of
+    /// one tenant and of two, into the embedded store and OpenSearch.
+    Concurrency(concurrency::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +77,10 @@ fn main() -> anyhow::Result<()> {
             Command::BatchManager(args) => batch_manager::run(args).await,
             Command::NoisyNeighbour(args) => noisy::run(args).await,
             Command::Instantiation(args) => instantiation::run(args).await,
+            Command::EmbeddedYardstick(args) => embedded::yardstick(args).await,
+            Command::QueryLatency(args) => embedded::query_latency(args).await,
+            Command::BatchOpensearch(args) => opensearch::run(args).await,
+            Command::Concurrency(args) => concurrency::run(args).await,
         }
     })
 }

@@ -11,9 +11,11 @@
 //! - `native-consumer`: for context, a hand-written rdkafka consumer doing
 //!   what an instance does (poll ≤ 500 / 200 ms, transform, `_bulk`, commit)
 //!   without the sandbox and the host's bookkeeping.
-//! - latency: with one instance running and background load, probe messages
-//!   are produced every 100 ms and searched for (query_string, no forced
-//!   refresh) until found: produce → searchable as a user sees it.
+//! - latency: with one instance running, probe messages are produced every
+//!   100 ms, with background messages to make up each `--rates` (messages
+//!   per second in all, the probes' 10 included), and searched for
+//!   (query_string, no forced refresh) until found: produce → searchable as
+//!   a user sees it, p50 and p99 at each rate.
 //!
 //! Every index and topic is unique to the run and deleted at the end.
 
@@ -52,14 +54,15 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     instances: Vec<u32>,
     /// Rounds of the throughput variants (each round runs every variant once).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Probe messages of the latency measurement (one every 100 ms).
     #[arg(long, default_value_t = 150)]
     probes: usize,
-    /// Background load during the latency measurement, messages per second.
-    #[arg(long, default_value_t = 1000)]
-    rate: u32,
+    /// Messages per second during each latency measurement, the probes' 10
+    /// included (the rest is background load).
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    rates: Vec<u32>,
     #[arg(long)]
     skip_latency: bool,
     #[arg(long)]
@@ -155,13 +158,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if !args.skip_latency {
         // A failure here keeps the throughput numbers above.
-        result["latency"] = match latency(&args, &search, &kafka, &lines).await {
-            Ok(latency) => latency,
-            Err(error) => {
-                eprintln!("latency measurement failed: {error:#}");
-                json!({ "error": format!("{error:#}") })
-            }
-        };
+        let mut at_rates = serde_json::Map::new();
+        for &rate in &args.rates {
+            let measured = match latency(&args, rate, &search, &kafka, &lines).await {
+                Ok(latency) => latency,
+                Err(error) => {
+                    eprintln!("latency measurement at {rate} msg/s failed: {error:#}");
+                    json!({ "error": format!("{error:#}") })
+                }
+            };
+            at_rates.insert(format!("{rate}_msgs_per_s"), measured);
+        }
+        result["latency"] = Value::Object(at_rates);
     }
     common::write_result("stream", result)?;
     Ok(())
@@ -409,14 +417,14 @@ async fn consume(brokers: &str, topic: &str, index: &str, search: &Search, stop:
 }
 
 /// (d) Produce → searchable with one instance under background load.
-async fn latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String]) -> anyhow::Result<Value> {
+async fn latency(args: &Args, rate: u32, search: &Search, kafka: &Kafka, lines: &[String]) -> anyhow::Result<Value> {
     let (tenant, _bench, platform, topic) = stream_tenant(args, "bl", "stream-latency").await?;
     let index = format!("{tenant}-readings");
     let manager = platform.stream_manager();
     manager.start(&tenant, Some(1)).await?;
-    println!("\nlatency: 1 instance, {} msg/s background, {} probes every 100 ms", args.rate, args.probes);
+    println!("\nlatency: 1 instance, {rate} msg/s in all, {} probes every 100 ms among them", args.probes);
 
-    let result = measure_latency(args, search, kafka, lines, &topic, &index).await;
+    let result = measure_latency(args, rate, search, kafka, lines, &topic, &index).await;
     manager.stop(&tenant).await?;
     platform.close().await;
     search.delete(&format!("{tenant}-*")).await;
@@ -428,7 +436,15 @@ fn tenant_id(tenant: &str) -> anyhow::Result<TenantId> {
     TenantId::parse(tenant).map_err(anyhow::Error::msg)
 }
 
-async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[String], topic: &str, index: &str) -> anyhow::Result<Value> {
+async fn measure_latency(
+    args: &Args,
+    rate: u32,
+    search: &Search,
+    kafka: &Kafka,
+    lines: &[String],
+    topic: &str,
+    index: &str,
+) -> anyhow::Result<Value> {
     // Wait until the instance has joined and the index exists: one message through.
     let warmup = probe_reading("warmup-0");
     kafka.producer.send(FutureRecord::<(), str>::to(topic).payload(warmup.as_str()), Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
@@ -442,7 +458,7 @@ async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[S
     let sending = Arc::new(AtomicBool::new(true));
     let sender = {
         let (producer, topic, outstanding, sending) = (kafka.producer.clone(), topic.to_string(), outstanding.clone(), sending.clone());
-        let (lines, probes, per_tick) = (lines.to_vec(), args.probes, (args.rate / 10) as usize);
+        let (lines, probes, per_tick) = (lines.to_vec(), args.probes, (rate.saturating_sub(10) / 10) as usize);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             let mut background = lines.iter().cycle();
@@ -497,7 +513,8 @@ async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[S
     let failed_deliveries = sender.await?;
     let stats = json!({
         "probes": latencies.len(),
-        "background_msgs_per_s": args.rate,
+        "msgs_per_s": rate,
+        "background_msgs_per_s": rate.saturating_sub(10),
         "p50_ms": percentile(&latencies, 50.0),
         "p90_ms": percentile(&latencies, 90.0),
         "p99_ms": percentile(&latencies, 99.0),
@@ -506,6 +523,7 @@ async fn measure_latency(args: &Args, search: &Search, kafka: &Kafka, lines: &[S
         "mean_ms": latencies.iter().sum::<f64>() / latencies.len() as f64,
         "query_ms_median": median(&query_ms),
         "failed_deliveries": failed_deliveries,
+        "process_rss_mib_at_end": common::rss_mib(),
         "latencies_ms": latencies,
     });
     println!(
