@@ -11,10 +11,14 @@
 //! ```
 //!
 //! Reading takes records while they are whole and their checksum holds. What
-//! follows the last good record is a *torn tail* if no good record comes
-//! after it (a write cut short: it was never acknowledged, and is cut off
-//! before anything is appended), and *corruption* otherwise: an error that
-//! names the file and the offset, never skipped in silence.
+//! follows the last good record is a *torn tail* if it is a record cut short
+//! (its header, payload or line end missing) and no good record comes after
+//! it: a write cut by a crash or a full disk, never acknowledged, cut off
+//! before anything is appended. Anything else is *corruption*: a record
+//! whose frame is whole but whose checksum fails (a write that was
+//! acknowledged and then damaged, last record or not), or damage with good
+//! records after it. Corruption is an error that names the file and the
+//! offset, never cut off or skipped in silence.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -50,10 +54,11 @@ pub struct Records {
     pub torn: u64,
 }
 
-/// A record whose checksum or frame does not hold, with good records after it.
+/// A record whose checksum fails although its frame is whole, or whose frame
+/// does not hold with good records after it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{file}: the record at byte {offset} is damaged ({reason}) and records follow it; the file is corrupt: restore it from a backup, or move it aside to start it anew"
+    "{file}: the record at byte {offset} is damaged ({reason}), not cut short by a crash; the file is corrupt: restore it from a backup, or move it aside to start it anew"
 )]
 pub struct Corrupt {
     pub file: PathBuf,
@@ -81,9 +86,24 @@ pub fn payload(record: &[u8]) -> Option<&[u8]> {
     (end == record.len()).then(|| &record[range])
 }
 
+/// Why the bytes at an offset are no sound record.
+#[derive(Debug)]
+enum Unsound {
+    /// Cut short (or no record at all): what a write cut off leaves.
+    Cut(String),
+    /// A whole frame whose checksum fails: damaged after it was written.
+    Damaged(String),
+}
+
+impl From<&str> for Unsound {
+    fn from(reason: &str) -> Unsound {
+        Unsound::Cut(reason.to_string())
+    }
+}
+
 /// The record at `at`: its payload's range and where it ends, or why it is
 /// not a whole, sound record.
-fn record_at(bytes: &[u8], at: usize) -> Result<(std::ops::Range<usize>, usize), String> {
+fn record_at(bytes: &[u8], at: usize) -> Result<(std::ops::Range<usize>, usize), Unsound> {
     let header = bytes.get(at..at + HEADER).ok_or("the header is cut")?;
     let hex = |field: &[u8]| std::str::from_utf8(field).ok().and_then(|t| u32::from_str_radix(t, 16).ok());
     if header[0] != b'#' || header[9] != b' ' || header[18] != b' ' {
@@ -92,7 +112,7 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(std::ops::Range<usize>, usize),
     let (Some(len), Some(crc)) = (hex(&header[1..9]), hex(&header[10..18])) else { return Err("the header is not hex".into()) };
     let len = len as usize;
     if len > MAX_RECORD_BYTES {
-        return Err(format!("a length of {len} bytes"));
+        return Err(Unsound::Cut(format!("a length of {len} bytes")));
     }
     let start = at + HEADER;
     let payload = bytes.get(start..start + len).ok_or("the payload is cut")?;
@@ -100,7 +120,7 @@ fn record_at(bytes: &[u8], at: usize) -> Result<(std::ops::Range<usize>, usize),
         return Err("the line end is missing".into());
     }
     if crc32(payload) != crc {
-        return Err("the checksum does not match".into());
+        return Err(Unsound::Damaged("the checksum does not match".into()));
     }
     Ok((start..start + len, start + len + 1))
 }
@@ -115,7 +135,8 @@ pub fn read(file: &Path, bytes: &[u8]) -> Result<Records, Corrupt> {
                 records.payloads.push(bytes[payload].to_vec());
                 at = next;
             }
-            Err(reason) => {
+            Err(Unsound::Damaged(reason)) => return Err(Corrupt { file: file.to_path_buf(), offset: at as u64, reason }),
+            Err(Unsound::Cut(reason)) => {
                 // A good record further on means this one is damaged, not torn.
                 let later =
                     (at + 1..bytes.len()).filter(|&i| bytes[i] == b'#' && bytes[i - 1] == b'\n').find(|&i| record_at(bytes, i).is_ok());
@@ -285,11 +306,28 @@ mod tests {
             assert!(error.offset <= second as u64, "{what}: at {}", error.offset);
             assert!(error.to_string().starts_with("/var/m.jsonl: the record at byte"), "{what}: {error}");
         }
-        // The same damage in the last record is a torn tail: nothing follows it.
-        let mut torn = bytes.clone();
-        let last = torn.len() - 3;
-        torn[last] ^= 0x20;
-        assert_eq!(read(Path::new("f"), &torn).unwrap().payloads.len(), 2);
+    }
+
+    #[test]
+    fn a_whole_last_record_with_a_bad_checksum_is_corruption_a_cut_one_a_torn_tail() {
+        let bytes = records(&["{\"id\":1}", "{\"id\":2}"]);
+        let last = frame(b"{\"id\":1}").len();
+        // A flipped payload byte of the last record: its frame is whole, so
+        // it was written whole and damaged afterwards, not torn.
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() - 3] ^= 0x20;
+        let error = read(Path::new("/var/offsets"), &flipped).unwrap_err();
+        assert_eq!((error.offset, error.reason.as_str()), (last as u64, "the checksum does not match"));
+        // The only record of a file (an offsets snapshot), damaged: an error too, never no records.
+        let only = frame(b"{\"group\":{\"t-0\":42}}");
+        let mut damaged = only.clone();
+        damaged[HEADER + 2] ^= 0x01;
+        assert!(read(Path::new("/var/offsets"), &damaged).is_err(), "a damaged snapshot is not an empty file");
+        // Cut anywhere before its line end, the same record is a torn tail.
+        for cut in last..bytes.len() {
+            let read = read(Path::new("f"), &flipped[..cut]).unwrap();
+            assert_eq!((read.payloads.len(), read.end), (1, last as u64), "cut at byte {cut}");
+        }
     }
 
     #[test]

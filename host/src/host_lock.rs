@@ -1,7 +1,10 @@
 //! One writer of a data directory's files: `host run` holds
 //! `<data_dir>/host.lock` while it runs, and a command that writes the
-//! host's own files without a host (`batch retry` in local mode) takes it
-//! too, so two processes never append to the same manifest.
+//! host's own files without a host (in local mode `batch retry`, `tenant
+//! suspend|resume`, `ingest`, `stream produce`) takes it too, so two
+//! processes never append to the same manifest or message log (where one's
+//! undo of a failed append, or its cut of what looks like a torn tail, would
+//! cut the other's records off).
 
 use anyhow::Context;
 use std::fs::{File, TryLockError};

@@ -19,7 +19,7 @@ pub mod experiment;
 pub mod failure;
 pub(crate) mod framed;
 pub mod fuzzing;
-pub mod host_lock;
+pub(crate) mod host_lock;
 pub(crate) mod invocation;
 pub mod opened_file;
 pub mod pipelines;

@@ -3,6 +3,12 @@
 //! layer) and the control operations on it. The host process, the CLI in
 //! local mode and the tests start from [`Platform::open`]; the managers get
 //! only the parts they use from here.
+//!
+//! About 430 lines, and whole on purpose: besides wiring the layers it keeps
+//! the operator and tenant control operations the API and the CLI call
+//! (reload, suspend and resume, `ingest_path`, `search_page`, `produce`,
+//! pipeline upload), each a few lines over the layers below; split up, the
+//! one place where the layers meet would be several.
 
 use crate::backends::embedded_bus::EmbeddedBus;
 use crate::backends::embedded_store::EmbeddedStore;
@@ -18,7 +24,7 @@ use crate::pipelines::PipelineVersion;
 use crate::sandbox::Sandbox;
 use crate::stream::StreamManager;
 use crate::telemetry::IngestionRecord;
-use crate::telemetry::events::PlatformEvent;
+use crate::telemetry::events::{RegistryReloaded, TenantControlled};
 use crate::telemetry::logs::Logs;
 use anyhow::Context;
 use std::io::Read;
@@ -166,19 +172,8 @@ impl Platform {
             anyhow::Ok(reloaded)
         }
         .await;
-        let event = match &result {
-            Ok(reloaded) => PlatformEvent {
-                level: "info",
-                message: "registry reloaded",
-                fields: serde_json::json!({ "added": reloaded.added, "changed": reloaded.changed }),
-            },
-            Err(error) => PlatformEvent {
-                level: "error",
-                message: "registry reload failed",
-                fields: serde_json::json!({ "error": format!("{error:#}"), "kept": "the registry in force" }),
-            },
-        };
-        event.emit(&self.logs().platform());
+        let outcome = result.as_ref().map(|reloaded| (reloaded.added.as_slice(), reloaded.changed.as_slice()));
+        RegistryReloaded { outcome }.emit(&self.logs().platform());
         result
     }
 
@@ -252,7 +247,7 @@ impl Platform {
             }
         }
         let since = self.suspensions().of(&tenant.id).map(|s| s.since);
-        self.control_event("tenant suspended", &tenant.id, changed, stopped);
+        self.control_event(&tenant.id, changed, stopped);
         Ok(SuspendAnswer { tenant: tenant.id.to_string(), suspended: true, changed, since, stream_instances: stopped })
     }
 
@@ -274,15 +269,14 @@ impl Platform {
         if let Some(batch) = batch {
             batch.rescan();
         }
-        self.control_event("tenant resumed", &tenant.id, suspension.is_some(), started);
+        self.control_event(&tenant.id, suspension.is_some(), started);
         let since = suspension.map(|s| s.since);
         Ok(SuspendAnswer { tenant: tenant.id.to_string(), suspended: false, changed: since.is_some(), since, stream_instances: started })
     }
 
-    fn control_event(&self, message: &'static str, tenant: &TenantId, changed: bool, stream_instances: u32) {
-        crate::telemetry::events::TenantSuspended { tenant, suspended: self.suspensions().is_suspended(tenant) }.emit();
-        let fields = serde_json::json!({ "tenant": tenant, "changed": changed, "stream_instances": stream_instances });
-        PlatformEvent { level: "info", message, fields }.emit(&self.logs().platform());
+    fn control_event(&self, tenant: &TenantId, changed: bool, stream_instances: u32) {
+        let suspended = self.suspensions().is_suspended(tenant);
+        TenantControlled { tenant, suspended, changed, stream_instances }.emit(&self.logs().platform());
     }
 
     /// Ingests the file at `path` for `tenant`, with the named batch pipeline

@@ -1,7 +1,8 @@
 //! How the host waits before trying again: exponential backoff, doubling
 //! from a first wait up to a cap. Used where a store, the broker or a
 //! consumer group failed and the same work is tried again (the stream
-//! instances, Elasticsearch's `_bulk`).
+//! instances, Elasticsearch's `_bulk`), and when a file or a batch is tried
+//! again at all.
 
 use std::time::Duration;
 
@@ -46,9 +47,32 @@ pub fn after_retried(in_a_row: u32, retries: u32) -> AfterRetried {
     if in_a_row <= retries { AfterRetried::Retry } else { AfterRetried::Stalled { alert: in_a_row == retries + 1 } }
 }
 
+/// Whether a file's invocation is run again after one that ended `unavailable`
+/// (or not) with `retried` retries done: only a guest's `unavailable`, and
+/// at most `retries` times; then the file fails retryably.
+pub fn retry_file(unavailable: bool, retried: u32, retries: u32) -> bool {
+    unavailable && retried < retries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_run_again_only_after_an_unavailable_and_only_so_often() {
+        let cases = [
+            // (unavailable, retries done, retries allowed, run again)
+            (true, 0, 3, true),
+            (true, 2, 3, true),
+            (true, 3, 3, false),
+            (true, 7, 3, false),
+            (false, 0, 3, false),
+            (true, 0, 0, false),
+        ];
+        for (unavailable, retried, retries, again) in cases {
+            assert_eq!(retry_file(unavailable, retried, retries), again, "unavailable {unavailable}, {retried} of {retries} retries");
+        }
+    }
 
     #[test]
     fn a_guest_unavailable_again_and_again_stalls_the_stream_and_alerts_once() {

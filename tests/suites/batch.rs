@@ -372,6 +372,80 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
     assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 50);
 }
 
+/// A config of `test`'s platform (same tenants, same data directory) whose
+/// API address is one where no host answers: the CLI with it works locally.
+fn config_with_the_api_elsewhere(test: &TestPlatform) -> std::path::PathBuf {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = std::fs::read_to_string(&test.config_file).unwrap();
+    let moved = config.replace(&format!("listen: 127.0.0.1:{}", test.port), &format!("listen: 127.0.0.1:{elsewhere}"));
+    assert_ne!(moved, config);
+    let path = test.dir.path().join("api-elsewhere.yaml");
+    std::fs::write(&path, moved).unwrap();
+    path
+}
+
+/// Each file of `dir` with its contents.
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `mysimbdp batch retry` from the CLI beside a running host (the one writer
+/// of the tenant's manifest, holding the data directory's lock): pointed at
+/// another API address, the CLI would write the manifest itself, so it
+/// refuses, naming the lock, and nothing in `failed/` moves; pointed at the
+/// host, it goes through the host's API (locally it could not have taken
+/// the lock) and the failed file is ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_retry_from_the_cli_goes_through_the_host_and_refuses_beside_it() {
+    let test = constrained(&RETAIL, &[]).await;
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::PANICS);
+    let _host = mysimbdp_tests::RunningHost::start(&test, HOST).await;
+    stage(&test, "retail", "monday.csv", &orders_csv(1, 50));
+    let registry = test.config().registry().unwrap();
+    let tenant = registry.require("retail").unwrap();
+    let status = eventually("monday.csv to fail", Duration::from_secs(60), || {
+        let status = mysimbdp::batch::status::tenant_status(tenant, 100).unwrap();
+        async move { (!status.failed.is_empty()).then_some(status) }
+    })
+    .await;
+    assert_eq!(status.failed.iter().map(|f| (f.file.as_str(), f.state.as_str())).collect::<Vec<_>>(), [("monday.csv", "guest-panic")]);
+    test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let failed = contents(&tenant.paths.failed);
+    assert!(failed.iter().any(|(name, _)| name == "monday.csv"), "{failed:?}");
+    let manifest = std::fs::read(&tenant.paths.manifest).unwrap();
+
+    let elsewhere = config_with_the_api_elsewhere(&test);
+    let output =
+        std::process::Command::new(HOST).arg("--config").arg(&elsewhere).args(["batch", "retry", "--tenant", "retail"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let lock = test.dir.path().join("var/host.lock");
+    assert!(stderr.contains("`batch retry` found no host answering") && stderr.contains(&format!("holds {}", lock.display())), "{stderr}");
+    assert_eq!(contents(&tenant.paths.failed), failed, "nothing in failed/ moved");
+    assert!(!tenant.paths.staging.join("monday.csv").exists());
+    assert_eq!(std::fs::read(&tenant.paths.manifest).unwrap(), manifest, "the manifest has the host as its one writer");
+
+    let output = test.command(HOST).args(["--json", "batch", "retry", "--tenant", "retail"]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let moved: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(moved, ["monday.csv"]);
+    let status = eventually("monday.csv to be ingested after the retry", Duration::from_secs(60), || {
+        let status = mysimbdp::batch::status::tenant_status(tenant, 100).unwrap();
+        async move { status.done.iter().any(|d| d.file == "monday.csv" && d.state == "done").then_some(status) }
+    })
+    .await;
+    assert!(status.failed.is_empty(), "{status:?}");
+    let query = format!("http://127.0.0.1:{}/api/query?tenant=retail&collection=orders&q=&limit=0", test.port);
+    let answer: serde_json::Value = reqwest::get(&query).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["total"], 50, "{answer}");
+}
+
 /// The manager records a file's outcome in the manifest before it moves the
 /// file out of `work/`. In between, the status must still show the file as
 /// running, and once the file is in `failed/` its reason must be there with it:

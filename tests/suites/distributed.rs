@@ -1,15 +1,16 @@
 //! Against the real Kafka and OpenSearch started by `scripts/services.sh`:
 //! batch files into OpenSearch, messages from an independent Kafka client to
 //! documents, poison messages to the dead-letter topic, at-least-once across
-//! stops and crashes with no duplicates, and namespaces that hold.
+//! stops and crashes with no duplicates, namespaces that hold, and the API's
+//! query limits and time bound on OpenSearch.
 //!
 //! Each test uses tenant ids of its own, so runs never see each other's data.
 
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::Outcome;
 use mysimbdp_tests::{
-    Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv, profile_with, read_log,
-    repo_root, start_stream, unique_tenant,
+    RunningHost, Search, Services, TestPlatform, artifacts, eventually, kcat, kcat_headers, kcat_produce, kcat_read, orders_csv,
+    profile_with, prometheus_value, read_log, repo_root, start_stream, unique_tenant,
 };
 use std::time::Duration;
 
@@ -394,4 +395,97 @@ async fn tenants_whose_ids_differ_by_an_underscore_cannot_take_each_others_topic
     assert_eq!(own, ["shop's own message"], "{squatted} holds shop's message only");
     assert_ne!(squatted.replace('.', "_"), eu.dead_letter_topic().replace('.', "_"), "apart also as Kafka compares names");
     search().delete(&format!("{shop}*")).await;
+}
+
+/// `GET /api/query` of the host at `api` with these parameters: the status and the JSON answer.
+async fn api_query(api: &str, params: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let answer = http.get(format!("{api}/api/query")).query(params).send().await.unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The host's gauge of searches still being worked on by OpenSearch.
+async fn searches_running(api: &str) -> f64 {
+    let text = reqwest::get(format!("{api}/metrics")).await.unwrap().text().await.unwrap();
+    prometheus_value(&text, "mysimbdp_searches_running{backend=\"elasticsearch\"}").expect("the gauge of running searches is exported")
+}
+
+/// The API's query limits hold on OpenSearch as on the embedded store
+/// (`hostile.rs`), through the real host: a query nested beyond the limit,
+/// one too long and a `limit` or window above the cap are answered 400
+/// naming the limit (OpenSearch itself would run the nested query and
+/// return the huge page); a search past `api.search_timeout_ms` is answered
+/// 503 naming the bound, not passed on as complete, and no search is
+/// counted as running afterwards; the neighbour tenant is served under the
+/// same bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_on_opensearch_are_bounded_like_on_the_embedded_store() {
+    let (tenant, neighbour) = (unique_tenant("retail"), unique_tenant("retail"));
+    let profile = profile_with("tenants/retail/profile.yaml", &[]);
+    // OpenSearch measures a search's time on a clock it updates every 200 ms:
+    // under a bound of 1 ms a tick during even the neighbour's tiny search
+    // would stop it. 250 ms needs two ticks; the heavy search below takes seconds.
+    let test = TestPlatform::builder()
+        .tenant_yaml(&tenant, &profile)
+        .tenant_yaml(&neighbour, &profile)
+        .services()
+        .api("search_timeout_ms: 250")
+        .build();
+    test.upload(&tenant, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    test.upload(&neighbour, PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let _host = RunningHost::start(&test, HOST).await;
+    let api = test.api();
+    let http = reqwest::Client::new();
+    // Names of 100 words: a sloppy phrase query has 100 positions to try in each document.
+    let long_names = orders_csv(1, 20_000).replace("Test Customer ", &"Test Customer ".repeat(50));
+    for (who, content) in [(&tenant, long_names), (&neighbour, orders_csv(1, 100))] {
+        let file = test.dir.path().join(format!("{who}.csv"));
+        std::fs::write(&file, content).unwrap();
+        let answer = http.post(format!("{api}/api/ingest")).json(&serde_json::json!({ "tenant": who, "path": file })).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    let search = search();
+    assert_eq!(search.count(&format!("{tenant}-orders")).await, 20_000);
+    assert_eq!(search.count(&format!("{neighbour}-orders")).await, 100);
+
+    let nested = |levels: usize| format!("{}fi{}", "(".repeat(levels), ")".repeat(levels));
+    let refusals = [
+        (nested(25), "10", "0", "query depth limit"),
+        (nested(9), "10", "0", "query depth limit"),
+        ("a ".repeat(2100), "10", "0", "query length limit"),
+        ("*".to_string(), "100000000000", "0", "limit cap"),
+        ("*".to_string(), "1001", "0", "limit cap"),
+        ("*".to_string(), "10", "9995", "result window cap"),
+    ];
+    for (q, limit, offset, limit_named) in &refusals {
+        let params = [("tenant", tenant.as_str()), ("collection", "orders"), ("q", q), ("limit", limit), ("offset", offset)];
+        let (status, answer) = api_query(&api, &params).await;
+        assert_eq!(status, 400, "{:.30}… limit {limit} offset {offset}: {answer}", q);
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains(limit_named), "{:.30}…: the answer names the limit: {error}", q);
+    }
+    let (status, answer) = api_query(&api, &[("tenant", &tenant), ("collection", "orders"), ("q", &nested(8)), ("limit", "1")]).await;
+    assert_eq!((status, answer["total"].as_u64()), (200, Some(0)), "8 levels are within the limit: {answer}");
+    assert_eq!(searches_running(&api).await, 0.0);
+
+    // 115 sloppy phrases (3.8 KiB, within the limits) over 20,000 names of 100
+    // words: seconds of OpenSearch's work, stopped at the bound.
+    let heavy: Vec<String> = (1..=115).map(|slop| format!("customer.name:\"test customer\"~{slop}")).collect();
+    let heavy = heavy.join(" ");
+    let (status, answer) = api_query(&api, &[("tenant", &tenant), ("collection", "orders"), ("q", &heavy), ("limit", "10")]).await;
+    assert_eq!(status, 503, "a partial answer is no answer: {:.300}", answer.to_string());
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains("time bound of 250 ms") && error.contains("api.search_timeout_ms"), "{error}");
+    assert_eq!(searches_running(&api).await, 0.0, "no search outlives its answer");
+
+    // The neighbour's search, under the same bound, is answered in full.
+    let (status, answer) =
+        api_query(&api, &[("tenant", &neighbour), ("collection", "orders"), ("q", "order_id:\"O-00000007\""), ("limit", "5")]).await;
+    assert_eq!((status, answer["total"].as_u64()), (200, Some(1)), "{answer}");
+    let (status, answer) = api_query(&api, &[("tenant", &neighbour), ("collection", "orders"), ("q", ""), ("limit", "0")]).await;
+    assert_eq!((status, answer["total"].as_u64()), (200, Some(100)), "{answer}");
+    assert_eq!(searches_running(&api).await, 0.0);
+    search.delete(&format!("{tenant}-*")).await;
+    search.delete(&format!("{neighbour}-*")).await;
 }

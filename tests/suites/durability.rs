@@ -11,7 +11,7 @@
 //! (they say so), and nothing else replaces them.
 
 use mysimbdp::pipelines::PipelineKind;
-use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, orders_csv, prometheus_value, read_log};
+use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, orders_csv, prometheus_value, read_log, readings_ndjson};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -279,17 +279,11 @@ async fn a_full_disk_under_staging_fails_stage_put_and_leaves_no_half_file() {
 /// A host killed with a record half-written at the end of its manifest and
 /// of a partition of its message log: at the next start both torn tails are
 /// cut off (and logged), every acknowledged entry and message is there, and
-/// both files take new records after the last whole one. A damaged offsets
-/// file is an error that names it, never a silent reset to the start.
+/// both files take new records after the last whole one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn torn_tails_are_cut_off_at_start_and_damaged_offsets_are_named() {
-    let test = TestPlatform::builder()
-        .tenant("retail", "tenants/retail/profile.yaml")
-        .tenant("sensors", "tenants/sensors/profile.yaml")
-        .config(QUICK_SCANS)
-        .build();
+async fn torn_tails_are_cut_off_at_start_and_nothing_acknowledged_is_lost() {
+    let test = TestPlatform::builder().tenant("retail", "tenants/retail/profile.yaml").config(QUICK_SCANS).build();
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
-    test.upload("sensors", PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
     let host = RunningHost::start(&test, HOST).await;
     stage(&test, "first.csv", 100, 1);
     eventually("first.csv to be done", Duration::from_secs(60), || {
@@ -345,14 +339,148 @@ async fn torn_tails_are_cut_off_at_start_and_damaged_offsets_are_named() {
     let clicks = platform.messaging().read_all("retail.clicks", 1000, Duration::from_secs(5)).await.unwrap();
     assert_eq!(clicks.len(), 31, "the 30 acknowledged messages and the one after the cut");
     assert_eq!(clicks.last().unwrap().offset, 30);
+}
 
-    // A consumer group's offsets file damaged: the stream refuses to start, naming it.
-    let groups = test.dir.path().join("var/messaging/groups");
-    std::fs::create_dir_all(&groups).unwrap();
-    let offsets = groups.join("mysimbdp.sensors.live.json");
-    std::fs::write(&offsets, b"{\"sensors.readings\":{\"0\":").unwrap();
-    drop(platform);
-    let platform = test.open().await;
-    let error = platform.messaging().lag("mysimbdp.sensors.live", &["sensors.readings".to_string()]).await.unwrap_err().to_string();
-    assert!(error.contains("mysimbdp.sensors.live.json") && error.contains("cannot be read"), "{error}");
+async fn post(test: &TestPlatform, path: &str, body: serde_json::Value) -> reqwest::Response {
+    http().post(format!("{}{path}", test.api())).json(&body).send().await.unwrap()
+}
+
+async fn stream_status(test: &TestPlatform, tenant: &str) -> serde_json::Value {
+    get_json(test, &format!("/api/stream/status?tenant={tenant}")).await[0].clone()
+}
+
+/// Where each framed record of `bytes` starts (`#`, its payload's length in
+/// 8 hex digits, its checksum, the payload, a line end).
+fn record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        starts.push(at);
+        let len = usize::from_str_radix(std::str::from_utf8(&bytes[at + 1..at + 9]).unwrap(), 16).unwrap();
+        at += 19 + len + 1;
+    }
+    assert_eq!(at, bytes.len(), "whole records");
+    starts
+}
+
+/// The committed offsets of the sensors tenant's stream, as the real host
+/// wrote them (framed snapshots), damaged afterwards: one digit of the last
+/// snapshot flipped, so it is still JSON and only its checksum fails. When
+/// the stream is started on the host, the host says what happened, naming
+/// the file, and nothing resets the offsets: the file stays as it is.
+///
+/// The start reads the group's offsets first, so `POST /api/stream/start`
+/// is refused with the file named, and no instance runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_offsets_file_is_named_when_the_stream_starts_and_never_reset() {
+    let test = TestPlatform::builder().tenant("sensors", "tenants/sensors/profile.yaml").build();
+    test.upload("sensors", PipelineKind::Stream, "live", artifacts::SENSOR_STREAM);
+    let host = RunningHost::start(&test, HOST).await;
+    let started = post(&test, "/api/stream/start", serde_json::json!({ "tenant": "sensors", "instances": 1 })).await;
+    assert!(started.status().is_success(), "{}", started.text().await.unwrap());
+    let offsets = test.dir.path().join("var/messaging/groups/mysimbdp.sensors.live.json");
+    // Two rounds of messages, each committed: two snapshots at least.
+    for round in 0..2 {
+        let messages: Vec<serde_json::Value> = readings_ndjson(round * 20, 20)
+            .lines()
+            .enumerate()
+            .map(|(i, l)| serde_json::json!({ "key": format!("s-{i}"), "value": l }))
+            .collect();
+        let produced =
+            post(&test, "/api/stream/produce", serde_json::json!({ "tenant": "sensors", "topic": "readings", "messages": messages })).await;
+        assert!(produced.status().is_success(), "{}", produced.text().await.unwrap());
+        eventually("the stream to commit every message", Duration::from_secs(60), || {
+            let (test, offsets) = (&test, &offsets);
+            async move { (stream_status(test, "sensors").await["lag"] == 0 && offsets.exists()).then_some(()) }
+        })
+        .await;
+    }
+    assert!(post(&test, "/api/stream/stop", serde_json::json!({ "tenant": "sensors" })).await.status().is_success());
+    drop(host);
+
+    // One bit of the last snapshot's payload flipped: a digit of an offset.
+    // Taken for a torn tail, it would be cut off and the snapshot before it
+    // put in force: a silent step back.
+    let mut damaged = std::fs::read(&offsets).unwrap();
+    let starts = record_starts(&damaged);
+    assert!(starts.len() >= 2, "a snapshot per commit: {}", String::from_utf8_lossy(&damaged));
+    let last = *starts.last().unwrap();
+    let digit = last + 19 + damaged[last + 19..].iter().rposition(u8::is_ascii_digit).expect("an offset in the snapshot");
+    damaged[digit] ^= 0x01;
+    assert!(serde_json::from_slice::<serde_json::Value>(&damaged[last + 19..damaged.len() - 1]).is_ok(), "still JSON");
+    std::fs::write(&offsets, &damaged).unwrap();
+
+    let _host = RunningHost::start(&test, HOST).await;
+    let started = post(&test, "/api/stream/start", serde_json::json!({ "tenant": "sensors", "instances": 1 })).await;
+    let status_code = started.status();
+    let answer = started.text().await.unwrap();
+    assert!(!status_code.is_success(), "a stream on damaged offsets is refused: {status_code} {answer}");
+    for said in ["cannot start", &offsets.display().to_string(), "the committed offsets cannot be read", "checksum"] {
+        assert!(answer.contains(said), "the answer says `{said}`: {answer}");
+    }
+    let status = stream_status(&test, "sensors").await;
+    assert!(status["running"] != true, "no instance runs: {status}");
+    assert_eq!(std::fs::read(&offsets).unwrap(), damaged, "the offsets are not reset, cut or rewritten");
+}
+
+/// A config of `test`'s platform (same tenants, same data directory) whose
+/// API address is one where no host answers: the CLI with it works locally.
+fn config_with_the_api_elsewhere(test: &TestPlatform) -> PathBuf {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = std::fs::read_to_string(&test.config_file).unwrap();
+    let moved = config.replace(&format!("listen: 127.0.0.1:{}", test.port), &format!("listen: 127.0.0.1:{elsewhere}"));
+    assert_ne!(moved, config);
+    let path = test.dir.path().join("api-elsewhere.yaml");
+    std::fs::write(&path, moved).unwrap();
+    path
+}
+
+/// A host runs on the data directory, and the CLI is pointed at another API
+/// address (or the host does not answer yet): the local commands that would
+/// write the host's files themselves (`stream produce`, `ingest`) refuse,
+/// naming the data directory's lock, and write nothing; pointed at the
+/// host, the same produce goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_writes_beside_a_running_host_refuse_naming_its_lock() {
+    let test = retail();
+    let _host = RunningHost::start(&test, HOST).await;
+    let lines = test.dir.path().join("clicks.jsonl");
+    std::fs::write(&lines, "{\"n\":1}\n{\"n\":2}\n").unwrap();
+    let produce = |config: &Path| {
+        std::process::Command::new(HOST)
+            .arg("--config")
+            .arg(config)
+            .args(["stream", "produce", "--tenant", "retail", "--topic", "clicks"])
+            .arg(&lines)
+            .output()
+            .unwrap()
+    };
+    assert!(produce(&test.config_file).status.success(), "through the host");
+    let partition = test.dir.path().join("var/messaging/topics/retail.clicks/0.log");
+    let before = std::fs::read(&partition).unwrap();
+    let orders = test.dir.path().join("orders.csv");
+    std::fs::write(&orders, orders_csv(1, 20)).unwrap();
+
+    let elsewhere = config_with_the_api_elsewhere(&test);
+    let lock = test.dir.path().join("var/host.lock").display().to_string();
+    let produced = produce(&elsewhere);
+    let ingested = std::process::Command::new(HOST)
+        .arg("--config")
+        .arg(&elsewhere)
+        .args(["ingest", "--tenant", "retail"])
+        .arg(&orders)
+        .output()
+        .unwrap();
+    for (what, output) in [("stream produce", produced), ("ingest", ingested)] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{what} beside the host: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{what}` found no host answering")) && stderr.contains(&format!("holds {lock}")),
+            "{what}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&partition).unwrap(), before, "nothing appended behind the host's back");
+    assert_eq!(documents(&test).await, 0, "nothing ingested");
+    assert!(produce(&test.config_file).status.success(), "through the host again");
+    assert!(std::fs::read(&partition).unwrap().len() > before.len());
 }

@@ -2,9 +2,9 @@
 //! can reach: the profile parser, the query pre-check, the packed-document
 //! decoder, the manifest reader and the embedded message-log reader
 //! (`mysimbdp::fuzzing`). Each target starts from its committed corpus
-//! (`fuzz/corpus/<target>/`, crashes found before included as regression
-//! inputs) and runs mutated inputs for `MYSIMBDP_FUZZ_SECONDS` (default 30)
-//! seconds: bit flips, interesting bytes, inserted and deleted ranges,
+//! (`fuzz/corpus/<target>/`, where an input that once failed is added as a
+//! regression input; none has so far) and runs mutated inputs for
+//! `MYSIMBDP_FUZZ_SECONDS` (default 60) seconds: bit flips, interesting bytes, inserted and deleted ranges,
 //! splices of two inputs, tokens of the format.
 //!
 //! A panic, or one input running longer than 10 s, fails the test: the input
@@ -124,7 +124,7 @@ fn save_crash(target: &str, input: &[u8]) -> PathBuf {
 
 /// Runs `target` on its corpus, then on mutations of it until the time is up.
 fn fuzz(target: &str, tokens: &[&[u8]], run: impl Fn(&[u8]) + Send + Sync + 'static) {
-    let seconds: u64 = std::env::var("MYSIMBDP_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let seconds: u64 = std::env::var("MYSIMBDP_FUZZ_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let seed: u64 = std::env::var("MYSIMBDP_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -315,39 +315,79 @@ async fn produce_to_the_reserved_dead_letter_topic_is_refused() {
 }
 
 /// A tenant with `api.max_requests_per_tenant` requests in flight gets 429
-/// for the next one, while its neighbour is served; once its request is
-/// done it is served again.
+/// for the next one, on every route it can call (its search, its tenant
+/// list, its stream status), while its neighbour is served; once its request
+/// is done it is served again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_over_its_request_cap_gets_429_and_its_neighbour_is_served() {
+    const SANDBOX: &str = "sandbox-token-0123456789ab";
     let sandbox = std::fs::read_to_string(mysimbdp_tests::repo_root().join("tests/tenants/sandbox.yaml")).unwrap();
+    // The busy-wait runs to its deadline: longer here, so the checks below all fall within its request.
+    let busy_wait = "files: \"busy-wait*\"\n    sandbox: { deadline_ms: 1500 }";
+    assert!(sandbox.contains(busy_wait), "tests/tenants/sandbox.yaml changed: {sandbox}");
+    let sandbox = sandbox.replace(busy_wait, "files: \"busy-wait*\"\n    sandbox: { deadline_ms: 6000 }");
     let test = TestPlatform::builder()
         .tenant_yaml("sandbox", &sandbox)
         .tenant("retail", "tenants/retail/profile.yaml")
         .api("max_requests_per_tenant: 1")
+        .api_token(OPERATOR)
+        .tenant_token("sandbox", SANDBOX)
+        .tenant_token("retail", RETAIL)
         .build();
     test.upload("sandbox", PipelineKind::Batch, "busy-wait", artifacts::BUSY_WAIT);
     let _host = RunningHost::start(&test, HOST).await;
     let busy = test.dir.path().join("busy-wait.csv");
     std::fs::write(&busy, "spin\n").unwrap();
+    // The operator's request for the tenant counts against the tenant's cap.
     let long = tokio::spawn({
         let (api, busy) = (test.api(), busy.clone());
         async move {
-            client().post(format!("{api}/api/ingest")).json(&serde_json::json!({ "tenant": "sandbox", "path": busy })).send().await.unwrap()
+            client()
+                .post(format!("{api}/api/ingest"))
+                .bearer_auth(OPERATOR)
+                .json(&serde_json::json!({ "tenant": "sandbox", "path": busy }))
+                .send()
+                .await
+                .unwrap()
         }
     });
+    let http = client();
+    let get = |path: &str, token: &str, params: &[(&str, &str)]| {
+        let request = http.get(format!("{}{path}", test.api())).bearer_auth(token).query(params).send();
+        async move {
+            let answer = request.await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<serde_json::Value>().await.unwrap_or(serde_json::Value::Null))
+        }
+    };
     let params =
         |tenant: &'static str, collection: &'static str| [("tenant", tenant), ("collection", collection), ("q", ""), ("limit", "0")];
     let (status, answer) = eventually("the sandbox tenant's second request to be refused", Duration::from_secs(30), || {
-        let test = &test;
+        let refused = get("/api/query", SANDBOX, &params("sandbox", "anything"));
         async move {
-            let (status, answer) = query(test, &params("sandbox", "anything")).await;
+            let (status, answer) = refused.await;
             (status == 429).then_some((status, answer))
         }
     })
     .await;
     assert!(answer["error"].as_str().unwrap_or_default().contains("api.max_requests_per_tenant"), "{status}: {answer}");
-    assert_eq!(query(&test, &params("retail", "orders")).await.0, 200, "the neighbour is served meanwhile");
+    // The routes that name no tenant act for the token's: refused alike.
+    for path in ["/api/tenants", "/api/stream/status"] {
+        let (status, answer) = get(path, SANDBOX, &[]).await;
+        assert_eq!(status, 429, "{path}: {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains("api.max_requests_per_tenant"), "{path}: {answer}");
+    }
+    let (status, answer) = get("/api/stream/status", SANDBOX, &[("tenant", "sandbox")]).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(get("/api/query", RETAIL, &params("retail", "orders")).await.0, 200, "the neighbour is served meanwhile");
+    assert_eq!(get("/api/tenants", RETAIL, &[]).await.0, 200, "the neighbour is served meanwhile");
     let first = long.await.unwrap();
     assert_eq!(first.status(), 200, "the long request itself was served");
-    assert_eq!(query(&test, &params("sandbox", "anything")).await.0, 200, "served again once it finished");
+    assert_eq!(get("/api/query", SANDBOX, &params("sandbox", "anything")).await.0, 200, "served again once it finished");
+    let (status, tenants) = get("/api/tenants", SANDBOX, &[]).await;
+    assert_eq!((status, tenants[0]["id"].as_str()), (200, Some("sandbox")), "{tenants}");
+    // The sandbox tenant declares no stream: its status is refused for that, no longer for the cap.
+    let (status, answer) = get("/api/stream/status", SANDBOX, &[]).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap_or_default().contains("no stream pipeline"), "{answer}");
 }

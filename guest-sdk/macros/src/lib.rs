@@ -117,7 +117,7 @@ fn expand(attr: TokenStream2, function: ItemFn, kind: Kind) -> syn::Result<Token
         #function
 
         #[doc(hidden)]
-        #[allow(clippy::all, unused)]
+        #[allow(clippy::all, unused, reason = "generated bindings: which lints fire on them varies with the tenant's crate")]
         mod #module {
             use super::*;
             #export

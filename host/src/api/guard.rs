@@ -55,6 +55,16 @@ impl AppState {
         *count += 1;
         Ok(InFlightRequest { requests: self.requests.clone(), tenant: tenant.to_string() })
     }
+
+    /// Admits a request that names no tenant and acts for its caller: a
+    /// tenant's token counts against that tenant's cap like its other
+    /// requests; the operator's acts for no one tenant and is not counted.
+    pub(super) fn admit_caller(&self, caller: &Caller) -> Result<Option<InFlightRequest>, HttpError> {
+        match caller {
+            Caller::Tenant(id) => self.admit(id.as_str()).map(Some),
+            Caller::Operator => Ok(None),
+        }
+    }
 }
 
 /// Without a token, answers only requests whose `Host` names this host

@@ -119,8 +119,9 @@ struct TenantSummary {
     stream_pipeline: Option<String>,
 }
 
-async fn tenants(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Vec<TenantSummary>> {
-    Json(
+async fn tenants(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Vec<TenantSummary>>, HttpError> {
+    let _in_flight = state.admit_caller(&caller)?;
+    Ok(Json(
         state
             .platform
             .registry()
@@ -133,7 +134,7 @@ async fn tenants(State(state): State<AppState>, Extension(caller): Extension<Cal
                 stream_pipeline: t.profile.stream.as_ref().map(|s| s.name.to_string()),
             })
             .collect(),
-    )
+    ))
 }
 
 async fn reload(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<crate::platform::Reloaded>, HttpError> {
@@ -265,6 +266,8 @@ async fn stream_status(
     if let Some(tenant) = &tenant {
         caller.may_act_for(tenant)?;
     }
+    // All tenants' streams (the operator's question) count against no one tenant.
+    let _in_flight = tenant.as_deref().map(|tenant| state.admit(tenant)).transpose()?;
     Ok(Json(state.stream()?.status(tenant.as_deref()).await?))
 }
 

@@ -10,6 +10,11 @@
 //! nothing about the data, so nothing is dead-lettered and the ingestion is
 //! retried later. The document id is always set, so a retry or a re-run
 //! overwrites instead of duplicating.
+//!
+//! About 400 lines, and whole on purpose: it is one [`DocumentStore`]
+//! implementation on one client, and most of it is the `_bulk` retry and
+//! verdict logic above, which splitting would separate from the one call
+//! (`bulk_index`) that uses it.
 
 use super::{BulkOutcome, Doc, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError};
 use crate::config::ElasticsearchConfig;
@@ -309,6 +314,14 @@ impl DocumentStore for ElasticStore {
                 let reason = reason.and_then(Value::as_str).unwrap_or("refused by the cluster").to_string();
                 return Err(SearchError::Invalid { query: text.to_string(), reason });
             }
+            status if !status.is_success() => {
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                if stopped_at_time_bound(&body) {
+                    return Err(SearchError::TimedOut { timeout_ms });
+                }
+                let reason = body.pointer("/error/reason").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| body.to_string());
+                return Err(sink_error(&format!("search {index}"), format!("HTTP {status}: {reason}")).into());
+            }
             _ => {}
         }
         let body = self.json(&format!("search {index}"), response).await?;
@@ -375,9 +388,45 @@ impl DocumentStore for ElasticStore {
     }
 }
 
+/// Whether an error answer to a search says the cluster stopped it at its
+/// `timeout`: OpenSearch 2.x answers HTTP 500 `time_exceeded_exception`
+/// ("all shards failed") when the bound hits while it expands wildcard or
+/// regexp terms, instead of `timed_out: true` with what it found.
+fn stopped_at_time_bound(body: &Value) -> bool {
+    const TIME_EXCEEDED: &str = "time_exceeded_exception";
+    let is_time = |v: &Value| v.get("type").and_then(Value::as_str) == Some(TIME_EXCEEDED);
+    let causes = body.pointer("/error/root_cause").and_then(Value::as_array).into_iter().flatten();
+    let shards = body.pointer("/error/failed_shards").and_then(Value::as_array).into_iter().flatten().filter_map(|s| s.get("reason"));
+    causes.chain(shards).any(is_time) || body.pointer("/error").is_some_and(is_time)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{ItemVerdict, item_verdict};
+    use super::{ItemVerdict, Value, item_verdict, stopped_at_time_bound};
+
+    #[test]
+    fn only_a_time_exceeded_answer_is_a_search_stopped_at_its_bound() {
+        let answers = [
+            (
+                serde_json::json!({ "error": { "root_cause": [{ "type": "time_exceeded_exception", "reason": "Time exceeded" }], "type": "search_phase_execution_exception", "reason": "all shards failed" }, "status": 500 }),
+                true,
+            ),
+            (
+                serde_json::json!({ "error": { "root_cause": [], "type": "search_phase_execution_exception", "failed_shards": [{ "shard": 0, "reason": { "type": "time_exceeded_exception" } }] }, "status": 500 }),
+                true,
+            ),
+            (serde_json::json!({ "error": { "type": "time_exceeded_exception", "reason": "Time exceeded" }, "status": 500 }), true),
+            (
+                serde_json::json!({ "error": { "root_cause": [{ "type": "circuit_breaking_exception" }], "type": "search_phase_execution_exception" }, "status": 500 }),
+                false,
+            ),
+            (serde_json::json!({ "error": { "failed_shards": [{ "reason": { "type": "node_not_connected_exception" } }] } }), false),
+            (Value::Null, false),
+        ];
+        for (answer, stopped) in answers {
+            assert_eq!(stopped_at_time_bound(&answer), stopped, "{answer}");
+        }
+    }
 
     #[test]
     fn bulk_items_are_retried_for_load_only_and_only_so_often() {

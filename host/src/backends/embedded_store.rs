@@ -5,6 +5,11 @@
 //! for a minute is closed (its writer's threads and memory, its files) and
 //! opened again on its next use, so collections a tenant created once do not
 //! keep their writers for good.
+//!
+//! About 400 lines, and whole on purpose: it is one [`DocumentStore`]
+//! implementation, its collections' lifecycle (open, idle close) and their
+//! tantivy indexing and search, which share the one schema and the open
+//! collections' map; the unit tests exercise that lifecycle.
 
 use super::deadline::{Deadline, WithDeadline};
 use super::{BulkOutcome, Docs, DocumentStore, Hit, ItemFailure, SearchError, SearchRequest, SearchResult, SinkError, blocking};

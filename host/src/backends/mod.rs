@@ -8,7 +8,7 @@ pub(crate) mod embedded_bus;
 pub(crate) mod embedded_store;
 pub(crate) mod kafka;
 pub(crate) mod null_store;
-pub mod query;
+pub(crate) mod query;
 
 use async_trait::async_trait;
 pub use query::{QueryRefused, SearchRequest};

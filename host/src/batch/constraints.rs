@@ -1,5 +1,10 @@
-//! The file constraints of a tenant's profile. A staged file that breaks one
-//! is quarantined with a reason naming the rule, the limit and the value.
+//! The file constraints of a tenant's profile. A staged file that breaks a
+//! rule of its own (its type or size, no pipeline for it, not a regular
+//! file) is quarantined with a reason naming the rule, the limit and the
+//! value. The staging quota (`max_staging_bytes`) quarantines nothing: a file
+//! past it waits, with the same sentence as its reason, until earlier files
+//! have left staging; files beyond `max_files_per_run` wait for the next run
+//! (the scan's admission decides both).
 
 use crate::config::{ByteSize, FileConstraints};
 use serde::{Deserialize, Serialize};
@@ -8,8 +13,8 @@ use std::path::Path;
 /// Which rule a file broke, with the limit and the file's own value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {
-    /// `file-type`, `max-file-bytes`, `max-files-per-run`, `max-staging-bytes`,
-    /// `no-pipeline` or `not-a-regular-file`.
+    /// `file-type`, `max-file-bytes`, `no-pipeline` or `not-a-regular-file`
+    /// (the file is quarantined), or `max-staging-bytes` (it waits).
     pub rule: String,
     pub limit: String,
     pub actual: String,
@@ -25,7 +30,6 @@ impl Violation {
         match self.rule.as_str() {
             "file-type" => format!("file type `{}` is not allowed (allowed: {})", self.actual, self.limit),
             "max-file-bytes" => format!("the file has {} but the limit is {}", self.actual, self.limit),
-            "max-files-per-run" => format!("{} files were staged in one run but the limit is {}", self.actual, self.limit),
             "max-staging-bytes" => {
                 format!("staging would hold {} with this file but the limit is {}", self.actual, self.limit)
             }
@@ -56,7 +60,8 @@ pub fn check_file(constraints: &FileConstraints, path: &Path, bytes: u64) -> Opt
     None
 }
 
-/// The total-bytes rule, for a file that would bring staging to `total`.
+/// The total-bytes rule, for a file that would bring staging to `total`:
+/// past the quota the file waits for room, it is not quarantined.
 pub fn check_staging_total(constraints: &FileConstraints, total: u64) -> Option<Violation> {
     (total > constraints.max_staging_bytes.bytes())
         .then(|| Violation::new("max-staging-bytes", format!("{} bytes", constraints.max_staging_bytes.bytes()), format!("{total} bytes")))

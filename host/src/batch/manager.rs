@@ -4,10 +4,12 @@
 //! - Staging directories are watched (inotify) and rescanned periodically;
 //!   files younger than `min_file_age_ms` or still named `.<name>.part` are
 //!   left alone.
-//! - Every scan checks type and size and the staging quota; a file breaking a
-//!   rule is quarantined with a reason file. Each *run* (every scan for
+//! - Every scan checks each file's type and size; a file breaking a rule is
+//!   quarantined with a reason file. Files beyond the staging quota wait in
+//!   staging (the oldest fit first), and each *run* (every scan for
 //!   on-arrival pipelines, each cron tick for scheduled ones) takes at most
-//!   `max_files_per_run` files; extra files are quarantined too.
+//!   `max_files_per_run` files, oldest first; the others wait for the next
+//!   run, never quarantined (`admission.rs`).
 //! - A taken file is recorded as claimed in the manifest (fsync) and moved to
 //!   `work/`; a worker ingests it and records done (fsync) before moving it to
 //!   `archive/`, or failed, moving it to `failed/` with the classified reason.

@@ -12,7 +12,7 @@ mod schedule;
 pub mod staging;
 pub mod status;
 mod worker;
-pub mod write_stop;
+pub(crate) mod write_stop;
 
 pub use ingest::{FileIdentity, identify, ingest_path};
 pub use manager::BatchManager;

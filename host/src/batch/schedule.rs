@@ -55,6 +55,16 @@ pub(super) enum Next<K> {
     WaitFor(K),
 }
 
+/// How long a tenant's head file counts as having waited at `now`: since it
+/// was queued, or since the tenant was last served if that was later, so a
+/// tenant served again and again does not age.
+pub(super) fn waited_since<T: Copy + Ord>(queued_at: T, last_served: Option<T>) -> T {
+    match last_served {
+        Some(served) => served.max(queued_at),
+        None => queued_at,
+    }
+}
+
 /// The tenant whose file goes next: below its cap, with the highest
 /// `priority + waited / aging`; on a tie, the one that waited longer, then
 /// the one whose file is queued.
@@ -171,5 +181,14 @@ batch:
     fn a_zero_aging_counts_as_a_millisecond() {
         let candidates = [waiting("low", 1, 0, 1, 1), waiting("high", 10, 0, 1, 0)];
         assert_eq!(pick(&candidates, Duration::ZERO), run("low"), "1 s of waiting is 1000 points");
+    }
+
+    #[test]
+    fn waiting_counts_from_the_queueing_or_from_the_last_service_whichever_is_later() {
+        // (queued at, last served, counts from)
+        let cases = [(10, None, 10), (10, Some(4), 10), (10, Some(10), 10), (10, Some(15), 15)];
+        for (queued_at, last_served, expected) in cases {
+            assert_eq!(waited_since(queued_at, last_served), expected, "queued at {queued_at}, last served {last_served:?}");
+        }
     }
 }

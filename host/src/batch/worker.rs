@@ -207,12 +207,7 @@ impl Inner {
             };
             match queues.get(&id).and_then(|queue| queue.front()) {
                 Some(head) => {
-                    // Waiting counts from when the tenant was last served: a
-                    // tenant served again and again does not age.
-                    let since = match *state.last_served.lock().expect("poisoned") {
-                        Some(served) => served.max(head.queued_at),
-                        None => head.queued_at,
-                    };
+                    let since = schedule::waited_since(head.queued_at, *state.last_served.lock().expect("poisoned"));
                     waiting.push(candidate(since.elapsed(), true));
                 }
                 // Files being claimed take part: their tenant keeps its turn.

@@ -12,6 +12,11 @@ use crate::failure::capped;
 
 /// Longest header value of a dead letter, marker included.
 pub const MAX_HEADER_BYTES: usize = 1024;
+/// Longest payload of a dead letter, and longest key: a refused record is
+/// often refused for its size, and a letter the broker refuses too could go
+/// nowhere (the input would fail again on every retry). Below Kafka's default
+/// `message.max.bytes` of about 1 MB, headers included.
+pub const MAX_PAYLOAD_BYTES: usize = 512 * 1024;
 
 /// Header names, stable for operators' tools.
 pub mod header {
@@ -24,6 +29,11 @@ pub mod header {
     pub const SOURCE_TOPIC: &str = "source-topic";
     pub const SOURCE_PARTITION: &str = "source-partition";
     pub const SOURCE_OFFSET: &str = "source-offset";
+    /// Present when the payload was cut: its whole length in bytes (the
+    /// whole record is at its origin).
+    pub const PAYLOAD_BYTES: &str = "payload-bytes";
+    /// Present when the key was cut: its whole length in bytes.
+    pub const KEY_BYTES: &str = "key-bytes";
 }
 
 /// A refused record and the headers that explain it. Every dead letter of
@@ -76,6 +86,23 @@ impl DeadLetter {
         letter
     }
 
+    /// The record published: a payload over [`MAX_PAYLOAD_BYTES`] (or a key
+    /// over [`MAX_HEADER_BYTES`]) is cut there, with a header giving its
+    /// whole length, so that the letter itself is never too large to publish.
+    fn into_record(mut self) -> OutRecord {
+        if self.payload.len() > MAX_PAYLOAD_BYTES {
+            let whole = self.payload.len();
+            self.payload.truncate(MAX_PAYLOAD_BYTES);
+            self = self.header(header::PAYLOAD_BYTES, whole);
+        }
+        if let Some(key) = self.key.as_mut().filter(|key| key.len() > MAX_HEADER_BYTES) {
+            let whole = key.len();
+            key.truncate(MAX_HEADER_BYTES);
+            self = self.header(header::KEY_BYTES, whole);
+        }
+        OutRecord { key: self.key, value: self.payload, headers: self.headers }
+    }
+
     /// Adds a header, its value cut to [`MAX_HEADER_BYTES`]: a reason or an
     /// origin the guest wrote must not make the letter too large to publish
     /// (a refused publish is retried, forever).
@@ -92,8 +119,7 @@ pub async fn send(bus: &dyn MessageBus, tenant: &TenantId, letters: Vec<DeadLett
     if letters.is_empty() {
         return Ok(());
     }
-    let records: Vec<OutRecord> =
-        letters.into_iter().map(|letter| OutRecord { key: letter.key, value: letter.payload, headers: letter.headers }).collect();
+    let records: Vec<OutRecord> = letters.into_iter().map(DeadLetter::into_record).collect();
     // A dead letter the broker refuses cannot go anywhere else: the call
     // fails (retryably) rather than lose it.
     let topic = tenant.dead_letter_topic();
@@ -152,6 +178,39 @@ impl HostState {
                 self.effects.sink_error.get_or_insert(message.clone());
                 Err(GuestError::Unavailable(message))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(key: usize, payload: usize) -> DeadLetter {
+        DeadLetter { key: Some(vec![b'k'; key]), payload: vec![b'p'; payload], headers: vec![("error-kind".into(), b"rejected".to_vec())] }
+    }
+
+    fn header_of<'r>(record: &'r OutRecord, name: &str) -> Option<&'r [u8]> {
+        record.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    #[test]
+    fn a_letter_too_large_to_publish_is_cut_and_says_its_whole_length() {
+        // (key bytes, payload bytes, key kept, payload kept, headers saying what was cut)
+        let cases = [
+            (10, 100, 10, 100, (None, None)),
+            (10, MAX_PAYLOAD_BYTES, 10, MAX_PAYLOAD_BYTES, (None, None)),
+            (10, MAX_PAYLOAD_BYTES + 1, 10, MAX_PAYLOAD_BYTES, (None, Some("524289"))),
+            (10, 2 << 20, 10, MAX_PAYLOAD_BYTES, (None, Some("2097152"))),
+            (MAX_HEADER_BYTES + 5, 10, MAX_HEADER_BYTES, 10, (Some("1029"), None)),
+        ];
+        for (key, payload, key_kept, payload_kept, (key_header, payload_header)) in cases {
+            let record = letter(key, payload).into_record();
+            let what = format!("key {key}, payload {payload}");
+            assert_eq!((record.key.as_ref().map(Vec::len), record.value.len()), (Some(key_kept), payload_kept), "{what}");
+            assert_eq!(header_of(&record, header::KEY_BYTES), key_header.map(str::as_bytes), "{what}");
+            assert_eq!(header_of(&record, header::PAYLOAD_BYTES), payload_header.map(str::as_bytes), "{what}");
+            assert_eq!(header_of(&record, "error-kind"), Some(b"rejected".as_slice()), "{what}: the other headers are kept");
         }
     }
 }

@@ -5,7 +5,7 @@ use crate::batch::BatchManager;
 use crate::config::PlatformConfig;
 use crate::platform::Platform;
 use crate::stream::monitor;
-use crate::telemetry::events::PlatformEvent;
+use crate::telemetry::events::{HostStarted, HostStopped};
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,13 +19,11 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .with_context(|| format!("cannot listen on {} (api.listen); is another host running?", config.api.listen))?;
-    PlatformEvent {
-        level: "info",
-        message: "host started",
-        fields: serde_json::json!({
-            "api": config.api.listen, "tenants": platform.registry().tenants().count(),
-            "coredms": platform.coredms().kind(), "messaging": platform.messaging().kind(),
-        }),
+    HostStarted {
+        api: config.api.listen,
+        tenants: platform.registry().tenants().count(),
+        coredms: platform.coredms().kind(),
+        messaging: platform.messaging().kind(),
     }
     .emit(&platform.logs().platform());
     if config.api.token.is_none() && !config.api.listen.ip().is_loopback() {
@@ -48,7 +46,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     stream.shutdown().await;
     batch.shutdown().await;
     platform.close().await;
-    PlatformEvent { level: "info", message: "host stopped", fields: serde_json::json!({}) }.emit(&platform.logs().platform());
+    HostStopped.emit(&platform.logs().platform());
     Ok(ExitCode::SUCCESS)
 }
 

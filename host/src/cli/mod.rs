@@ -1,6 +1,8 @@
 //! The `mysimbdp` command line. Commands talk to a running host through its
 //! control API when one answers at the configured address; otherwise they
 //! work directly on the platform's files (and refuse what needs a host).
+//! Those that write there take the data directory's lock first, so with a
+//! host on it whose API is elsewhere (or does not answer yet) they refuse.
 
 mod commands;
 mod host;

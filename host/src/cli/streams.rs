@@ -1,6 +1,6 @@
 //! The stream commands (start, stop, status, produce) and `stats`.
 
-use super::commands::require_host;
+use super::commands::{lock_data_dir, require_host};
 use super::output::{Output, count_bar};
 use crate::api::ApiClient;
 use crate::batch::constraints::human_bytes;
@@ -82,9 +82,13 @@ pub async fn stream_produce(
         })
         .collect();
     let client = ApiClient::connect(&config.api).await;
-    let platform = match client {
-        Some(_) => None,
-        None => Some(Platform::open(config.clone()).await?),
+    // Without a host, the messages are appended here, the data directory locked.
+    let (platform, _lock) = match client {
+        Some(_) => (None, None),
+        None => {
+            let lock = lock_data_dir(config, "`stream produce`")?;
+            (Some(Platform::open(config.clone()).await?), Some(lock))
+        }
     };
     let bar = count_bar(messages.len() as u64, "producing");
     let mut sent = 0;

@@ -44,7 +44,7 @@ impl Invoker {
                 }
             }
             let unavailable = matches!(&result, Err(failure) if failure.kind == FailureKind::Unavailable);
-            if !unavailable || attempt >= UNAVAILABLE_RETRIES {
+            if !crate::retry::retry_file(unavailable, attempt, UNAVAILABLE_RETRIES) {
                 break (result, usage, state);
             }
             attempt += 1;

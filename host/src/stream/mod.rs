@@ -4,7 +4,7 @@
 
 mod instance;
 pub mod monitor;
-pub mod scaling;
+pub(crate) mod scaling;
 
 use crate::config::{RegistryHandle, StreamManagerConfig};
 use crate::config::{StreamSpec, Tenant, TenantId};
@@ -130,10 +130,16 @@ impl StreamManager {
             tenant.id,
             spec.max_instances
         );
-        for topic in Instance::topics(&tenant, &spec) {
-            self.services().ensure_topic(&topic, spec.partitions).await?;
+        let topics = Instance::topics(&tenant, &spec);
+        for topic in &topics {
+            self.services().ensure_topic(topic, spec.partitions).await?;
         }
         self.services().ensure_topic(&tenant.id.dead_letter_topic(), 1).await?;
+        // The group's committed offsets must be readable: a damaged offsets
+        // file is refused here, naming it, rather than by each instance
+        // later where only its log would say so.
+        let group = Instance::group(&tenant, &spec);
+        self.services().messaging.lag(&group, &topics).await.with_context(|| format!("tenant `{}`'s stream cannot start", tenant.id))?;
         self.scale(&tenant.id, wanted, "started by an operator").await?;
         self.status_of(&tenant.id).await
     }

@@ -44,10 +44,7 @@ pub async fn check(manager: &StreamManager) -> Vec<Alert> {
         let window = stats.take();
         let group = Instance::group(&tenant, &spec);
         let lag = manager.services().messaging.lag(&group, &Instance::topics(&tenant, &spec)).await.ok();
-        let avg_ingestion_ms = (window.batches > 0).then(|| window.busy.as_secs_f64() * 1000.0 / window.batches as f64);
-        let error_rate = (window.messages > 0).then(|| window.failed as f64 / window.messages as f64);
-        let idle_for = window.last_message.map_or(running_for, |t| t.elapsed());
-        let measured = Measurement { avg_ingestion_ms, lag, error_rate, idle_for_ms: Some(idle_for.as_millis() as u64) };
+        let measured = scaling::measure(&window, lag, running_for, Instant::now());
         let log = manager.invoker.logs().tenant(&tenant, PipelineKind::Stream);
         events::Measured { tenant: &tenant.id, pipeline: spec.name.as_str(), instances, measured: &measured }.emit(&log);
         for crossed in scaling::crossed(&spec.thresholds, &measured) {
@@ -134,7 +131,7 @@ async fn act(manager: &StreamManager, alert: &Alert, last_change: &mut HashMap<S
     let Some(spec) = tenant.profile.stream.clone() else { return };
     let running = manager.running().await.into_iter().find(|(t, ..)| t.id == tenant.id).map(|(_, _, _, instances, _)| instances);
     let Some(instances) = running else { return };
-    let settling = last_change.get(tenant.id.as_str()).is_some_and(|t| t.elapsed() < cooldown);
+    let settling = scaling::settling(last_change.get(tenant.id.as_str()).copied(), Instant::now(), cooldown);
     let mut decision = scaling::decide(alert.alert, &alert.message, instances, spec.min_instances, spec.max_instances, settling);
     if decision.direction.is_some() {
         let reason = format!("{} ({})", alert.alert.as_str(), alert.message);

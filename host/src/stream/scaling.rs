@@ -1,10 +1,30 @@
-//! The monitor's two decisions, pure and tested here: which thresholds a
-//! measurement crosses (the alerts), and what the stream manager does about
-//! one alert (one instance more or fewer, within the profile's bounds, or
-//! nothing, with the reason).
+//! The monitor's decisions, pure and tested here: what a window of a
+//! stream's statistics measures, which thresholds a measurement crosses (the
+//! alerts), whether the last scaling is still settling, and what the stream
+//! manager does about one alert (one instance more or fewer, within the
+//! profile's bounds, or nothing, with the reason).
 
+use super::Window;
 use crate::config::StreamThresholds;
 use crate::telemetry::events::{AlertKind, Measurement};
+use std::time::{Duration, Instant};
+
+/// What one window of a stream's statistics measures: the average batch
+/// time (none without batches), the share of failed messages (none without
+/// messages), `lag` as the broker said, and how long no message came,
+/// `running_for` if none came at all in the window.
+pub fn measure(window: &Window, lag: Option<u64>, running_for: Duration, now: Instant) -> Measurement {
+    let avg_ingestion_ms = (window.batches > 0).then(|| window.busy.as_secs_f64() * 1000.0 / window.batches as f64);
+    let error_rate = (window.messages > 0).then(|| window.failed as f64 / window.messages as f64);
+    let idle_for = window.last_message.map_or(running_for, |t| now.saturating_duration_since(t));
+    Measurement { avg_ingestion_ms, lag, error_rate, idle_for_ms: Some(idle_for.as_millis() as u64) }
+}
+
+/// Whether a stream scaled at `last_change` is still settling at `now`:
+/// until `cooldown` has passed, no new change is judged.
+pub fn settling(last_change: Option<Instant>, now: Instant, cooldown: Duration) -> bool {
+    last_change.is_some_and(|changed| now.saturating_duration_since(changed) < cooldown)
+}
 
 /// A threshold crossed: the measured value and the threshold, in the
 /// threshold's unit, and a sentence for operators.
@@ -91,6 +111,52 @@ mod tests {
 
     fn measured(avg: Option<f64>, lag: Option<u64>, rate: Option<f64>, idle: u64) -> Measurement {
         Measurement { avg_ingestion_ms: avg, lag, error_rate: rate, idle_for_ms: Some(idle) }
+    }
+
+    #[test]
+    fn a_window_measures_averages_shares_and_idleness() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let window = |batches, messages, failed, busy, last: Option<u64>| Window {
+            batches,
+            messages,
+            failed,
+            busy: ms(busy),
+            idle_polls: 0,
+            last_message: last.map(|ago| now - ms(ago)),
+        };
+        // (window, running for ms, expected avg ms, error rate, idle ms)
+        let cases = [
+            (window(4, 100, 25, 2000, Some(300)), 10_000, Some(500.0), Some(0.25), 300),
+            (window(0, 0, 0, 0, None), 10_000, None, None, 10_000),
+            (window(1, 10, 0, 40, Some(0)), 50, Some(40.0), Some(0.0), 0),
+        ];
+        for (window, running_for, avg, rate, idle) in cases {
+            let measured = measure(&window, Some(7), ms(running_for), now);
+            assert_eq!(
+                measured,
+                Measurement { avg_ingestion_ms: avg, lag: Some(7), error_rate: rate, idle_for_ms: Some(idle) },
+                "{window:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_change_settles_for_the_cooldown_and_no_longer() {
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        // (last change seconds ago, cooldown seconds, settling)
+        let cases = [
+            (None, 30, false),
+            (Some(0), 30, true),
+            (Some(29), 30, true),
+            (Some(30), 30, false),
+            (Some(90), 30, false),
+            (Some(5), 0, false),
+        ];
+        for (ago, cooldown, expected) in cases {
+            assert_eq!(settling(ago.map(|a| now - s(a)), now, s(cooldown)), expected, "changed {ago:?} s ago, cooldown {cooldown} s");
+        }
     }
 
     fn kinds(measurement: &Measurement) -> Vec<AlertKind> {

@@ -2,18 +2,24 @@
 //!
 //! `<root>/topics/<topic>/<partition>.log` holds one framed record per
 //! message (a JSON line with its length and checksum, [`storage`]); its
-//! position is the offset. Consumer groups keep their committed offsets in
+//! position is the offset; `meta.json` beside them holds the partition
+//! count, one framed record written atomically when the topic is created.
+//! Consumer groups keep their committed offsets in
 //! `<root>/groups/<group>.json`, a log of snapshots synced at each commit.
 //! Members of a group split the partitions (partition `p` goes to member
 //! `p % members`); when a member joins or leaves the others resume from the
 //! committed offsets, as after a Kafka rebalance.
 
+mod consumer;
+mod meta;
 mod storage;
 
 use super::{Consumer, Header, InRecord, MessageBus, OutRecord, Published, SinkError};
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use consumer::EmbeddedConsumer;
+use meta::{read_meta, write_meta};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,11 +44,6 @@ struct Line {
     value: String,
     #[serde(rename = "h", default)]
     headers: Vec<(String, String)>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicMeta {
-    partitions: i32,
 }
 
 struct Topic {
@@ -99,16 +100,15 @@ impl EmbeddedBus {
         if !state.topics.contains_key(topic) {
             let dir = self.topic_dir(topic);
             let meta_file = dir.join("meta.json");
-            let partitions = if meta_file.exists() {
-                let text = std::fs::read_to_string(&meta_file).map_err(|e| sink_error(topic, e))?;
-                serde_json::from_str::<TopicMeta>(&text).map_err(|e| sink_error(topic, e))?.partitions
-            } else if let Some(partitions) = create_partitions {
-                std::fs::create_dir_all(&dir).map_err(|e| sink_error(topic, e))?;
-                let meta = serde_json::to_string(&TopicMeta { partitions }).expect("serializable");
-                std::fs::write(&meta_file, meta).map_err(|e| sink_error(topic, e))?;
-                partitions
-            } else {
-                return Ok(None);
+            let partitions = match read_meta(&meta_file)? {
+                Some(partitions) => partitions,
+                None => match create_partitions {
+                    Some(partitions) => {
+                        write_meta(&meta_file, partitions)?;
+                        partitions
+                    }
+                    None => return Ok(None),
+                },
             };
             let mut loaded = Vec::new();
             for p in 0..partitions {
@@ -229,14 +229,7 @@ impl MessageBus for Arc<EmbeddedBus> {
         let entry = self.load_group(&mut state, group)?;
         entry.members.push(member);
         entry.generation += 1;
-        Ok(Box::new(EmbeddedConsumer {
-            log: self.clone(),
-            group: group.to_string(),
-            topics: topics.to_vec(),
-            member,
-            generation: 0,
-            cursors: HashMap::new(),
-        }))
+        Ok(Box::new(EmbeddedConsumer::new(self.clone(), group, topics, member)))
     }
 
     async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
@@ -283,109 +276,96 @@ impl MessageBus for Arc<EmbeddedBus> {
     }
 }
 
-/// Where a consumer is in one partition.
-struct Cursor {
-    reader: PartitionReader,
-    /// Offset of the next record `reader` returns.
-    next: i64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::framed;
 
-struct EmbeddedConsumer {
-    log: Arc<EmbeddedBus>,
-    group: String,
-    topics: Vec<String>,
-    member: u64,
-    /// The group generation `cursors` were built for.
-    generation: u64,
-    cursors: HashMap<(String, i32), Cursor>,
-}
-
-impl EmbeddedConsumer {
-    /// Rebuilds the cursors when the group's members changed.
-    fn rebalance(&mut self) -> Result<(), SinkError> {
-        let mut state = self.log.state.lock().expect("log poisoned");
-        let mut partitions = Vec::new();
-        for topic in &self.topics {
-            if let Some(loaded) = self.log.load_topic(&mut state, topic, None)? {
-                partitions.push((topic.clone(), loaded.partitions.len() as i32));
-            }
-        }
-        let group = self.log.load_group(&mut state, &self.group)?;
-        if group.generation == self.generation {
-            return Ok(());
-        }
-        self.generation = group.generation;
-        let members = group.members.len().max(1);
-        let position = group.members.iter().position(|m| *m == self.member).unwrap_or(0);
-        self.cursors.clear();
-        let mut slot = 0;
-        for (topic, count) in partitions {
-            for p in 0..count {
-                if slot % members == position {
-                    let committed = group.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
-                    let (reader, skipped) = PartitionReader::open_at(&self.log.partition_file(&topic, p), committed)?;
-                    self.cursors.insert((topic.clone(), p), Cursor { reader, next: skipped });
-                }
-                slot += 1;
-            }
-        }
-        Ok(())
+    fn message(value: &str) -> OutRecord {
+        OutRecord { key: None, value: value.as_bytes().to_vec(), headers: Vec::new() }
     }
 
-    fn read_available(&mut self, max: usize) -> Result<Vec<InRecord>, SinkError> {
-        self.rebalance()?;
-        let mut records = Vec::new();
-        for ((topic, p), cursor) in self.cursors.iter_mut() {
-            while records.len() < max {
-                // A record still being appended is read at the next poll, once whole.
-                let Next::Record(payload) = cursor.reader.next()? else { break };
-                records.push(parse_record(topic, *p, cursor.next, &payload)?);
-                cursor.next += 1;
+    async fn values(bus: &Arc<EmbeddedBus>, topic: &str) -> Result<Vec<String>, SinkError> {
+        let records = bus.read_all(topic, 100, Duration::ZERO).await?;
+        Ok(records.into_iter().map(|r| String::from_utf8(r.value).unwrap()).collect())
+    }
+
+    #[tokio::test]
+    async fn a_topics_meta_json_is_one_framed_record_put_in_place_by_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("topics/t.a/meta.json");
+        // A dangling link where meta.json goes: a write in place would follow
+        // it and create its target; a rename replaces the link itself.
+        std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &meta).unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        bus.ensure_topic("t.a", 3).await.unwrap();
+        assert!(!dir.path().join("elsewhere").exists(), "meta.json was written in place, not renamed into place");
+        assert!(std::fs::symlink_metadata(&meta).unwrap().is_file());
+        let bytes = std::fs::read(&meta).unwrap();
+        let records = framed::read(&meta, &bytes).unwrap();
+        assert_eq!((records.payloads, records.torn), (vec![br#"{"partitions":3}"#.to_vec()], 0));
+        let leftovers: Vec<_> = std::fs::read_dir(meta.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        bus.publish("t.a", &[message("one"), message("two")]).await.unwrap();
+        drop(bus);
+
+        // Opened again, the topic has its three partitions and its messages.
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        assert_eq!(values(&bus, "t.a").await.unwrap().len(), 2);
+        assert_eq!(bus.lag("g", &["t.a".to_string()]).await.unwrap(), 2);
+        assert_eq!((0..3).filter(|p| dir.path().join(format!("topics/t.a/{p}.log")).exists()).count(), 3);
+        // As written before: plain JSON, read as it is.
+        std::fs::create_dir_all(dir.path().join("topics/t.old")).unwrap();
+        std::fs::write(dir.path().join("topics/t.old/meta.json"), r#"{"partitions":2}"#).unwrap();
+        bus.publish("t.old", &[message("x")]).await.unwrap();
+        assert_eq!((0..3).filter(|p| dir.path().join(format!("topics/t.old/{p}.log")).exists()).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_or_damaged_meta_json_is_an_error_naming_it_never_a_new_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        bus.ensure_topic("t.a", 2).await.unwrap();
+        bus.publish("t.a", &[message("one"), message("two"), message("three")]).await.unwrap();
+        drop(bus);
+        let topic = dir.path().join("topics/t.a");
+        let meta = topic.join("meta.json");
+        let logs: Vec<Vec<u8>> = (0..2).map(|p| std::fs::read(topic.join(format!("{p}.log"))).unwrap()).collect();
+        let whole = std::fs::read(&meta).unwrap();
+        let mut flipped = whole.clone();
+        flipped[framed::HEADER + 2] ^= 0x01;
+        for (what, damaged) in [
+            ("empty, as a crash after the create leaves it", Vec::new()),
+            ("cut", whole[..whole.len() - 3].to_vec()),
+            ("a flipped byte", flipped),
+            ("plain JSON cut", br#"{"partit"#.to_vec()),
+            ("no partitions", framed::frame(br#"{"partitions":0}"#)),
+        ] {
+            std::fs::write(&meta, &damaged).unwrap();
+            let bus = EmbeddedBus::open(dir.path()).unwrap();
+            for error in [
+                bus.ensure_topic("t.a", 1).await.unwrap_err(),
+                bus.publish("t.a", &[message("four")]).await.unwrap_err(),
+                values(&bus, "t.a").await.unwrap_err(),
+                bus.lag("g", &["t.a".to_string()]).await.unwrap_err(),
+            ] {
+                let error = error.to_string();
+                assert!(error.contains(&meta.display().to_string()), "{what}: {error}");
+                assert!(error.contains("partition count cannot be read") && error.contains("restore the file"), "{what}: {error}");
+                assert!(error.contains("(2 there now)"), "{what}: {error}");
             }
+            assert_eq!(std::fs::read(&meta).unwrap(), damaged, "{what}: meta.json is left as it is");
+            let after: Vec<Vec<u8>> = (0..2).map(|p| std::fs::read(topic.join(format!("{p}.log"))).unwrap()).collect();
+            assert_eq!(after, logs, "{what}: the partitions are untouched");
         }
-        Ok(records)
-    }
-}
-
-#[async_trait]
-impl Consumer for EmbeddedConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<InRecord>, SinkError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let log = self.log.clone();
-            let appended = log.appended.notified();
-            let records = self.read_available(max)?;
-            if !records.is_empty() || tokio::time::Instant::now() >= deadline {
-                return Ok(records);
-            }
-            // Another process may append too, so do not wait on the notice alone.
-            let nap = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
-            let _ = tokio::time::timeout_at(nap, appended).await;
-        }
-    }
-
-    async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError> {
-        let mut state = self.log.state.lock().expect("log poisoned");
-        let path = self.log.group_file(&self.group);
-        let group = self.log.load_group(&mut state, &self.group)?;
-        let mut committed = group.committed.clone();
-        for (topic, partition, offset) in processed {
-            let slot = committed.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
-            *slot = (*slot).max(offset + 1);
-        }
-        // On disk first, under the lock, so snapshots are written in order;
-        // in force only once written.
-        storage::write_offsets(&path, &committed)?;
-        group.committed = committed;
-        Ok(())
-    }
-
-    async fn close(self: Box<Self>) {
-        let mut state = self.log.state.lock().expect("log poisoned");
-        // The group was loaded when this member joined.
-        if let Some(group) = state.groups.get_mut(&self.group) {
-            group.members.retain(|m| *m != self.member);
-            group.generation += 1;
-        }
+        // Restored as the error says, the topic loads with every message.
+        std::fs::write(&meta, r#"{"partitions":2}"#).unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        assert_eq!(values(&bus, "t.a").await.unwrap().len(), 3);
     }
 }

@@ -42,9 +42,9 @@ impl PartitionFile {
     /// Opens (or creates) the partition at `path`: a torn tail is cut off, a
     /// file of JSON lines (as written before records were framed) migrated.
     pub(super) fn open(path: &Path) -> Result<PartitionFile, SinkError> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+        let (bytes, created) = match std::fs::read(path) {
+            Ok(bytes) => (bytes, false),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), true),
             Err(error) => return Err(io_error(path, error)),
         };
         if !framed::is_framed(&bytes) {
@@ -52,6 +52,10 @@ impl PartitionFile {
         }
         let records = framed::recover(path).map_err(|e| io_error(path, e))?;
         let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(|e| io_error(path, e))?;
+        if created {
+            // A new partition's name in its directory, so the records synced into it stay reachable after a crash.
+            framed::sync_dir(path).map_err(|e| io_error(path, e))?;
+        }
         Ok(PartitionFile { path: path.to_path_buf(), file, end: records.payloads.len() as i64, len: records.end })
     }
 
@@ -318,6 +322,12 @@ mod tests {
             framed::frame(b"not offsets"),
             // Framed, the first snapshot damaged with a whole one after it.
             two_snapshots,
+            // Framed, one whole snapshot (after a compaction) with a flipped byte.
+            {
+                let mut only = framed::frame(br#"{"t.readings":{"0":9}}"#);
+                only[framed::HEADER + 20] ^= 0x01;
+                only
+            },
         ];
         for damaged in damaged_files {
             std::fs::write(&path, &damaged).unwrap();
