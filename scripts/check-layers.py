@@ -24,7 +24,7 @@ import re
 import sys
 
 LAYERS = [
-    ["config", "failure", "framed", "host_lock", "opened_file", "retry"],
+    ["config", "cpu_shares", "failure", "framed", "host_lock", "opened_file", "retry"],
     ["telemetry"],
     ["backends", "pipelines"],
     ["capabilities"],

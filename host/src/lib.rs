@@ -15,6 +15,7 @@ pub mod batch;
 pub(crate) mod capabilities;
 pub mod cli;
 pub mod config;
+pub(crate) mod cpu_shares;
 pub mod experiment;
 pub mod failure;
 pub(crate) mod framed;

@@ -347,8 +347,13 @@ const HOSTILE_FILES: [(&str, &str); 6] = [
 ];
 
 fn noisy_platform() -> TestPlatform {
-    let test =
-        TestPlatform::builder().tenant_yaml("hostile", NOISY).tenant("retail", "tenants/retail/profile.yaml").config(QUICK_SCANS).build();
+    let test = TestPlatform::builder()
+        .tenant_yaml("hostile", NOISY)
+        .tenant("retail", "tenants/retail/profile.yaml")
+        .config(QUICK_SCANS)
+        // One CPU slot per tenant: the hostile tenant's guests compute one at a time.
+        .pipelines_option("cpu_slots_per_tenant: 1")
+        .build();
     test.upload("hostile", PipelineKind::Batch, "spin", artifacts::SPIN_FOREVER);
     test.upload("hostile", PipelineKind::Batch, "many-memories", artifacts::MANY_MEMORIES);
     test.upload("hostile", PipelineKind::Batch, "floods", artifacts::FLOODS);
@@ -364,7 +369,9 @@ fn status_of(test: &TestPlatform, tenant: &str) -> mysimbdp::batch::status::Tena
 /// Tenant `hostile` runs every hostile fixture at once (each until its
 /// deadline, far beyond the test); while all six run, the neighbour's staged
 /// files are ingested, whole. Then all six are still running: none finished
-/// (or was stopped) before the neighbour's ingestions did.
+/// (or was stopped) before the neighbour's ingestions did. With one CPU slot
+/// per tenant, the hostile tenant's guests computed one at a time, the
+/// others waiting for their turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_neighbour_ingests_while_every_hostile_fixture_runs() {
     let test = noisy_platform();
@@ -402,6 +409,10 @@ async fn the_neighbour_ingests_while_every_hostile_fixture_runs() {
     // They run their guests, not wait before them: the floods hit their
     // quotas and caps, and the host holds the hoard's 48 MiB.
     let metrics = metrics(&test).await;
+    let computing = prometheus_value(&metrics, "mysimbdp_guests_computing{tenant=\"hostile\"}");
+    let waiting = prometheus_value(&metrics, "mysimbdp_guests_waiting_for_cpu{tenant=\"hostile\"}");
+    assert_eq!(computing, Some(1.0), "one hostile guest computes at a time (its one slot)");
+    assert!(waiting.is_some_and(|n| n >= 1.0), "the others wait for their turn: {waiting:?}");
     for sample in [
         "mysimbdp_quota_exceeded_total{tenant=\"hostile\",quota=\"collections\"}",
         "mysimbdp_denied_calls_total{tenant=\"hostile\",pipeline=\"floods\",kind=\"batch\"}",

@@ -17,6 +17,7 @@ mod quotas;
 use crate::backends::{DocumentStore, MessageBus};
 use crate::config::{Name, PipelineKind, Tenant, TenantId};
 use crate::config::{RESERVED_COLLECTIONS, RESERVED_TOPICS};
+use crate::cpu_shares::Turn;
 use crate::telemetry::events;
 use crate::telemetry::logs::LogSink;
 use guest_log::OutputCapture;
@@ -150,6 +151,8 @@ pub struct HostState {
     pub(crate) effects: Effects,
     pub(crate) stdout: OutputCapture,
     pub(crate) stderr: OutputCapture,
+    /// The tenant's CPU turn the guest runs in, given back while a call waits.
+    turn: Option<Turn>,
 }
 
 impl HostState {
@@ -164,7 +167,12 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        HostState { wasi, table: ResourceTable::new(), scope, effects: Effects::default(), stdout, stderr }
+        HostState { wasi, table: ResourceTable::new(), scope, effects: Effects::default(), stdout, stderr, turn: None }
+    }
+
+    /// Runs the guest in `turn`: [`HostState::waiting`] gives it back while a call waits.
+    pub(crate) fn runs_in(&mut self, turn: Turn) {
+        self.turn = Some(turn);
     }
 
     pub fn table(&mut self) -> &mut ResourceTable {
@@ -182,7 +190,14 @@ impl HostState {
     pub(crate) async fn waiting<T>(&mut self, call: &'static str, work: impl Future<Output = T>) -> T {
         self.effects.waiting_in = Some(call);
         let started = std::time::Instant::now();
+        // Waiting takes no core: the tenant's other guests may run meanwhile.
+        if let Some(turn) = &self.turn {
+            turn.give_back();
+        }
         let outcome = work.await;
+        if let Some(turn) = &self.turn {
+            turn.take().await;
+        }
         self.effects.sink_wait += started.elapsed();
         self.effects.waiting_in = None;
         outcome

@@ -254,6 +254,11 @@ pub struct PipelinesConfig {
     /// This binary when omitted. Relative to the config file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compiler: Option<PathBuf>,
+    /// Guests of one tenant that run at once, however many of its
+    /// invocations are in flight (the others wait for a turn, passed on
+    /// every epoch tick): its share of the cores. Default: the cores but one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_slots_per_tenant: Option<usize>,
 }
 
 impl Default for PipelinesConfig {
@@ -263,6 +268,7 @@ impl Default for PipelinesConfig {
             compile_cpu_seconds: 120,
             compile_memory_bytes: ByteSize(4 * ByteSize::GIB),
             compiler: None,
+            cpu_slots_per_tenant: None,
         }
     }
 }
@@ -335,6 +341,13 @@ impl PlatformConfig {
         }
         if pipelines.compile_memory_bytes.0 < 16 * ByteSize::MIB {
             return Err(ConfigError::new(file, "pipelines.compile_memory_bytes", "must be at least 16MiB"));
+        }
+        if pipelines.cpu_slots_per_tenant == Some(0) {
+            return Err(ConfigError::new(
+                file,
+                "pipelines.cpu_slots_per_tenant",
+                "must be at least 1 (leave it out for the cores but one)",
+            ));
         }
         if self.batch.max_parallel_ingestions == 0 {
             return Err(ConfigError::new(file, "batch.max_parallel_ingestions", "must be at least 1"));

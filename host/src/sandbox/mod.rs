@@ -17,6 +17,7 @@ use crate::capabilities::HostState;
 use crate::capabilities::bindings::{self, BatchReport, Message, StreamReport};
 use crate::capabilities::input_file::InputFile;
 use crate::config::{ByteSize, PipelineKind, PipelinesConfig, SandboxLimits};
+use crate::cpu_shares::CpuShares;
 use crate::failure::{Failure, FailureKind};
 use crate::pipelines::{PipelineVersion, sha256_hex};
 use anyhow::Context;
@@ -103,6 +104,8 @@ pub struct Sandbox {
     /// The largest component file loaded (`pipelines.max_upload_bytes`).
     max_component_bytes: u64,
     ticker: Arc<Ticker>,
+    /// Each tenant's CPU slots: how many of its guests run at once.
+    cpu: CpuShares,
 }
 
 /// Advances the epoch of every engine until the runtime is dropped.
@@ -148,6 +151,11 @@ impl Sandbox {
             cache: cache_dir.map(ArtifactCache::open).transpose()?.map(Arc::new),
             compiler: Compiler::new(config)?,
             max_component_bytes: config.max_upload_bytes.bytes(),
+            cpu: CpuShares::new(
+                config.cpu_slots_per_tenant.unwrap_or_else(|| {
+                    crate::cpu_shares::default_slots(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+                }),
+            ),
             ticker,
         })
     }
@@ -222,7 +230,8 @@ impl Sandbox {
             return mismatch(state, "batch");
         };
         let pre = pre.clone();
-        store::invoke(&pipeline.engine, limits, state, async move |store| {
+        let turn = self.cpu.turn(state.scope.tenant.id.as_str());
+        store::invoke(&pipeline.engine, limits, state, turn, async move |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             let handle = store.data_mut().host.table().push(file)?;
             let borrowed = wasmtime::component::Resource::<InputFile>::new_borrow(handle.rep());
@@ -245,7 +254,8 @@ impl Sandbox {
             return mismatch(state, "stream");
         };
         let pre = pre.clone();
-        store::invoke(&pipeline.engine, limits, state, async move |store| {
+        let turn = self.cpu.turn(state.scope.tenant.id.as_str());
+        store::invoke(&pipeline.engine, limits, state, turn, async move |store| {
             let instance = pre.instantiate_async(&mut *store).await?;
             instance.call_process(&mut *store, &batch).await
         })

@@ -7,7 +7,9 @@ use super::limits::{DeadlineExceeded, MemoryLimiter};
 use crate::capabilities::HostState;
 use crate::capabilities::bindings::GuestError;
 use crate::config::SandboxLimits;
+use crate::cpu_shares::Turn;
 use crate::failure::{Failure, FailureKind};
+use crate::telemetry::events;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtxView, WasiView};
@@ -45,11 +47,14 @@ pub struct Usage {
     pub duration: Duration,
 }
 
-/// Runs `call` in a fresh store with `limits`, then classifies the outcome.
+/// Runs `call` in a fresh store with `limits`, in `turn` (its tenant's CPU
+/// slot, taken first and passed on at every epoch tick), then classifies the
+/// outcome.
 pub(super) async fn invoke<R, F>(
     engine: &Engine,
     limits: &SandboxLimits,
     host: HostState,
+    turn: Turn,
     call: F,
 ) -> (Result<R, Failure>, Usage, HostState)
 where
@@ -57,6 +62,9 @@ where
 {
     let started = Instant::now();
     let deadline = Duration::from_millis(limits.deadline_ms);
+    let mut host = host;
+    host.runs_in(turn.clone());
+    let host_tenant = host.scope.tenant.id.to_string();
     let mut store = Store::new(engine, StoreData::new(host, limits.memory_bytes.bytes()));
     store.limiter(|state| &mut state.limiter);
     store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
@@ -64,20 +72,38 @@ where
         let failure = Failure::new(FailureKind::GuestTrap, format!("cannot set fuel: {error}"));
         return (Err(failure), Usage::default(), store.into_data().host);
     }
-    // Yield to other tasks every tick while the guest computes; trap once the
-    // deadline has passed.
+    // Every tick while the guest computes: pass the tenant's turn on (to the
+    // tenant's next guest waiting for it, and to other tasks) and take it
+    // again; trap once the deadline has passed.
     store.set_epoch_deadline(1);
+    let passing = turn.clone();
+    let tenant = host_tenant.clone();
     store.epoch_deadline_callback(move |_| {
         if started.elapsed() >= deadline {
-            Err(wasmtime::Error::new(DeadlineExceeded { deadline_ms: deadline.as_millis() as u64 }))
-        } else {
-            Ok(UpdateDeadline::Yield(1))
+            return Err(wasmtime::Error::new(DeadlineExceeded { deadline_ms: deadline.as_millis() as u64 }));
         }
+        let (turn, tenant) = (passing.clone(), tenant.clone());
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                turn.pass().await;
+                let (computing, waiting) = turn.load();
+                events::GuestsComputing { tenant: &tenant, computing, waiting }.emit();
+            }),
+        ))
     });
 
     // Epochs stop a guest that computes; the timeout also stops one that
-    // waits in a host call (a sleep, a slow sink).
-    let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 5, call(&mut store)).await;
+    // waits in a host call (a sleep, a slow sink) or for its tenant's turn.
+    let outcome = tokio::time::timeout(deadline + EPOCH_TICK * 5, async {
+        turn.take().await;
+        call(&mut store).await
+    })
+    .await;
+    turn.give_back();
+    let (computing, waiting) = turn.load();
+    events::GuestsComputing { tenant: &host_tenant, computing, waiting }.emit();
+    drop(turn);
     let fuel_left = store.get_fuel().unwrap_or(0);
     let usage = Usage {
         fuel_consumed: limits.fuel_per_invocation.saturating_sub(fuel_left),

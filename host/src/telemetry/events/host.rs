@@ -30,6 +30,22 @@ impl TenantSuspended<'_> {
     }
 }
 
+/// A tenant's guests computing now, and waiting for one of its CPU slots
+/// (`mysimbdp_guests_computing`, `mysimbdp_guests_waiting_for_cpu`), told
+/// at every epoch tick of a guest and when an invocation ends.
+pub struct GuestsComputing<'a> {
+    pub tenant: &'a str,
+    pub computing: usize,
+    pub waiting: usize,
+}
+
+impl GuestsComputing<'_> {
+    pub fn emit(&self) {
+        metrics::gauge!("mysimbdp_guests_computing", "tenant" => self.tenant.to_string()).set(self.computing as f64);
+        metrics::gauge!("mysimbdp_guests_waiting_for_cpu", "tenant" => self.tenant.to_string()).set(self.waiting as f64);
+    }
+}
+
 /// A search being worked on (the search thread, the request in flight):
 /// `mysimbdp_searches_running` counts it until the guard is dropped, so the
 /// gauge falls back only once nothing works on the search any more.
