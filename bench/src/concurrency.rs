@@ -54,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|seed| common::input(&format!("orders-5mb-s{seed}.csv"), &format!("python3 scripts/gen-data.py orders --mb 5 --seed {seed}")))
         .collect::<anyhow::Result<_>>()?;
     let wasm = common::guest("retail_orders")?;
-    let search = crate::opensearch::Search::new(&args.opensearch);
+    let search = crate::search::Search::new(&args.opensearch);
     // Every tenant may run all 8 at once.
     let profile = common::profile_with("tenants/retail/profile.yaml", &[("agreement.max_concurrent_ingestions", "8")])?;
     let mut templates = Vec::new();

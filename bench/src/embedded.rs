@@ -432,7 +432,7 @@ pub async fn query_latency(args: QueryArgs) -> anyhow::Result<()> {
     println!("  resident memory after loading: {rss_after_load:.0} MiB, now {:.0} MiB", common::rss_mib());
     platform.close().await;
     if args.backend == "opensearch" {
-        let _ = reqwest::Client::new().delete(format!("{}/{tenant}-*", args.opensearch.trim_end_matches('/'))).send().await;
+        crate::search::Search::new(&args.opensearch).delete(&format!("{tenant}-*")).await;
     }
     common::write_result(
         &format!("query-latency-{}", args.backend),

@@ -15,6 +15,7 @@ mod embedded;
 mod instantiation;
 mod noisy;
 mod opensearch;
+mod search;
 mod stream;
 
 use clap::{Parser, Subcommand};

@@ -17,6 +17,7 @@
 //! are deleted after their run.
 
 use crate::common::{self, BenchPlatform, describe, mb, median, secs, spread};
+use crate::search::Search;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use mysimbdp::batch::identify;
@@ -51,54 +52,6 @@ pub struct Args {
     opensearch: String,
 }
 
-/// OpenSearch over HTTP, as the direct loader and the checks see it.
-#[derive(Clone)]
-pub struct Search {
-    pub url: String,
-    pub http: reqwest::Client,
-}
-
-impl Search {
-    pub fn new(url: &str) -> Search {
-        Search { url: url.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
-    }
-
-    pub async fn create(&self, index: &str, mappings: &Value) -> anyhow::Result<()> {
-        self.http.put(format!("{}/{index}", self.url)).json(&json!({ "mappings": mappings })).send().await?.error_for_status()?;
-        Ok(())
-    }
-
-    pub async fn bulk(&self, body: String) -> anyhow::Result<()> {
-        let answer: Value = self
-            .http
-            .post(format!("{}/_bulk?filter_path=errors,items.*.error", self.url))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        anyhow::ensure!(answer["errors"] == false, "a _bulk request failed: {answer}");
-        Ok(())
-    }
-
-    pub async fn refresh(&self, index: &str) -> anyhow::Result<()> {
-        self.http.post(format!("{}/{index}/_refresh", self.url)).send().await?.error_for_status()?;
-        Ok(())
-    }
-
-    pub async fn count(&self, index: &str) -> anyhow::Result<u64> {
-        self.refresh(index).await?;
-        let answer: Value = self.http.get(format!("{}/{index}/_count", self.url)).send().await?.error_for_status()?.json().await?;
-        answer["count"].as_u64().with_context(|| format!("no count for {index}: {answer}"))
-    }
-
-    pub async fn delete(&self, pattern: &str) {
-        let _ = self.http.delete(format!("{}/{pattern}", self.url)).send().await;
-    }
-}
-
 /// The retail profile's mappings of its `orders` collection, as the host
 /// creates the index with them.
 pub fn orders_mappings() -> anyhow::Result<Value> {
@@ -114,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let bytes = std::fs::metadata(&file)?.len();
     let search = Search::new(&args.opensearch);
-    search.http.get(format!("{}/_cluster/health", search.url)).send().await?.error_for_status().context("OpenSearch is not up")?;
+    search.health().await.with_context(|| format!("OpenSearch at {} (scripts/services.sh up)", args.opensearch))?;
     let mappings = orders_mappings()?;
     let wasm = common::guest("retail_orders")?;
 
@@ -150,7 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let took = secs(started.elapsed());
         anyhow::ensure!(record.outcome == Outcome::Ok, "the host's ingestion failed: {:?}", record.reason);
         let index = format!("{tenant}-orders");
-        let counted = search.count(&index).await?;
+        let counted = search.refresh_count(&index).await?;
         anyhow::ensure!(counted == record.records_out, "{index}: {counted} documents, the host reported {}", record.records_out);
         search.delete(&index).await;
         documents = Some(counted);
@@ -206,7 +159,7 @@ async fn direct(search: &Search, file: &Path, index: &str, mappings: &Value, doc
     search.create(index, mappings).await?;
     let identity = identify(file).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<String>(parallel);
-    let (file, index_name) = (file.to_path_buf(), index.to_string());
+    let file = file.to_path_buf();
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let name = file.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let ids = RowIds::new("retail", &identity.sha256);
@@ -218,7 +171,7 @@ async fn direct(search: &Search, file: &Path, index: &str, mappings: &Value, doc
         let send = |batch: &mut DocumentBatch| -> anyhow::Result<()> {
             let mut body = String::with_capacity(batch.bytes() + batch.len() * 64);
             for (id, source) in batch.iter() {
-                body.push_str(&json!({ "index": { "_index": index_name, "_id": id } }).to_string());
+                body.push_str(&json!({ "index": { "_id": id } }).to_string());
                 body.push('\n');
                 body.push_str(source);
                 body.push('\n');
@@ -243,12 +196,12 @@ async fn direct(search: &Search, file: &Path, index: &str, mappings: &Value, doc
     let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
     let mut senders = Vec::new();
     for _ in 0..parallel {
-        let (search, receiver) = (search.clone(), receiver.clone());
+        let (search, receiver, index) = (search.clone(), receiver.clone(), index.to_string());
         senders.push(tokio::spawn(async move {
             loop {
                 let body = receiver.lock().await.recv().await;
                 match body {
-                    Some(body) => search.bulk(body).await?,
+                    Some(body) => search.bulk(&index, body).await?,
                     None => return anyhow::Ok(()),
                 }
             }
@@ -262,7 +215,7 @@ async fn direct(search: &Search, file: &Path, index: &str, mappings: &Value, doc
     }
     search.refresh(index).await?;
     let took = secs(started.elapsed());
-    let counted = search.count(index).await?;
+    let counted = search.refresh_count(index).await?;
     anyhow::ensure!(counted == written, "{index}: {counted} documents, {written} written");
     Ok((took, written))
 }

@@ -20,6 +20,7 @@
 //! Every index and topic is unique to the run and deleted at the end.
 
 use crate::common::{self, BenchPlatform, median, percentile, secs};
+use crate::search::Search;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use mysimbdp::config::{Name, TenantId};
@@ -241,7 +242,7 @@ async fn bulk_loader(search: &Search, lines: &[String]) -> anyhow::Result<Value>
     let index = format!("{}-bulk", common::unique_tenant("bb"));
     let limits = Limits::default();
     let started = Instant::now();
-    search.create_index(&index).await?;
+    search.create(&index, &json!({})).await?;
     for (c, chunk) in lines.chunks(BULK_DOCS).enumerate() {
         let mut body = String::with_capacity(chunk.len() * 512);
         for (j, line) in chunk.iter().enumerate() {
@@ -402,7 +403,7 @@ async fn consume(brokers: &str, topic: &str, index: &str, search: &Search, stop:
         }
         if !created {
             // As the host does on the first write of an index.
-            search.create_index(index).await?;
+            search.create(index, &json!({})).await?;
             created = true;
         }
         search.bulk(index, body).await?;
@@ -591,74 +592,5 @@ impl Kafka {
             }
         }
         Ok(secs(started.elapsed()))
-    }
-}
-
-/// OpenSearch through its REST API, independently of the host.
-#[derive(Clone)]
-struct Search {
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Search {
-    fn new(url: &str) -> Search {
-        Search { url: url.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
-    }
-
-    async fn health(&self) -> anyhow::Result<()> {
-        self.http.get(format!("{}/_cluster/health", self.url)).send().await?.error_for_status()?;
-        Ok(())
-    }
-
-    /// Documents in `index` after a refresh (0 while it does not exist).
-    async fn refresh_count(&self, index: &str) -> anyhow::Result<u64> {
-        let refreshed = self.http.post(format!("{}/{index}/_refresh", self.url)).send().await?;
-        if refreshed.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(0);
-        }
-        let answer: Value = self.http.get(format!("{}/{index}/_count", self.url)).send().await?.json().await?;
-        Ok(answer["count"].as_u64().unwrap_or(0))
-    }
-
-    /// Creates the index as the host does: no mappings (the sensors profile has none).
-    async fn create_index(&self, index: &str) -> anyhow::Result<()> {
-        self.http.put(format!("{}/{index}", self.url)).json(&json!({})).send().await?.error_for_status()?;
-        Ok(())
-    }
-
-    async fn bulk(&self, index: &str, body: String) -> anyhow::Result<()> {
-        let answer: Value = self
-            .http
-            .post(format!("{}/{index}/_bulk?filter_path=errors,items.*.error", self.url))
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        anyhow::ensure!(answer["errors"] == false, "bulk into {index} failed: {answer}");
-        Ok(())
-    }
-
-    /// Which of the sensor ids are searchable now (no refresh: what a user sees).
-    async fn find(&self, index: &str, sensor_ids: &[String]) -> anyhow::Result<Vec<String>> {
-        let query = sensor_ids.iter().map(|id| format!("sensor_id:\"{id}\"")).collect::<Vec<_>>().join(" OR ");
-        let body = json!({ "query": { "query_string": { "query": query } }, "size": sensor_ids.len(), "_source": ["sensor_id"] });
-        let response = self.http.post(format!("{}/{index}/_search", self.url)).json(&body).send().await?;
-        // Not created yet, or created but its shard not started yet: nothing is searchable.
-        if matches!(response.status(), reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::SERVICE_UNAVAILABLE) {
-            return Ok(Vec::new());
-        }
-        let answer: Value = response.error_for_status()?.json().await?;
-        Ok(answer["hits"]["hits"]
-            .as_array()
-            .map(|hits| hits.iter().filter_map(|h| h["_source"]["sensor_id"].as_str().map(str::to_string)).collect())
-            .unwrap_or_default())
-    }
-
-    async fn delete(&self, pattern: &str) {
-        let _ = self.http.delete(format!("{}/{pattern}", self.url)).send().await;
     }
 }

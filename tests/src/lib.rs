@@ -220,6 +220,28 @@ impl TestPlatform {
             .unwrap_or_else(|e| panic!("{wasm} rejected: {e:#}"))
     }
 
+    /// A config of this platform (same tenants, same data directory) whose
+    /// API address is one where no host answers: the CLI with it works locally.
+    pub fn config_with_the_api_elsewhere(&self) -> PathBuf {
+        let config = std::fs::read_to_string(&self.config_file).unwrap();
+        let moved = config.replace(&format!("listen: 127.0.0.1:{}", self.port), &format!("listen: 127.0.0.1:{}", free_port()));
+        assert_ne!(moved, config);
+        let path = self.dir.path().join("api-elsewhere.yaml");
+        std::fs::write(&path, moved).unwrap();
+        path
+    }
+
+    /// `POST /api/batch/retry` for the tenant's failed files: the files moved back to staging.
+    pub async fn retry_failed(&self, tenant: &str) -> Vec<String> {
+        let answer = reqwest::Client::new()
+            .post(format!("{}/api/batch/retry", self.api()))
+            .json(&serde_json::json!({ "tenant": tenant }))
+            .send()
+            .await
+            .unwrap();
+        answer.json().await.unwrap()
+    }
+
     pub fn tenant_dir(&self, tenant: &str) -> PathBuf {
         self.dir.path().join("tenants").join(tenant)
     }

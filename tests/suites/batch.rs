@@ -372,18 +372,6 @@ async fn failed_files_keep_their_reason_and_can_be_retried() {
     assert_eq!(platform.search("retail", "orders", "", 0).await.unwrap().total, 50);
 }
 
-/// A config of `test`'s platform (same tenants, same data directory) whose
-/// API address is one where no host answers: the CLI with it works locally.
-fn config_with_the_api_elsewhere(test: &TestPlatform) -> std::path::PathBuf {
-    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = std::fs::read_to_string(&test.config_file).unwrap();
-    let moved = config.replace(&format!("listen: 127.0.0.1:{}", test.port), &format!("listen: 127.0.0.1:{elsewhere}"));
-    assert_ne!(moved, config);
-    let path = test.dir.path().join("api-elsewhere.yaml");
-    std::fs::write(&path, moved).unwrap();
-    path
-}
-
 /// Each file of `dir` with its contents.
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -420,7 +408,7 @@ async fn batch_retry_from_the_cli_goes_through_the_host_and_refuses_beside_it() 
     assert!(failed.iter().any(|(name, _)| name == "monday.csv"), "{failed:?}");
     let manifest = std::fs::read(&tenant.paths.manifest).unwrap();
 
-    let elsewhere = config_with_the_api_elsewhere(&test);
+    let elsewhere = test.config_with_the_api_elsewhere();
     let output =
         std::process::Command::new(HOST).arg("--config").arg(&elsewhere).args(["batch", "retry", "--tenant", "retail"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -423,18 +423,6 @@ async fn a_damaged_offsets_file_is_named_when_the_stream_starts_and_never_reset(
     assert_eq!(std::fs::read(&offsets).unwrap(), damaged, "the offsets are not reset, cut or rewritten");
 }
 
-/// A config of `test`'s platform (same tenants, same data directory) whose
-/// API address is one where no host answers: the CLI with it works locally.
-fn config_with_the_api_elsewhere(test: &TestPlatform) -> PathBuf {
-    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = std::fs::read_to_string(&test.config_file).unwrap();
-    let moved = config.replace(&format!("listen: 127.0.0.1:{}", test.port), &format!("listen: 127.0.0.1:{elsewhere}"));
-    assert_ne!(moved, config);
-    let path = test.dir.path().join("api-elsewhere.yaml");
-    std::fs::write(&path, moved).unwrap();
-    path
-}
-
 /// A host runs on the data directory, and the CLI is pointed at another API
 /// address (or the host does not answer yet): the local commands that would
 /// write the host's files themselves (`stream produce`, `ingest`) refuse,
@@ -461,7 +449,7 @@ async fn local_writes_beside_a_running_host_refuse_naming_its_lock() {
     let orders = test.dir.path().join("orders.csv");
     std::fs::write(&orders, orders_csv(1, 20)).unwrap();
 
-    let elsewhere = config_with_the_api_elsewhere(&test);
+    let elsewhere = test.config_with_the_api_elsewhere();
     let lock = test.dir.path().join("var/host.lock").display().to_string();
     let produced = produce(&elsewhere);
     let ingested = std::process::Command::new(HOST)

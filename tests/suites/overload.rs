@@ -77,15 +77,7 @@ async fn an_overloaded_opensearch_leaves_the_file_retryable_not_dead_lettered() 
     assert_eq!(search().count(&index).await, 0, "the overloaded cluster took nothing");
 
     proxy.overloaded.store(false, Ordering::SeqCst);
-    let retried: Vec<String> = http()
-        .post(format!("{}/api/batch/retry", test.api()))
-        .json(&serde_json::json!({ "tenant": tenant }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retried = test.retry_failed(&tenant).await;
     assert_eq!(retried, ["orders.csv"]);
     let archived = test.tenant_dir(&tenant).join("archive/orders.csv");
     eventually("orders.csv to be ingested after the retry", Duration::from_secs(120), || {
@@ -413,15 +405,7 @@ async fn a_broker_that_is_down_leaves_the_file_retryable_not_dead_lettered() {
     let config = std::fs::read_to_string(&test.config_file).unwrap().replace(&closed, &brokers());
     std::fs::write(&test.config_file, config).unwrap();
     let _host = RunningHost::start(&test, HOST).await;
-    let retried: Vec<String> = http()
-        .post(format!("{}/api/batch/retry", test.api()))
-        .json(&serde_json::json!({ "tenant": tenant }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let retried = test.retry_failed(&tenant).await;
     assert_eq!(retried, ["flood-publish.txt"]);
     let archived = test.tenant_dir(&tenant).join("archive/flood-publish.txt");
     eventually("the file to be ingested after the retry", Duration::from_secs(120), || {

@@ -168,7 +168,7 @@ impl MessageBus for KafkaBus {
             }
         }
         let mut published = Published::default();
-        if refused.len() == 1 && records.len() == 1 {
+        if records.len() == 1 {
             published.refused = refused.into_iter().map(|(index, error)| (index, error.to_string())).collect();
             return Ok(published);
         }

@@ -195,10 +195,11 @@ impl HostState {
             turn.give_back();
         }
         let outcome = work.await;
+        // The store's time alone; waiting for the turn again is the tenant's.
+        self.effects.sink_wait += started.elapsed();
         if let Some(turn) = &self.turn {
             turn.take().await;
         }
-        self.effects.sink_wait += started.elapsed();
         self.effects.waiting_in = None;
         outcome
     }
