@@ -37,7 +37,7 @@ const TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(ClapArgs)]
 pub struct Args {
     /// Runs of each scenario and mode.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Only these scenarios (small, small-null, large); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -101,9 +101,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             managed.push(through_manager(&files, bytes, store).await?);
             direct.push(directly(&files, bytes, store).await?);
         }
-        let wall = |runs: &[Value]| median(&runs.iter().map(|r| r["wall_s"].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>());
-        let (manager_s, direct_s) = (wall(&managed), wall(&direct));
+        let walls = |runs: &[Value]| runs.iter().map(|r| r["wall_s"].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>();
+        let (manager_s, direct_s) = (median(&walls(&managed)), median(&walls(&direct)));
         let overhead_ms = (manager_s - direct_s) / files.len() as f64 * 1000.0;
+        println!("  wall, s: manager {}; direct {}", common::describe(&walls(&managed)), common::describe(&walls(&direct)));
         println!("  per-file overhead of the manager: ({manager_s:.2} s - {direct_s:.2} s) / {} files = {overhead_ms:.1} ms", files.len());
         result.insert(
             name.to_string(),
@@ -114,6 +115,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "manager": managed,
                 "direct": direct,
                 "manager_median_wall_s": manager_s,
+                "manager_wall_s": common::spread(&walls(&managed)),
+                "direct_wall_s": common::spread(&walls(&direct)),
                 "direct_median_wall_s": direct_s,
                 "overhead_ms_per_file": overhead_ms,
             }),

@@ -7,8 +7,12 @@
 //! and resumes by itself once there is space again.
 //!
 //! Mounting needs root (or CAP_SYS_ADMIN), which the project's machines give
-//! the tests; elsewhere `MYSIMBDP_NO_MOUNT=1` leaves the full-disk tests out
-//! (they say so), and nothing else replaces them.
+//! the tests; elsewhere `MYSIMBDP_NO_MOUNT=1` leaves the tmpfs tests out
+//! (they say so), and `file_size` makes the closest real failure without a
+//! mount: a file-size limit on the running process (EFBIG).
+
+#[path = "durability/file_size.rs"]
+mod file_size;
 
 use mysimbdp::pipelines::PipelineKind;
 use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, orders_csv, prometheus_value, read_log, readings_ndjson};

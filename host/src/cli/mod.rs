@@ -287,6 +287,7 @@ pub fn compiler_child() -> Option<u8> {
 }
 
 pub fn main() -> ExitCode {
+    ignore_file_size_signal();
     if let Some(code) = compiler_child() {
         return ExitCode::from(code);
     }
@@ -307,6 +308,18 @@ pub fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A write past the process's file-size limit (`ulimit -f`, RLIMIT_FSIZE)
+/// fails with EFBIG like any other write error (the manifest and the store
+/// stop loudly and resume, a publish is refused, a staged copy is undone)
+/// instead of SIGXFSZ killing the host in the middle of it.
+fn ignore_file_size_signal() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler
+    // code; it is done first in main, before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -60,7 +60,12 @@ impl LogSink {
         }
         match open.file.write_all(text.as_bytes()) {
             Ok(()) => open.bytes += text.len() as u64,
-            Err(error) => tracing::error!(file = %self.path.display(), %error, "Cannot write to a log file."),
+            Err(error) => {
+                // A part of the line may be written (a full disk, a file-size
+                // limit): cut it off, or the next line would merge with it.
+                let undo = open.file.set_len(open.bytes).err().map(|e| e.to_string());
+                tracing::error!(file = %self.path.display(), %error, ?undo, "Cannot write to a log file; the line is dropped.");
+            }
         }
     }
 
