@@ -218,8 +218,15 @@ async fn upload_checks_the_world_of_the_component() {
 
 #[test]
 fn every_fixture_has_a_test() {
-    let suites = std::fs::read_dir(repo_root().join("tests/suites")).unwrap();
-    let text: String = suites.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect();
+    // Every suite's source, the modules in its folder too.
+    fn sources(dir: &std::path::Path) -> String {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| if e.path().is_dir() { sources(&e.path()) } else { std::fs::read_to_string(e.path()).unwrap() })
+            .collect()
+    }
+    let text = sources(&repo_root().join("tests/suites"));
     for fixture in artifacts::FIXTURES {
         assert!(text.contains(&format!("artifacts::{fixture}")), "fixture {fixture} is not used by any test");
     }
