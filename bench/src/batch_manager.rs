@@ -102,9 +102,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             direct.push(directly(&files, bytes, store).await?);
         }
         let walls = |runs: &[Value]| runs.iter().map(|r| r["wall_s"].as_f64().unwrap_or(f64::NAN)).collect::<Vec<_>>();
-        let (manager_s, direct_s) = (median(&walls(&managed)), median(&walls(&direct)));
+        let (manager_walls, direct_walls) = (walls(&managed), walls(&direct));
+        let (manager_s, direct_s) = (median(&manager_walls), median(&direct_walls));
         let overhead_ms = (manager_s - direct_s) / files.len() as f64 * 1000.0;
-        println!("  wall, s: manager {}; direct {}", common::describe(&walls(&managed)), common::describe(&walls(&direct)));
+        println!("  wall, s: manager {}; direct {}", common::describe(&manager_walls), common::describe(&direct_walls));
         println!("  per-file overhead of the manager: ({manager_s:.2} s - {direct_s:.2} s) / {} files = {overhead_ms:.1} ms", files.len());
         result.insert(
             name.to_string(),
@@ -115,8 +116,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 "manager": managed,
                 "direct": direct,
                 "manager_median_wall_s": manager_s,
-                "manager_wall_s": common::spread(&walls(&managed)),
-                "direct_wall_s": common::spread(&walls(&direct)),
+                "manager_wall_s": common::spread(&manager_walls),
+                "direct_wall_s": common::spread(&direct_walls),
                 "direct_median_wall_s": direct_s,
                 "overhead_ms_per_file": overhead_ms,
             }),

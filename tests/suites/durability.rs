@@ -111,6 +111,86 @@ fn platform_log(test: &TestPlatform) -> Vec<serde_json::Value> {
     read_log(&test.dir.path().join("var/logs/platform.log"))
 }
 
+/// Stages `first.csv` (100 rows) and waits until it is done.
+async fn first_file_done(test: &TestPlatform) {
+    stage(test, "first.csv", 100, 1);
+    all_done(test, &["first.csv".to_string()], "first.csv to be done", Duration::from_secs(60)).await;
+}
+
+/// Waits until the manifest's latest entry of every one of `files` is done.
+async fn all_done(test: &TestPlatform, files: &[String], what: &str, within: Duration) {
+    eventually(what, within, || {
+        let done = files.iter().all(|name| state_of(test, name).as_deref() == Some("done"));
+        async move { done.then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until the health route says `degraded`, and returns what it says.
+async fn degraded(test: &TestPlatform, what: &str) -> serde_json::Value {
+    eventually(what, Duration::from_secs(60), || async move {
+        let health = get_json(test, "/api/health").await;
+        (health["status"] == "degraded").then_some(health)
+    })
+    .await
+}
+
+/// Publishes 200 messages (`{"n":from}` ...) to retail's `clicks` through the API.
+async fn produce(test: &TestPlatform, from: usize) -> reqwest::Response {
+    let messages: Vec<serde_json::Value> = (from..from + 200).map(|i| serde_json::json!({ "value": format!("{{\"n\":{i}}}") })).collect();
+    http()
+        .post(format!("{}/api/stream/produce", test.api()))
+        .json(&serde_json::json!({ "tenant": "retail", "topic": "clicks", "messages": messages }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// With the log's writes failing: publishes 200 messages at a time until
+/// one publish is refused; the messages acknowledged meanwhile, and the
+/// refusal's text.
+async fn publish_until_refused(test: &TestPlatform, what: &str) -> (usize, String) {
+    let mut acknowledged = 0;
+    for round in 1..50 {
+        let answer = produce(test, round * 200).await;
+        if !answer.status().is_success() {
+            return (acknowledged, answer.text().await.unwrap());
+        }
+        acknowledged += 200;
+    }
+    panic!("no publish was refused {what}");
+}
+
+/// Read back without the host: whole records only, every acknowledged one.
+async fn assert_the_log_holds(test: &TestPlatform, acknowledged: usize) {
+    let platform = test.open().await;
+    let messages = platform.messaging().read_all("retail.clicks", 100_000, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(messages.len(), acknowledged, "every acknowledged message, and nothing of the refused publish");
+}
+
+/// `stage put` of a file over 1 MiB fails naming `error` and leaves nothing
+/// in `staging`; a 100-row file is staged after it.
+fn a_large_file_is_not_staged_and_a_small_one_is(
+    test: &TestPlatform,
+    staging: &Path,
+    stage_put: impl Fn(&Path) -> std::process::Output,
+    error: &str,
+) {
+    let big = test.dir.path().join("big.csv");
+    std::fs::write(&big, orders_csv(1, 20_000)).unwrap();
+    assert!(std::fs::metadata(&big).unwrap().len() > 1 << 20);
+    let output = stage_put(&big);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(error) && stderr.contains("nothing of it is in staging"), "{stderr}");
+    assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0, "no .part file left behind");
+
+    let small = test.dir.path().join("small.csv");
+    std::fs::write(&small, orders_csv(1, 100)).unwrap();
+    let output = stage_put(&small);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// With no space under the manifests, the host cannot record a claim: it
 /// takes none of the tenant's files (they stay staged, nothing lost), says
 /// why (health, metric, platform log), and once space returns it takes them
@@ -120,12 +200,7 @@ async fn a_full_disk_under_the_manifests_stops_claims_until_space_returns() {
     let test = retail();
     let Some(disk) = SmallDisk::mount(&test.dir.path().join("var/manifests"), "1m") else { return };
     let _host = RunningHost::start(&test, HOST).await;
-    stage(&test, "first.csv", 100, 1);
-    eventually("first.csv to be done", Duration::from_secs(60), || {
-        let done = state_of(&test, "first.csv").as_deref() == Some("done");
-        async move { done.then_some(()) }
-    })
-    .await;
+    first_file_done(&test).await;
 
     disk.fill();
     // Files keep coming; once a manifest write fails (the last page of the
@@ -159,11 +234,7 @@ async fn a_full_disk_under_the_manifests_stops_claims_until_space_returns() {
     assert_eq!(state_of(&test, "after-stop.csv"), None, "not claimed");
 
     disk.free();
-    eventually("every staged file to be done once space returns", Duration::from_secs(120), || {
-        let all_done = staged.iter().all(|name| state_of(&test, name).as_deref() == Some("done"));
-        async move { all_done.then_some(()) }
-    })
-    .await;
+    all_done(&test, &staged, "every staged file to be done once space returns", Duration::from_secs(120)).await;
     assert_eq!(documents(&test).await, rows as u64, "every row of every file, once");
     assert_eq!(get_json(&test, "/api/health").await["status"], "ok");
     assert_eq!(writes_failing(&test, "manifest").await, Some(0.0));
@@ -179,23 +250,11 @@ async fn a_full_disk_under_the_embedded_store_fails_the_file_retryably_and_resum
     let test = retail();
     let Some(disk) = SmallDisk::mount(&test.dir.path().join("var/coredms"), "16m") else { return };
     let _host = RunningHost::start(&test, HOST).await;
-    stage(&test, "first.csv", 100, 1);
-    eventually("first.csv to be done", Duration::from_secs(60), || {
-        let done = state_of(&test, "first.csv").as_deref() == Some("done");
-        async move { done.then_some(()) }
-    })
-    .await;
+    first_file_done(&test).await;
 
     disk.fill();
     stage(&test, "big.csv", 20_000, 100_000);
-    let health = eventually("the host to report the store write failing", Duration::from_secs(60), || {
-        let test = &test;
-        async move {
-            let health = get_json(test, "/api/health").await;
-            (health["status"] == "degraded").then_some(health)
-        }
-    })
-    .await;
+    let health = degraded(&test, "the host to report the store write failing").await;
     assert_eq!(health["writes_failing"][0]["what"], "store", "{health}");
     let reason =
         std::fs::read_to_string(test.tenant_dir("retail").join("failed/big.csv.reason.json")).expect("big.csv failed with its reason");
@@ -223,38 +282,14 @@ async fn a_full_disk_under_the_embedded_log_refuses_publishes_and_keeps_the_log_
     let test = retail();
     let Some(disk) = SmallDisk::mount(&test.dir.path().join("var/messaging"), "1m") else { return };
     let host = RunningHost::start(&test, HOST).await;
-    let produce = |from: usize| {
-        let messages: Vec<serde_json::Value> =
-            (from..from + 200).map(|i| serde_json::json!({ "value": format!("{{\"n\":{i}}}") })).collect();
-        http()
-            .post(format!("{}/api/stream/produce", test.api()))
-            .json(&serde_json::json!({ "tenant": "retail", "topic": "clicks", "messages": messages }))
-            .send()
-    };
-    assert!(produce(0).await.unwrap().status().is_success());
+    assert!(produce(&test, 0).await.status().is_success());
     disk.fill();
-    let mut acknowledged = 200;
-    let mut refused = None;
-    for round in 1..50 {
-        let answer = produce(round * 200).await.unwrap();
-        if answer.status().is_success() {
-            acknowledged += 200;
-        } else {
-            refused = Some(answer.text().await.unwrap());
-            break;
-        }
-    }
-    let refused = refused.expect("a publish was refused on the full disk");
+    let (meanwhile, refused) = publish_until_refused(&test, "on the full disk").await;
     assert!(refused.contains("No space left on device"), "{refused}");
     disk.free();
-    assert!(produce(100_000).await.unwrap().status().is_success(), "publishing works again");
-    acknowledged += 200;
+    assert!(produce(&test, 100_000).await.status().is_success(), "publishing works again");
     drop(host);
-
-    // Read back without the host: whole records only, every acknowledged one.
-    let platform = test.open().await;
-    let messages = platform.messaging().read_all("retail.clicks", 100_000, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(messages.len(), acknowledged, "every acknowledged message, and nothing of the refused publish");
+    assert_the_log_holds(&test, 200 + meanwhile + 200).await;
 }
 
 /// With no space under a tenant's staging, `stage put` fails saying so, and
@@ -264,19 +299,8 @@ async fn a_full_disk_under_staging_fails_stage_put_and_leaves_no_half_file() {
     let test = retail();
     let staging = test.tenant_dir("retail").join("staging");
     let Some(disk) = SmallDisk::mount(&staging, "1m") else { return };
-    let big = test.dir.path().join("big.csv");
-    std::fs::write(&big, orders_csv(1, 20_000)).unwrap();
-    assert!(std::fs::metadata(&big).unwrap().len() > 1 << 20);
-    let output = test.command(HOST).args(["stage", "put", "--tenant", "retail"]).arg(&big).output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("No space left on device") && stderr.contains("nothing of it is in staging"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "no .part file left behind");
-
-    let small = test.dir.path().join("small.csv");
-    std::fs::write(&small, orders_csv(1, 100)).unwrap();
-    let output = test.command(HOST).args(["stage", "put", "--tenant", "retail"]).arg(&small).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stage_put = |file: &Path| test.command(HOST).args(["stage", "put", "--tenant", "retail"]).arg(file).output().unwrap();
+    a_large_file_is_not_staged_and_a_small_one_is(&test, &staging, stage_put, "No space left on device");
     drop(disk);
 }
 
@@ -289,12 +313,7 @@ async fn torn_tails_are_cut_off_at_start_and_nothing_acknowledged_is_lost() {
     let test = TestPlatform::builder().tenant("retail", "tenants/retail/profile.yaml").config(QUICK_SCANS).build();
     test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
     let host = RunningHost::start(&test, HOST).await;
-    stage(&test, "first.csv", 100, 1);
-    eventually("first.csv to be done", Duration::from_secs(60), || {
-        let done = state_of(&test, "first.csv").as_deref() == Some("done");
-        async move { done.then_some(()) }
-    })
-    .await;
+    first_file_done(&test).await;
     let messages: Vec<serde_json::Value> = (0..30).map(|i| serde_json::json!({ "value": format!("{{\"n\":{i}}}") })).collect();
     let answer = http()
         .post(format!("{}/api/stream/produce", test.api()))

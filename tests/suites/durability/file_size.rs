@@ -31,12 +31,7 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
 async fn a_file_size_limit_on_the_manifest_stops_claims_until_it_is_lifted() {
     let test = retail();
     let host = RunningHost::start(&test, HOST).await;
-    stage(&test, "first.csv", 100, 1);
-    eventually("first.csv to be done", Duration::from_secs(60), || {
-        let done = state_of(&test, "first.csv").as_deref() == Some("done");
-        async move { done.then_some(()) }
-    })
-    .await;
+    first_file_done(&test).await;
 
     // At most the manifest's size, so it cannot grow; and, when the
     // platform log is the smaller, a little above it, so that its next line
@@ -48,14 +43,7 @@ async fn a_file_size_limit_on_the_manifest_stops_claims_until_it_is_lifted() {
     let mut staged = vec!["first.csv".to_string()];
     stage(&test, "more.csv", 50, 1000);
     staged.push("more.csv".into());
-    let health = eventually("the host to report the manifest write failing", Duration::from_secs(60), || {
-        let test = &test;
-        async move {
-            let health = get_json(test, "/api/health").await;
-            (health["status"] == "degraded").then_some(health)
-        }
-    })
-    .await;
+    let health = degraded(&test, "the host to report the manifest write failing").await;
     assert_eq!(health["writes_failing"][0]["what"], "manifest", "{health}");
     assert!(health["writes_failing"][0]["error"].as_str().unwrap().contains("File too large"), "{health}");
     assert_eq!(writes_failing(&test, "manifest").await, Some(1.0));
@@ -69,11 +57,7 @@ async fn a_file_size_limit_on_the_manifest_stops_claims_until_it_is_lifted() {
     assert!(test.tenant_dir("retail").join("failed").read_dir().unwrap().next().is_none(), "nothing failed for it");
 
     limit_file_size(host.0.id(), None);
-    eventually("every staged file to be done once the limit is lifted", Duration::from_secs(120), || {
-        let all_done = staged.iter().all(|name| state_of(&test, name).as_deref() == Some("done"));
-        async move { all_done.then_some(()) }
-    })
-    .await;
+    all_done(&test, &staged, "every staged file to be done once the limit is lifted", Duration::from_secs(120)).await;
     assert_eq!(documents(&test).await, 100 + 50 + 30, "every row of every file, once");
     assert_eq!(get_json(&test, "/api/health").await["status"], "ok");
     assert_eq!(writes_failing(&test, "manifest").await, Some(0.0));
@@ -91,38 +75,15 @@ async fn a_file_size_limit_on_the_manifest_stops_claims_until_it_is_lifted() {
 async fn a_file_size_limit_on_the_embedded_log_refuses_publishes_and_keeps_it_whole() {
     let test = retail();
     let host = RunningHost::start(&test, HOST).await;
-    let produce = |from: usize| {
-        let messages: Vec<serde_json::Value> =
-            (from..from + 200).map(|i| serde_json::json!({ "value": format!("{{\"n\":{i}}}") })).collect();
-        http()
-            .post(format!("{}/api/stream/produce", test.api()))
-            .json(&serde_json::json!({ "tenant": "retail", "topic": "clicks", "messages": messages }))
-            .send()
-    };
-    assert!(produce(0).await.unwrap().status().is_success());
+    assert!(produce(&test, 0).await.status().is_success());
     let largest = walk(&test.dir.path().join("var/messaging")).into_iter().map(|f| f.metadata().unwrap().len()).max().unwrap();
     limit_file_size(host.0.id(), Some(largest));
-    let mut acknowledged = 200;
-    let mut refused = None;
-    for round in 1..50 {
-        let answer = produce(round * 200).await.unwrap();
-        if answer.status().is_success() {
-            acknowledged += 200;
-        } else {
-            refused = Some(answer.text().await.unwrap());
-            break;
-        }
-    }
-    let refused = refused.expect("a publish was refused at the limit");
+    let (meanwhile, refused) = publish_until_refused(&test, "at the limit").await;
     assert!(refused.contains("File too large"), "{refused}");
     limit_file_size(host.0.id(), None);
-    assert!(produce(100_000).await.unwrap().status().is_success(), "publishing works again");
-    acknowledged += 200;
+    assert!(produce(&test, 100_000).await.status().is_success(), "publishing works again");
     drop(host);
-
-    let platform = test.open().await;
-    let messages = platform.messaging().read_all("retail.clicks", 100_000, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(messages.len(), acknowledged, "every acknowledged message, and nothing of the refused publish");
+    assert_the_log_holds(&test, 200 + meanwhile + 200).await;
 }
 
 /// `stage put` under a 1 MiB file-size limit fails saying so, and leaves no
@@ -143,19 +104,7 @@ async fn a_file_size_limit_fails_stage_put_and_leaves_no_half_file() {
             .output()
             .unwrap()
     };
-    let big = test.dir.path().join("big.csv");
-    std::fs::write(&big, orders_csv(1, 20_000)).unwrap();
-    assert!(std::fs::metadata(&big).unwrap().len() > 1 << 20);
-    let output = stage_put(&big);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("File too large") && stderr.contains("nothing of it is in staging"), "{stderr}");
-    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "no .part file left behind");
-
-    let small = test.dir.path().join("small.csv");
-    std::fs::write(&small, orders_csv(1, 100)).unwrap();
-    let output = stage_put(&small);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    a_large_file_is_not_staged_and_a_small_one_is(&test, &staging, stage_put, "File too large");
     assert!(staging.join("small.csv").exists());
 }
 
