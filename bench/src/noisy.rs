@@ -7,6 +7,7 @@
 //! ingestion is done). Alone and beside the hostile tenant alternate round
 //! by round; the result is the neighbour's median MB/s beside the hostile
 //! tenant divided by its median alone (the target: at least 0.9).
+//! `--no-give-way` measures the same with `pipelines.cpu_give_way: false`.
 //!
 //! The fixtures come from tests/fixtures (`scripts/build-guests.sh --all`).
 //! The `many-memories` fixture is left out: its extra memories are added by
@@ -54,6 +55,11 @@ pub struct Args {
     /// The neighbour's CSV file (default: bench/data/orders-20mb.csv).
     #[arg(long)]
     file: Option<std::path::PathBuf>,
+    /// Runs with `pipelines.cpu_give_way: false`: the hostile tenant keeps
+    /// its slot's share of the cores even when it is ahead (the platform
+    /// before that setting).
+    #[arg(long)]
+    no_give_way: bool,
 }
 
 /// The neighbour's MB/s, and the cores the whole process used meanwhile
@@ -105,6 +111,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let bench = BenchPlatform::builder()
         .tenant("retail", common::profile_with("tenants/retail/profile.yaml", &[])?)
         .tenant("hostile", HOSTILE.to_string())
+        .config(&format!("pipelines:\n  cpu_give_way: {}", !args.no_give_way))
         .build("noisy-neighbour")?;
     bench.upload("retail", PipelineKind::Batch, "orders", &common::guest("retail_orders")?)?;
     bench.upload("hostile", PipelineKind::Batch, "spin", &common::guest("spin_forever")?)?;
@@ -113,7 +120,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for (tenant, pipeline) in [("retail", "orders"), ("hostile", "spin"), ("hostile", "floods")] {
         common::warm(&platform, tenant, PipelineKind::Batch, pipeline).await?;
     }
-    println!("noisy-neighbour: {} ({:.1} MB), {} rounds", file.display(), mb(std::fs::metadata(&file)?.len()), args.runs);
+    println!(
+        "noisy-neighbour: {} ({:.1} MB), {} rounds, the tenant ahead gives way: {}",
+        file.display(),
+        mb(std::fs::metadata(&file)?.len()),
+        args.runs,
+        !args.no_give_way
+    );
     neighbour(&platform, &file).await?; // warm-up
     let (mut alone, mut beside) = (Vec::new(), Vec::new());
     let (mut alone_cores, mut beside_cores) = (Vec::new(), Vec::new());
@@ -164,6 +177,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "alone_mb_per_s": alone,
             "beside_hostile_mb_per_s": beside,
             "ratio_of_medians": ratio,
+            "cpu_give_way": !args.no_give_way,
             "alone_cores_used": alone_cores,
             "beside_hostile_cores_used": beside_cores,
         }),

@@ -13,6 +13,7 @@ use mysimbdp::pipelines::PipelineKind;
 use mysimbdp::telemetry::{IngestionRecord, Outcome};
 use mysimbdp_tests::{RunningHost, TestPlatform, artifacts, eventually, ingestions, orders_csv, prometheus_value, read_log, stage};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
@@ -430,6 +431,91 @@ async fn the_neighbour_ingests_while_every_hostile_fixture_runs() {
     assert!(flooded.iter().any(|l| l["message"].as_str().is_some_and(|m| m.starts_with("llll"))), "the log flood's lines");
     let resident = memory_of(host.0.id(), "VmRSS");
     assert!(resident > before + 48 * MIB, "the host holds {} MiB, {} MiB before", resident / MIB, before / MIB);
+}
+
+/// A hostile tenant with one endless loop, running until its deadline.
+const SPINNER: &str = "description: Spins.
+constraints: { allowed_types: [txt], max_file_bytes: 1MiB, max_files_per_run: 10, max_staging_bytes: 10MiB }
+agreement: { max_concurrent_ingestions: 2, priority: 9 }
+sandbox: { fuel_per_invocation: 1000000000000, memory_bytes: 64MiB, deadline_ms: 120000 }
+batch:
+  - name: spin
+    files: 'spin*'
+";
+
+/// One thread spinning on each core until dropped: a machine where every
+/// task waits for a core, whatever its size.
+struct BusyCores(Arc<std::sync::atomic::AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl BusyCores {
+    fn start() -> BusyCores {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyCores(stop, threads)
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.1.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// On a machine whose every core is busy, tenant `hostile`'s endless loop
+/// computes ahead of the neighbour's ingestion, so it gives way while the
+/// neighbour's file is in flight (`mysimbdp_cpu_gave_way_ticks_total`);
+/// with `pipelines.cpu_give_way: false` it never does. The neighbour's
+/// file is ingested whole either way, and the loop still runs after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_ahead_gives_way_to_its_neighbour_on_a_busy_machine_unless_turned_off() {
+    for give_way in [true, false] {
+        let test = TestPlatform::builder()
+            .tenant_yaml("hostile", SPINNER)
+            .tenant("retail", "tenants/retail/profile.yaml")
+            .config(QUICK_SCANS)
+            .pipelines_option("cpu_slots_per_tenant: 1")
+            .pipelines_option(&format!("cpu_give_way: {give_way}"))
+            .build();
+        test.upload("hostile", PipelineKind::Batch, "spin", artifacts::SPIN_FOREVER);
+        test.upload("retail", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+        let _host = RunningHost::start(&test, HOST).await;
+        let busy = BusyCores::start();
+        stage(&test, "hostile", "spin-forever.txt", "spin\n");
+        eventually("the endless loop to be running", Duration::from_secs(120), || {
+            let running = status_of(&test, "hostile").running.len();
+            async move { (running == 1).then_some(()) }
+        })
+        .await;
+        stage(&test, "retail", "orders-0.csv", &orders_csv(0, 50_000));
+        let done = eventually("the neighbour's file to be ingested", Duration::from_secs(120), || {
+            let records = ingestions(&test, "retail");
+            async move { (!records.is_empty()).then_some(records) }
+        })
+        .await;
+        drop(busy);
+        assert_eq!((done[0].outcome, done[0].records_out), (Outcome::Ok, 50_000), "give way {give_way}: {:?}", done[0].reason);
+        assert_eq!(status_of(&test, "hostile").running.len(), 1, "give way {give_way}: the loop still runs");
+        let scraped = metrics(&test).await;
+        let gave_way = prometheus_value(&scraped, "mysimbdp_cpu_gave_way_ticks_total{tenant=\"hostile\"}");
+        if give_way {
+            assert!(gave_way.is_some_and(|ticks| ticks > 0.0), "the hostile tenant gave way: {gave_way:?}");
+        } else {
+            assert_eq!(gave_way, None, "turned off, nobody gives way");
+        }
+    }
 }
 
 const OPERATOR_TOKEN: &str = "operator-secret-0123456789";

@@ -175,6 +175,12 @@ impl HostState {
         self.turn = Some(turn);
     }
 
+    /// Lets go of the turn once the guest is done: its invocation is no
+    /// longer in flight for the tenants' shares.
+    pub(crate) fn leaves_turn(&mut self) {
+        self.turn = None;
+    }
+
     pub fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
     }

@@ -259,6 +259,10 @@ pub struct PipelinesConfig {
     /// every epoch tick): its share of the cores. Default: the cores but one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_slots_per_tenant: Option<usize>,
+    /// Whether a tenant whose guests have computed more than another
+    /// tenant in flight gives way to it while the CPU is contended
+    /// (`cpu_shares.rs`). Default: true.
+    pub cpu_give_way: bool,
 }
 
 impl Default for PipelinesConfig {
@@ -269,6 +273,7 @@ impl Default for PipelinesConfig {
             compile_memory_bytes: ByteSize(4 * ByteSize::GIB),
             compiler: None,
             cpu_slots_per_tenant: None,
+            cpu_give_way: true,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::capabilities::HostState;
 use crate::capabilities::bindings::{self, BatchReport, Message, StreamReport};
 use crate::capabilities::input_file::InputFile;
 use crate::config::{ByteSize, PipelineKind, PipelinesConfig, SandboxLimits};
-use crate::cpu_shares::CpuShares;
+use crate::cpu_shares::{self, CpuShares};
 use crate::failure::{Failure, FailureKind};
 use crate::pipelines::{PipelineVersion, sha256_hex};
 use anyhow::Context;
@@ -104,8 +104,9 @@ pub struct Sandbox {
     /// The largest component file loaded (`pipelines.max_upload_bytes`).
     max_component_bytes: u64,
     ticker: Arc<Ticker>,
-    /// Each tenant's CPU slots: how many of its guests run at once.
-    cpu: CpuShares,
+    /// Each tenant's CPU slots: how many of its guests run at once, and
+    /// which tenant gives way (the ticker samples the contention).
+    cpu: Arc<CpuShares>,
 }
 
 /// Advances the epoch of every engine until the runtime is dropped.
@@ -132,14 +133,25 @@ impl Sandbox {
     /// artifacts kept in `cache_dir` (none: compiled again by each process).
     pub fn new(cache_dir: Option<&Path>, config: &PipelinesConfig) -> anyhow::Result<Self> {
         let ticker = Arc::new(Ticker { engines: Mutex::new(Vec::new()), stop: AtomicBool::new(false) });
-        let thread_ticker = ticker.clone();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let slots = config.cpu_slots_per_tenant.unwrap_or_else(|| cpu_shares::default_slots(cores));
+        let cpu = Arc::new(CpuShares::new(slots));
+        let give_way = config.cpu_give_way;
+        let (thread_ticker, thread_cpu) = (ticker.clone(), cpu.clone());
         std::thread::Builder::new()
             .name("epoch-ticker".into())
             .spawn(move || {
+                // Also samples the machine's CPU contention, for the tenants' shares.
+                let mut pressure = cpu_shares::Pressure::new(cores);
+                let mut sampled = std::time::Instant::now();
                 while !thread_ticker.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
                     for engine in thread_ticker.engines.lock().expect("ticker poisoned").iter() {
                         engine.increment_epoch();
+                    }
+                    if give_way && sampled.elapsed() >= cpu_shares::CONTENTION_SAMPLE {
+                        thread_cpu.set_contended(pressure.sample());
+                        sampled = std::time::Instant::now();
                     }
                 }
             })
@@ -151,11 +163,7 @@ impl Sandbox {
             cache: cache_dir.map(ArtifactCache::open).transpose()?.map(Arc::new),
             compiler: Compiler::new(config)?,
             max_component_bytes: config.max_upload_bytes.bytes(),
-            cpu: CpuShares::new(
-                config.cpu_slots_per_tenant.unwrap_or_else(|| {
-                    crate::cpu_shares::default_slots(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-                }),
-            ),
+            cpu,
             ticker,
         })
     }

@@ -86,7 +86,9 @@ where
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
-                turn.pass().await;
+                if turn.pass().await {
+                    events::GaveWay { tenant: &tenant }.emit();
+                }
                 let (computing, waiting) = turn.load();
                 events::GuestsComputing { tenant: &tenant, computing, waiting }.emit();
             }),
@@ -111,6 +113,7 @@ where
         duration: started.elapsed(),
     };
     let mut state = store.into_data().host;
+    state.leaves_turn();
     let stderr = state.flush_output();
     let effects = state.effects();
     let result = match outcome {

@@ -46,6 +46,18 @@ impl GuestsComputing<'_> {
     }
 }
 
+/// A tick after which a guest of `tenant` held its turn idle, giving way to
+/// a tenant that had computed less (`mysimbdp_cpu_gave_way_ticks_total`).
+pub struct GaveWay<'a> {
+    pub tenant: &'a str,
+}
+
+impl GaveWay<'_> {
+    pub fn emit(&self) {
+        metrics::counter!("mysimbdp_cpu_gave_way_ticks_total", "tenant" => self.tenant.to_string()).increment(1);
+    }
+}
+
 /// A search being worked on (the search thread, the request in flight):
 /// `mysimbdp_searches_running` counts it until the guard is dropped, so the
 /// gauge falls back only once nothing works on the search any more.
