@@ -86,7 +86,7 @@ where
         Ok(UpdateDeadline::YieldCustom(
             1,
             Box::pin(async move {
-                if turn.pass().await {
+                if turn.pass(deadline.saturating_sub(started.elapsed())).await {
                     events::GaveWay { tenant: &tenant }.emit();
                 }
                 let (computing, waiting) = turn.load();
