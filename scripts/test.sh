@@ -1,25 +1,70 @@
 #!/usr/bin/env bash
-# Every test: installs what is missing, checks the formatting
-# (rustfmt.toml) and the layer order of the host's modules
-# (scripts/check-layers.py, its parser first against its own table), runs
-# clippy with warnings as errors, starts real Kafka and OpenSearch
-# (scripts/services.sh), runs the whole workspace's tests (guest components
-# are built from source by tests/build.rs), then the main job once
-# (scripts/run.sh --exit) and the hostile-request attacks from outside the
-# repository (scripts/hostile-acceptance.sh). Services this script started
-# are stopped again.
+# Every test (what .ci/run runs):
+#   scripts/test.sh           installs what is missing, checks the formatting
+#                             (rustfmt.toml) and the layer order of the host's
+#                             modules (scripts/check-layers.py, its parser first
+#                             against its own table), runs clippy with warnings
+#                             as errors, starts real Kafka and OpenSearch
+#                             (scripts/services.sh), checks the test runner
+#                             itself (a test made to hang must be stopped by its
+#                             timeout and named), runs every test of the
+#                             workspace with scripts/run-tests.py, each in a
+#                             process of its own (guest components are built
+#                             from source by tests/build.rs), the
+#                             doctests, the main job once (scripts/run.sh
+#                             --exit) and the hostile-request attacks from
+#                             outside the repository
+#                             (scripts/hostile-acceptance.sh); prints each
+#                             suite's time and ends with the count of tests
+#                             passed and failed. Services it started are
+#                             stopped again.
+#   scripts/test.sh --quick   the quick tier: formatting, layer order and every
+#                             test that needs no services, crash or fuzz (no
+#                             clippy, no services started), in a few minutes
+#                             after a build.
+# Each test runs under a timeout that names it (tests/runner.toml).
+# MYSIMBDP_TEST_THREADS sets the tests run at once (2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-scripts/setup.sh --tests
+quick=0
+case "${1:-}" in
+    --quick) quick=1 ;;
+    "") ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (use --quick or nothing)" >&2; exit 2 ;;
+esac
+
+started=$(date +%s)
+stage_times=()
+stage() { # name command...: runs it and keeps its time for the summary
+    local name=$1 begun status=0
+    shift
+    begun=$(date +%s)
+    printf '[test] %s\n' "$name" >&2
+    "$@" || status=$?
+    stage_times+=("$name|$(($(date +%s) - begun))|$status")
+    return "$status"
+}
+
+stage "setup" scripts/setup.sh --tests
+
 # Formatting and the host's layer order first: they fail in a second,
-# before anything is started.
-cargo fmt --all --check
-python3 scripts/check-layers.py --self-test
-python3 scripts/check-layers.py
+# before anything is built or started.
+stage "formatting" cargo fmt --all --check
+stage "layer order" bash -c 'python3 scripts/check-layers.py --self-test && python3 scripts/check-layers.py'
+
+if [ "$quick" = 1 ]; then
+    status=0
+    stage "tests (quick tier)" python3 scripts/run-tests.py --tier quick || status=$?
+    python3 scripts/test-times.py target/test-runs/quick/junit.xml "${stage_times[@]}" || status=$?
+    exit "$status"
+fi
+
 # Lints as errors, every target (the guest SDK denies missing docs itself),
 # before the services start.
-cargo clippy --workspace --all-targets -- -D warnings
+stage "clippy" cargo clippy --workspace --all-targets -- -D warnings
+
 started_services=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
     started_services=1
@@ -30,10 +75,37 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
-scripts/services.sh up
+stage "services up" scripts/services.sh up
 eval "$(scripts/services.sh env)"
 
-cargo test --workspace --no-fail-fast -- --test-threads "${MYSIMBDP_TEST_THREADS:-2}"
-scripts/run.sh --exit
-scripts/hostile-acceptance.sh
-echo "[test] all tests passed" >&2
+stage "build the tests" cargo test --workspace --no-run --quiet
+
+# The runner's self-test: a test that hangs (only with this variable) must be
+# stopped by a 5 s timeout, fail the run and be named.
+runner_self_test() {
+    local output status=0
+    output=$(MYSIMBDP_RUNNER_SELF_TEST=hang python3 scripts/run-tests.py --ignored --timeout 5 \
+        --filter '^mysimbdp-tests::all runner::a_test_that_hangs_is_stopped_by_its_timeout$' \
+        --junit target/test-runs/runner-self-test/junit.xml 2>&1) || status=$?
+    if [ "$status" = 0 ] \
+        || ! grep -q 'TIMEOUT .*runner::a_test_that_hangs_is_stopped_by_its_timeout' <<<"$output" \
+        || ! grep -q '^0 passed, 0 failed, 1 timed out$' <<<"$output"; then
+        printf '%s\n' "$output" >&2
+        echo "[test] the runner's self-test failed: the hanging test was not stopped by its timeout and named (exit $status)" >&2
+        return 1
+    fi
+    echo "[test] the runner stopped the hanging test at its 5 s timeout and named it" >&2
+}
+stage "runner self-test" runner_self_test
+
+status=0
+stage "tests" python3 scripts/run-tests.py || status=$?
+# The runner runs the test binaries; the doctests are compiled apart.
+stage "doctests" cargo test --workspace --doc --quiet || status=$?
+if [ "$status" = 0 ]; then
+    stage "scripts/run.sh --exit" scripts/run.sh --exit || status=$?
+    stage "scripts/hostile-acceptance.sh" scripts/hostile-acceptance.sh || status=$?
+fi
+stage_times+=("the whole test command|$(($(date +%s) - started))|$status")
+python3 scripts/test-times.py target/test-runs/all/junit.xml "${stage_times[@]}" || status=$?
+exit "$status"

@@ -877,7 +877,7 @@ mod tests {
     /// serde_json writes.
     #[test]
     fn floats_are_written_as_serde_json_writes_them() {
-        let (mut next, mut digits) = (crate::xorshift(0x2545_f491_4f6c_dd1d), 0);
+        let (mut next, mut digits) = (crate::seeded(0x2545_f491_4f6c_dd1d), 0);
         let sample = std::iter::from_fn(move || {
             digits = digits % 17 + 3;
             Some(next() % 10u64.pow(digits))
@@ -892,7 +892,7 @@ mod tests {
 
     #[test]
     fn write_u64_is_itoa() {
-        let mut next = crate::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::seeded(0x2545_f491_4f6c_dd1d);
         let random = std::iter::repeat_with(move || {
             let n = next();
             n >> (n % 64)

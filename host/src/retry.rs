@@ -1,8 +1,10 @@
 //! How the host waits before trying again: exponential backoff, doubling
-//! from a first wait up to a cap. Used where a store, the broker or a
-//! consumer group failed and the same work is tried again (the stream
-//! instances, Elasticsearch's `_bulk`), and when a file or a batch is tried
-//! again at all.
+//! from a first wait up to a cap, each wait jittered (slept for somewhere
+//! between half of it and all of it), so that the hosts, instances and
+//! files that failed in one outage do not all try again at the same moment.
+//! Used where a store, the broker or a consumer group failed and the same
+//! work is tried again (the stream instances, Elasticsearch's `_bulk`), and
+//! when a file or a batch is tried again at all.
 
 use std::time::Duration;
 
@@ -23,10 +25,26 @@ impl Backoff {
         current.saturating_mul(2).min(self.max)
     }
 
-    /// The waits before the first, second, ... retry.
+    /// The waits before the first, second, ... retry, before jitter.
     pub fn waits(&self) -> impl Iterator<Item = Duration> + '_ {
         std::iter::successors(Some(self.first.min(self.max)), |wait| Some(self.after(*wait)))
     }
+}
+
+/// How long to sleep for a wait of the schedule, given `unit`, a share in
+/// `[0, 1]` drawn at random: between half of the wait and all of it
+/// ("equal jitter"), `half + (wait - half) * unit`. Never less than half the
+/// backoff, and spread so that the retries of one outage do not arrive in
+/// lockstep.
+pub fn jittered(wait: Duration, unit: f64) -> Duration {
+    let half = wait / 2;
+    half + (wait - half).mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// What the retry loops sleep for `wait`: [`jittered`] by a share from the
+/// thread's generator.
+pub fn sleep_for(wait: Duration) -> Duration {
+    jittered(wait, fastrand::f64())
 }
 
 /// What a stream instance does after a batch failed in a way that is
@@ -106,5 +124,46 @@ mod tests {
             assert_eq!(waits, expected, "{backoff:?}");
         }
         assert_eq!(Backoff::new(MS(1), Duration::MAX).after(Duration::MAX), Duration::MAX, "no overflow");
+    }
+
+    #[test]
+    fn a_jittered_wait_is_between_half_and_all_of_it() {
+        let cases = [
+            // (wait ms, drawn share, slept ms)
+            (1000, 0.0, 500),
+            (1000, 0.5, 750),
+            (1000, 1.0, 1000),
+            (30_000, 0.25, 18_750),
+            (200, 0.1, 110),
+            (0, 0.7, 0),
+            // A share out of range is clamped.
+            (1000, -3.0, 500),
+            (1000, 7.0, 1000),
+        ];
+        for (wait, unit, slept) in cases {
+            assert_eq!(jittered(MS(wait), unit), MS(slept), "{wait} ms at {unit}");
+        }
+        assert_eq!(jittered(Duration::MAX, 1.0), Duration::MAX, "no overflow");
+    }
+
+    #[test]
+    fn seeded_jitter_replays_and_spreads_the_retries_of_one_outage() {
+        let schedule = Backoff::new(MS(200), MS(2000));
+        let run = |seed: u64| -> Vec<Duration> {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            schedule.waits().take(6).map(|wait| jittered(wait, rng.f64())).collect()
+        };
+        assert_eq!(run(7), run(7), "the same seed sleeps the same");
+        for seed in 0..50 {
+            for (slept, wait) in run(seed).into_iter().zip(schedule.waits()) {
+                assert!(slept >= wait / 2 && slept <= wait, "seed {seed}: {slept:?} for a wait of {wait:?}");
+            }
+        }
+        // A hundred retriers that failed together: their first retries spread
+        // over the window instead of arriving at one instant.
+        let first: std::collections::BTreeSet<Duration> = (0..100).map(|seed| run(seed)[0]).collect();
+        assert!(first.len() > 90, "{} distinct first waits of 100", first.len());
+        let (low, high) = (first.first().unwrap(), first.last().unwrap());
+        assert!(*low < MS(120) && *high > MS(180), "spread over [100, 200] ms: {low:?}..{high:?}");
     }
 }

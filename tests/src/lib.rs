@@ -18,14 +18,16 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the repository").to_path_buf()
 }
 
-/// A tenant id no other test (or earlier run) uses, for shared clusters.
-/// It has no `_`, so its topics are `<id>.<topic>` (an id with `_` has them
-/// under the id with `-` for `_`: `mysimbdp::config::TenantId::topic`).
+/// A tenant id no other test (or earlier run) uses, for shared clusters:
+/// the time, the test process (nextest runs each test in a process of its
+/// own, two at once) and a count within it. It has no `_`, so its topics are
+/// `<id>.<topic>` (an id with `_` has them under the id with `-` for `_`:
+/// `mysimbdp::config::TenantId::topic`).
 pub fn unique_tenant(base: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
-    format!("{base}{stamp}x{n}")
+    format!("{base}{stamp}p{}x{n}", std::process::id())
 }
 
 /// Where `scripts/services.sh up` runs Kafka and OpenSearch.

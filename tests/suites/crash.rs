@@ -25,8 +25,8 @@ const HOST: &str = env!("CARGO_BIN_EXE_mysimbdp-test-host");
 const QUICK: &str = "batch:\n  scan_interval_ms: 200\n  min_file_age_ms: 100\nstream:\n  monitor_interval_ms: 1000\n";
 const KILLS: usize = 20;
 
-/// xorshift64*: the kill points, reproducible from the seed.
-struct Points(u64);
+/// The kill points, reproducible from the seed (fastrand's generator).
+struct Points(fastrand::Rng);
 
 impl Points {
     fn from_env(test: &str) -> Points {
@@ -36,15 +36,12 @@ impl Points {
             .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1);
         println!("{test}: kill points from MYSIMBDP_CRASH_SEED={seed}");
         eprintln!("{test}: kill points from MYSIMBDP_CRASH_SEED={seed}");
-        Points(seed)
+        Points(fastrand::Rng::with_seed(seed))
     }
 
     /// A delay in `[low, high)` milliseconds.
     fn next_ms(&mut self, low: u64, high: u64) -> Duration {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        Duration::from_millis(low + self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % (high - low))
+        Duration::from_millis(self.0.u64(low..high))
     }
 }
 

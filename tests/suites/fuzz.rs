@@ -26,18 +26,15 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// xorshift64*: deterministic for a seed.
-struct Rng(u64);
+/// fastrand's generator: the same inputs for the same seed.
+struct Rng(fastrand::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 { 0 } else { self.0.usize(..n) }
     }
 }
 
@@ -165,7 +162,7 @@ fn fuzz(target: &str, tokens: &[&[u8]], run: impl Fn(&[u8]) + Send + Sync + 'sta
     for input in corpus.clone() {
         try_one(&input);
     }
-    let mut rng = Rng(seed);
+    let mut rng = Rng(fastrand::Rng::with_seed(seed));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut runs: u64 = 0;
     while Instant::now() < deadline {

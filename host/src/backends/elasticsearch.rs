@@ -228,7 +228,7 @@ impl DocumentStore for ElasticStore {
                 Err(error) if last => return Err(error),
                 Err(error) => {
                     tracing::warn!(%index, attempt, %error, "Bulk request failed; retrying.");
-                    tokio::time::sleep(waits.next().unwrap_or(BULK_RETRY.max)).await;
+                    tokio::time::sleep(crate::retry::sleep_for(waits.next().unwrap_or(BULK_RETRY.max))).await;
                     continue;
                 }
             };
@@ -260,7 +260,7 @@ impl DocumentStore for ElasticStore {
                 ));
             }
             if !retry.is_empty() {
-                tokio::time::sleep(waits.next().unwrap_or(BULK_RETRY.max)).await;
+                tokio::time::sleep(crate::retry::sleep_for(waits.next().unwrap_or(BULK_RETRY.max))).await;
             }
             pending = retry;
         }

@@ -295,4 +295,18 @@ mod tests {
         assert!(error.contains("retail.jsonl") && error.contains("corrupt"), "{error}");
         assert!(read_latest(&path).is_err(), "batch status says so too");
     }
+
+    /// A manifest a host built from ab84cb3 wrote (`host/testdata/ab84cb3`)
+    /// reads the same after the switch to crc32fast.
+    #[test]
+    fn a_manifest_written_by_ab84cb3_reads_entry_by_entry() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ab84cb3/manifests/retail.jsonl");
+        let entries = read_entries(&path).unwrap();
+        let states: Vec<FileState> = entries.iter().map(|e| e.state).collect();
+        assert_eq!(states, [FileState::Claimed, FileState::Ingesting, FileState::Failed]);
+        assert!(entries.iter().all(|e| e.file == "orders-x.csv" && e.bytes == 21 && e.id == "20261207T220314753000126143"));
+        assert!(entries[2].reason.as_deref().is_some_and(|r| r.starts_with("not-started: tenant `retail` has no batch pipeline")));
+        let latest = read_latest(&path).unwrap();
+        assert_eq!(latest.values().map(|e| e.state).collect::<Vec<_>>(), [FileState::Failed]);
+    }
 }

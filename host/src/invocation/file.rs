@@ -48,7 +48,7 @@ impl Invoker {
                 break (result, usage, state);
             }
             attempt += 1;
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(crate::retry::sleep_for(wait)).await;
             wait = UNAVAILABLE_BACKOFF.after(wait);
         };
         let result = result.map_err(|failure| match failure.kind {

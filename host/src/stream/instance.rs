@@ -220,7 +220,7 @@ impl Instance {
 /// Waits `retry` (or until stopped), then makes it the next wait of [`RETRY`].
 async fn back_off(stop: &mut watch::Receiver<bool>, retry: &mut Duration) {
     tokio::select! {
-        _ = tokio::time::sleep(*retry) => {}
+        _ = tokio::time::sleep(crate::retry::sleep_for(*retry)) => {}
         _ = stop.changed() => {}
     }
     *retry = RETRY.after(*retry);

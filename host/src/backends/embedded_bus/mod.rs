@@ -290,6 +290,35 @@ mod tests {
         Ok(records.into_iter().map(|r| String::from_utf8(r.value).unwrap()).collect())
     }
 
+    /// A topic a host built from ab84cb3 wrote (`host/testdata/ab84cb3`):
+    /// its partition count and messages read the same after the switch to
+    /// crc32fast, and a message published now lands beside them.
+    #[tokio::test]
+    async fn a_topic_written_by_ab84cb3_opens_with_its_partitions_and_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ab84cb3/messaging/topics/sensors.readings");
+        let topic = dir.path().join("topics/sensors.readings");
+        std::fs::create_dir_all(&topic).unwrap();
+        for file in ["meta.json", "0.log", "1.log", "2.log"] {
+            std::fs::copy(written.join(file), topic.join(file)).unwrap();
+        }
+        assert_eq!(read_meta(&topic.join("meta.json")).unwrap(), Some(3));
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        let readings = values(&bus, "sensors.readings").await.unwrap();
+        assert_eq!(
+            readings,
+            [
+                r#"{"sensor_id":"s1","t":"2026-12-07T10:00:00Z","v":1.5}"#,
+                r#"{"sensor_id":"s2","t":"2026-12-07T10:00:01Z","v":2.5}"#,
+                r#"{"sensor_id":"s1","t":"2026-12-07T10:00:02Z","v":-0.5}"#,
+            ]
+        );
+        let keys: Vec<Option<Vec<u8>>> = read_partition_file(&topic.join("1.log")).unwrap().into_iter().map(|r| r.key).collect();
+        assert_eq!(keys, [Some(b"s1".to_vec()), Some(b"s2".to_vec()), Some(b"s1".to_vec())]);
+        bus.publish("sensors.readings", &[message("new")]).await.unwrap();
+        assert_eq!(values(&bus, "sensors.readings").await.unwrap().len(), 4);
+    }
+
     #[tokio::test]
     async fn a_topics_meta_json_is_one_framed_record_put_in_place_by_a_rename() {
         let dir = tempfile::tempdir().unwrap();
