@@ -19,19 +19,82 @@ pub fn profile(bytes: &[u8]) {
 /// The query pre-check of `GET /api/query`: the first bytes are the limit
 /// and offset, the rest the query. A query it passes is within every limit.
 pub fn query(bytes: &[u8]) {
-    if bytes.len() < 4 {
-        return;
-    }
-    let limit = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
-    let offset = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
-    let query = String::from_utf8_lossy(&bytes[4..]).into_owned();
-    let request = SearchRequest { query, limit, offset, timeout: Duration::from_secs(1) };
+    let Some(request) = request_of(bytes) else { return };
     if let Ok(checked) = request.checked() {
         let depth = crate::backends::query::nesting_depth(&checked.query);
         assert!(depth <= crate::backends::query::MAX_QUERY_DEPTH, "a query {depth} deep passed");
         assert!(checked.query.len() <= crate::backends::query::MAX_QUERY_BYTES);
         assert!(!checked.query.chars().any(|c| c.is_whitespace() && c != ' '), "whitespace other than spaces passed");
+        assert!(!checked.query.chars().any(char::is_control), "a control character passed");
+        let terms = crate::backends::query::count_terms(&checked.query);
+        assert!(terms.all <= crate::backends::query::MAX_QUERY_TERMS && terms.longest_phrase <= crate::backends::query::MAX_PHRASE_TERMS);
+        assert!(terms.in_phrases <= crate::backends::query::MAX_PHRASE_TERMS_IN_QUERY);
     }
+}
+
+/// A small embedded collection that queries passing the pre-check are run
+/// against ([`QueryStore::query`]): the pre-check alone could not find a
+/// query that reaches a panic of the store (a NUL in a field name did).
+pub struct QueryStore {
+    store: crate::backends::embedded_store::EmbeddedStore,
+    runtime: tokio::runtime::Runtime,
+}
+
+const FUZZ_INDEX: &str = "fuzz-notes";
+
+impl QueryStore {
+    /// A collection in `dir` of a few hundred documents of the shapes
+    /// tenants write (nested objects, arrays, numbers, dates, text with
+    /// repeated words, ids), committed.
+    pub fn open(dir: &Path) -> QueryStore {
+        use crate::backends::DocumentStore;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        let store = crate::backends::embedded_store::EmbeddedStore::open(dir).expect("an embedded store in the fuzz directory");
+        let mut docs = Docs::with_capacity(300, 300 * 200);
+        for n in 0..300 {
+            let country = ["fi", "se", "de"][n % 3];
+            let source = serde_json::json!({
+                "order_id": format!("o-{n}"),
+                "customer": { "country": country, "name": format!("Customer {} o o o", n % 17) },
+                "total_eur": n as f64 * 1.25,
+                "lines": [{ "sku": format!("s{}", n % 7), "qty": n % 5 }],
+                "at": format!("2026-11-{:02}T10:00:00Z", 1 + n % 28),
+                "note": "o o o the big lebowski o",
+            });
+            docs.push(&format!("n-{n}"), &source.to_string());
+        }
+        runtime.block_on(async {
+            store.ensure_index(FUZZ_INDEX, None).await.expect("create the collection");
+            let outcome = store.bulk_index(FUZZ_INDEX, &docs).await.expect("index");
+            assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+            store.flush(FUZZ_INDEX, true).await.expect("commit");
+        });
+        QueryStore { store, runtime }
+    }
+
+    /// `bytes` read as [`query`] reads them; a query that passes the
+    /// pre-check is searched, and the store answers it or finds it invalid:
+    /// a store error (which is how a panic of the store comes back, a 502 of
+    /// the API) or a time out on this small collection (a 503) fails.
+    pub fn query(&self, bytes: &[u8]) {
+        use crate::backends::{DocumentStore, SearchError};
+        let Some(request) = request_of(bytes) else { return };
+        let Ok(checked) = request.checked() else { return };
+        match self.runtime.block_on(self.store.search(FUZZ_INDEX, &checked)) {
+            Ok(_) | Err(SearchError::Invalid { .. }) => {}
+            Err(error) => panic!("the store failed on a query within every limit ({:?}): {error}", checked.query),
+        }
+    }
+}
+
+fn request_of(bytes: &[u8]) -> Option<SearchRequest> {
+    if bytes.len() < 4 {
+        return None;
+    }
+    let limit = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
+    let offset = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
+    let query = String::from_utf8_lossy(&bytes[4..]).into_owned();
+    Some(SearchRequest { query, limit, offset, timeout: Duration::from_secs(1) })
 }
 
 /// Documents packed as a guest's `bulk-index-packed` sends them: the first

@@ -268,7 +268,22 @@ impl RunningHost {
     /// Starts `exe host run` (the test crate's `mysimbdp-test-host`) on
     /// `test`'s config and waits until it answers.
     pub async fn start(test: &TestPlatform, exe: &str) -> RunningHost {
-        let child = test.command(exe).args(["host", "run"]).stderr(std::process::Stdio::null()).spawn().expect("start the host");
+        let mut command = test.command(exe);
+        command.args(["host", "run"]).stderr(std::process::Stdio::null());
+        Self::spawned(test, command).await
+    }
+
+    /// As [`RunningHost::start`], with the host's own log (its stderr) in `log`.
+    pub async fn start_logging_to(test: &TestPlatform, exe: &str, log: &Path) -> RunningHost {
+        let mut command = test.command(exe);
+        command.args(["host", "run"]).stderr(std::fs::File::create(log).expect("the host's log file"));
+        Self::spawned(test, command).await
+    }
+
+    /// The host `command` starts (`host run` on `test`'s config, say under
+    /// `prlimit`), once it answers.
+    pub async fn spawned(test: &TestPlatform, mut command: std::process::Command) -> RunningHost {
+        let child = command.spawn().expect("start the host");
         let host = RunningHost(child);
         let health = format!("{}/api/health", test.api());
         eventually("the host to answer", std::time::Duration::from_secs(60), || {

@@ -11,6 +11,7 @@
 
 mod batch;
 mod budgets;
+mod connections;
 mod core;
 mod crash;
 mod distributed;

@@ -205,8 +205,44 @@ fn fuzz_profile_parser() {
 
 #[test]
 fn fuzz_query_precheck() {
-    let tokens: &[&[u8]] = &[b"(", b")", b"\\", b"\"", b"NOT ", b"AND ", b"OR ", b"field:", b"[a TO b]", b"*", b"^2", b"~2", b"\t"];
-    fuzz("query", tokens, mysimbdp::fuzzing::query);
+    fuzz("query", QUERY_TOKENS, mysimbdp::fuzzing::query);
+}
+
+const QUERY_TOKENS: &[&[u8]] = &[
+    b"(",
+    b")",
+    b"\\",
+    b"\"",
+    b"NOT ",
+    b"AND ",
+    b"OR ",
+    b"field:",
+    b"[a TO b]",
+    b"*",
+    b"^2",
+    b"~2",
+    b"\t",
+    b"\0",
+    b"\x01",
+    b"customer.country:",
+    b"total_eur:",
+    b"lines.sku:",
+    b"note:\"o o o\"",
+    b"at:[2026-11-01T00:00:00Z TO *]",
+    b"o ",
+    b"/o.*/",
+];
+
+/// Every query the pre-check passes, searched on a small embedded
+/// collection: the store answers it or finds it invalid, never fails.
+#[test]
+fn fuzz_queries_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = mysimbdp::fuzzing::QueryStore::open(dir.path());
+    fuzz("query", QUERY_TOKENS, move |bytes| {
+        let _keep = &dir;
+        store.query(bytes)
+    });
 }
 
 #[test]

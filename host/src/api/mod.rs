@@ -2,6 +2,7 @@
 //! Prometheus, and the operator page.
 
 pub mod client;
+pub(crate) mod connections;
 mod guard;
 pub mod page;
 mod server;

@@ -58,6 +58,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/tenant/suspend", post(tenant_suspend))
         .route("/api/tenant/resume", post(tenant_resume))
         .route("/metrics", get(prometheus))
+        // Innermost: a body is read (whole, in time, or answered 408) only
+        // for a request the guards let through.
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(state.platform.config.api.clone()),
+            super::connections::read_body_in_time,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_host))
         // After the layers: a liveness probe (and the CLI looking for a host) needs no token.

@@ -1,8 +1,10 @@
 //! A tantivy collector that stops at a deadline, so a search that runs too
-//! long ends its thread instead of answering late or never: every segment and
-//! every few thousand documents it looks at the clock, and past the deadline
-//! it fails the search, which [`Deadline::passed`] then tells apart from
-//! other errors.
+//! long ends its thread instead of answering late or never: before and after
+//! every segment, once its scorer is built and every thousand documents it
+//! yields, it looks at the clock, and past the deadline it fails the search,
+//! which [`Deadline::passed`] then tells apart from other errors. The work
+//! between two looks is one step of a scorer, which the query limits bound
+//! (`query.rs`: terms, phrase terms, depth).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -91,6 +93,10 @@ impl<C: Collector> Collector for WithDeadline<'_, C> {
             }
             doc = scorer.advance();
         }
+        // A scorer that found nothing (or little) may still have worked long
+        // inside `advance` (a phrase whose terms are in every document but
+        // never in order): past the deadline, the search ends here too.
+        self.deadline.check()?;
         Ok(child.harvest())
     }
 }

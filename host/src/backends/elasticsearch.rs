@@ -207,6 +207,11 @@ impl DocumentStore for ElasticStore {
         let mut sources = Vec::with_capacity(docs.len());
         let mut pending = Vec::with_capacity(docs.len());
         for (i, doc) in docs.iter().enumerate() {
+            if let Some(reason) = super::refused_field_name(doc.source) {
+                sources.push(doc.source.into());
+                outcome.failed.push(ItemFailure { index: i, status: 400, reason });
+                continue;
+            }
             match one_line(doc) {
                 Some(line) => {
                     sources.push(line);

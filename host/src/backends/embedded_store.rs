@@ -191,6 +191,10 @@ impl Collection {
                         continue;
                     }
                 };
+                if let Some(reason) = super::refused_field_name(doc.source) {
+                    outcome.failed.push(ItemFailure { index: i, status: 400, reason });
+                    continue;
+                }
                 let mut document = TantivyDocument::default();
                 document.add_text(self.id, doc.id);
                 document.add_text(self.source, doc.source);

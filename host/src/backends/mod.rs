@@ -289,9 +289,71 @@ pub trait Consumer: Send {
     async fn close(self: Box<Self>);
 }
 
+/// Why a document's field names cannot be written, the same on both stores
+/// (each calls this before it writes a document): a control character in a
+/// field name (tantivy separates the parts of a JSON path with control bytes
+/// and asserted on a NUL; no store needs one). None for a document whose
+/// names are fine, and for text that is no JSON (the store says so itself).
+/// JSON holds a control character only escaped (`\u0000`, `\n`), or as
+/// DEL and the C1 range raw, so a document with none of these is not
+/// parsed here.
+pub fn refused_field_name(source: &str) -> Option<String> {
+    let bytes = source.as_bytes();
+    let suspect = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\\' || b == 0x7f || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n))));
+    if !suspect {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_str(source).ok()?;
+    control_in_names(&value)
+}
+
+fn control_in_names(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(name, value)| match name.chars().find(|c| c.is_control()) {
+            Some(c) => Some(format!(
+                "the field name {name:?} holds the control character U+{:04X}; field names cannot hold control characters \
+                 (field name rule): rename the field",
+                u32::from(c)
+            )),
+            None => control_in_names(value),
+        }),
+        serde_json::Value::Array(items) => items.iter().find_map(control_in_names),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Doc, Docs};
+    use super::{Doc, Docs, refused_field_name};
+
+    #[test]
+    fn a_control_character_in_any_field_name_refuses_the_document() {
+        let cases = [
+            (r#"{"currency":"eur"}"#, None),
+            // In values, escaped or not, control characters are data.
+            (r#"{"note":"a\u0000b\nc","path":"C:\\x"}"#, None),
+            ("{\"note\":\"del \u{7f} and \u{85}\"}", None),
+            (r#"{"curr\u0000ency":"eur"}"#, Some("\"curr\\0ency\" holds the control character U+0000")),
+            (r#"{"\u0000":"eur"}"#, Some("U+0000")),
+            (r#"{"a":{"b":[{"c\nd":1}]}}"#, Some("\"c\\nd\" holds the control character U+000A")),
+            ("{\"de\u{7f}l\":1}", Some("U+007F")),
+            ("{\"c1\u{85}\":1}", Some("U+0085")),
+            // No JSON: the store refuses it as such.
+            (r#"{"a\u0000"#, None),
+        ];
+        for (source, expected) in cases {
+            let refused = refused_field_name(source);
+            match expected {
+                None => assert_eq!(refused, None, "{source}"),
+                Some(part) => {
+                    assert!(refused.as_deref().is_some_and(|r| r.contains(part) && r.contains("field name rule")), "{source}: {refused:?}")
+                }
+            }
+        }
+    }
 
     #[test]
     fn docs_give_back_each_document_as_pushed() {

@@ -11,6 +11,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
+    // Clients' connections count against the open-files limit; a soft limit
+    // below the hard one (systemd's 1,024) is raised first.
+    let (soft, hard) = crate::api::connections::raise_open_files_limit();
+    tracing::debug!(soft, hard, "Open-files limit.");
     // One host per data directory: its manifests, store and log have one writer.
     let lock = crate::host_lock::HostLock::acquire(&config.data_dir)?;
     tracing::debug!(lock = %lock.path().display(), "Data directory locked.");
@@ -39,7 +43,7 @@ pub async fn run(config: PlatformConfig) -> anyhow::Result<ExitCode> {
     let listener_task = monitor::spawn_alert_listener(stream.clone());
     let reload_task = spawn_reload_on_hangup(platform.clone(), batch.clone())?;
     let app = router(AppState::new(platform.clone(), Some(metrics), Some(batch.clone()), Some(stream.clone())));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    crate::api::connections::serve(listener, app, config.api.clone(), shutdown_signal()).await;
     monitor.abort();
     listener_task.abort();
     reload_task.abort();

@@ -70,6 +70,26 @@ pub struct ApiConfig {
     /// API requests one tenant may have in flight at once; more are answered 429.
     #[serde(default = "default_requests_per_tenant")]
     pub max_requests_per_tenant: usize,
+    /// A connection must send a whole request header within this long after
+    /// it opens, and after each answer; else it is closed (an idle
+    /// keep-alive connection too).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A request body may take this long before it must keep arriving at
+    /// `body_min_bytes_per_second`; a slower one is answered 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
+    /// Each second of this many bytes of a body gives it a second more.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_bytes_per_second: u64,
+    /// Connections open at once, from every client; the open-files limit
+    /// lowers it, keeping 256 descriptors for the host's own work. A
+    /// connection past the cap is closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address; past it, closed at once.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
 }
 
 fn default_search_timeout() -> u64 {
@@ -77,6 +97,21 @@ fn default_search_timeout() -> u64 {
 }
 fn default_requests_per_tenant() -> usize {
     8
+}
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+fn default_body_timeout() -> u64 {
+    10_000
+}
+fn default_body_min_rate() -> u64 {
+    500
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_client() -> usize {
+    64
 }
 
 impl Default for ApiConfig {
@@ -89,6 +124,11 @@ impl Default for ApiConfig {
             allowed_hosts: Vec::new(),
             search_timeout_ms: default_search_timeout(),
             max_requests_per_tenant: default_requests_per_tenant(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            body_timeout_ms: default_body_timeout(),
+            body_min_bytes_per_second: default_body_min_rate(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
         }
     }
 }
@@ -327,6 +367,16 @@ impl PlatformConfig {
         }
         if self.api.max_requests_per_tenant == 0 {
             return Err(ConfigError::new(file, "api.max_requests_per_tenant", "must be at least 1"));
+        }
+        for (field, value) in
+            [("api.header_read_timeout_ms", self.api.header_read_timeout_ms), ("api.body_timeout_ms", self.api.body_timeout_ms)]
+        {
+            if !(1..=600_000).contains(&value) {
+                return Err(ConfigError::new(file, field, "must be between 1 and 600000 (10 minutes)"));
+            }
+        }
+        if self.api.max_connections == 0 || self.api.max_connections_per_client == 0 {
+            return Err(ConfigError::new(file, "api.max_connections", "this and api.max_connections_per_client must be at least 1"));
         }
         for (i, host) in self.api.allowed_hosts.iter().enumerate() {
             if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {

@@ -187,3 +187,29 @@ impl PlatformEvent<'_> {
         platform.write(&line);
     }
 }
+
+/// A connection the API closed at once, past a cap
+/// (`mysimbdp_api_connections_refused_total{reason}`: `total` or `per_client`).
+pub struct ConnectionRefused {
+    pub reason: &'static str,
+}
+
+impl ConnectionRefused {
+    pub fn emit(&self) {
+        metrics::counter!("mysimbdp_api_connections_refused_total", "reason" => self.reason).increment(1);
+    }
+}
+
+/// Accepting a connection failed (the process out of descriptors, say): the
+/// host's log, and the wait before it accepts again.
+pub struct AcceptFailed<'a> {
+    pub error: &'a std::io::Error,
+    pub backoff: std::time::Duration,
+}
+
+impl AcceptFailed<'_> {
+    pub fn emit(&self) {
+        metrics::counter!("mysimbdp_api_accept_errors_total").increment(1);
+        tracing::warn!(error = %self.error, backoff_ms = self.backoff.as_millis() as u64, "Accepting a connection failed; waiting before the next.");
+    }
+}

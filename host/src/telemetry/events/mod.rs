@@ -17,8 +17,8 @@ mod stream;
 
 pub use batch::{BatchLoad, Duplicate, IngestionRecovered, Quarantined, WritesResumed, WritesStopped};
 pub use host::{
-    EmbeddedCollectionsOpen, GaveWay, GuestsComputing, HostStarted, HostStopped, RegistryReloaded, RequestRefused, SearchRunning,
-    TenantControlled, TenantSuspended,
+    AcceptFailed, ConnectionRefused, EmbeddedCollectionsOpen, GaveWay, GuestsComputing, HostStarted, HostStopped, RegistryReloaded,
+    RequestRefused, SearchRunning, TenantControlled, TenantSuspended,
 };
 pub use invocation::{CallDenied, GuestCounters, GuestLine, Ingested, Invocation, QuotaExceeded};
 pub use monitor::{Alert, AlertKind, AlertRaised, Measured, Measurement, ScalingDecided};
