@@ -4,7 +4,8 @@
 #                             (rustfmt.toml) and the layer order of the host's
 #                             modules (scripts/check-layers.py, its parser first
 #                             against its own table), runs clippy with warnings
-#                             as errors, starts real Kafka and OpenSearch
+#                             as errors while it builds the tests, starts real
+#                             Kafka and OpenSearch
 #                             (scripts/services.sh), checks the test runner
 #                             itself (a test made to hang must be stopped by its
 #                             timeout and named), runs every test of the
@@ -18,10 +19,10 @@
 #                             suite's time and ends with the count of tests
 #                             passed and failed. Services it started are
 #                             stopped again.
-#   scripts/test.sh --quick   the quick tier: formatting, layer order and every
-#                             test that needs no services, crash or fuzz (no
-#                             clippy, no services started), in a few minutes
-#                             after a build.
+#   scripts/test.sh --quick   the quick tier: formatting, layer order, the
+#                             lints and every test that needs no services,
+#                             crash or fuzz (no services started), in a few
+#                             minutes after a build.
 # Each test runs under a timeout that names it (tests/runner.toml).
 # MYSIMBDP_TEST_THREADS sets the tests run at once (2).
 set -euo pipefail
@@ -31,7 +32,7 @@ quick=0
 case "${1:-}" in
     --quick) quick=1 ;;
     "") ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (use --quick or nothing)" >&2; exit 2 ;;
 esac
 
@@ -47,6 +48,15 @@ stage() { # name command...: runs it and keeps its time for the summary
     return "$status"
 }
 
+# The workspace's crates compiled by clippy-driver, lints as errors (what
+# `cargo clippy -- -D warnings` passes it; cargo keeps the wrapper and the
+# arguments in each crate's fingerprint).
+lint_while_building() {
+    RUSTC_WORKSPACE_WRAPPER=$(rustup which clippy-driver)
+    CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+    export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+}
+
 stage "setup" scripts/setup.sh --tests
 
 # Formatting and the host's layer order first: they fail in a second,
@@ -56,14 +66,21 @@ stage "layer order" bash -c 'python3 scripts/check-layers.py --self-test && pyth
 
 if [ "$quick" = 1 ]; then
     status=0
+    lint_while_building
     stage "tests (quick tier)" python3 scripts/run-tests.py --tier quick || status=$?
     python3 scripts/test-times.py target/test-runs/quick/junit.xml "${stage_times[@]}" || status=$?
     exit "$status"
 fi
 
 # Lints as errors, every target (the guest SDK denies missing docs itself),
-# before the services start.
-stage "clippy" cargo clippy --workspace --all-targets -- -D warnings
+# while the tests are built: clippy-driver wraps rustc for the workspace's
+# own crates (as `cargo clippy` runs it, with the same -D warnings), but the
+# build goes on to code, so the dependencies are compiled once instead of
+# checked by clippy and then built again for the tests (README: Its time).
+# Every later cargo call of this script sees the same wrapper and reuses
+# that build.
+lint_while_building
+stage "clippy and build the tests" cargo test --workspace --no-run --quiet
 
 started_services=0
 if ! scripts/services.sh status >/dev/null 2>&1; then
@@ -77,8 +94,6 @@ cleanup() {
 trap cleanup EXIT
 stage "services up" scripts/services.sh up
 eval "$(scripts/services.sh env)"
-
-stage "build the tests" cargo test --workspace --no-run --quiet
 
 # The runner's self-test: a test that hangs (only with this variable) must be
 # stopped by a 5 s timeout, fail the run and be named.

@@ -86,10 +86,16 @@ async fn a_compile_bomb_is_refused_naming_the_cpu_limit_while_the_host_serves_th
     let test = TestPlatform::builder()
         .tenant("retail", "tenants/retail/profile.yaml")
         .tenant("shop", "tenants/retail/profile.yaml")
-        .pipelines_option("compile_cpu_seconds: 1")
         .config(QUICK_SCANS)
         .build();
+    // The neighbour's component under the default limit (its compilation
+    // took more than a second of CPU time beside the fuzz suite in one run),
+    // then the 1 s limit for the bomb.
     test.upload("shop", PipelineKind::Batch, "orders", artifacts::RETAIL_ORDERS);
+    let config = std::fs::read_to_string(&test.config_file).unwrap();
+    let limited = config.replacen("pipelines:\n", "pipelines:\n  compile_cpu_seconds: 1\n", 1);
+    assert_ne!(config, limited, "the test's config has a pipelines section");
+    std::fs::write(&test.config_file, limited).unwrap();
     let bomb = test.dir.path().join("bomb.wasm");
     std::fs::write(&bomb, compile_bomb(BOMB.0, BOMB.1, BOMB.2)).unwrap();
     let _host = RunningHost::start(&test, HOST).await;
