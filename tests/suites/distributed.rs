@@ -358,6 +358,38 @@ async fn documents_the_store_refuses_are_dead_lettered_with_the_reason() {
     search().delete(&format!("{tenant}-*")).await;
 }
 
+/// A field name with a control character is refused by the host before
+/// the write on OpenSearch too (the embedded store's test is in hostile.rs):
+/// the document is dead-lettered to the Kafka topic naming the field, its
+/// neighbours in the same call are indexed, and a query naming such a field
+/// is refused naming the rule as on the embedded store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_character_in_a_field_name_is_refused_on_opensearch_as_on_the_embedded_store() {
+    let tenant = unique_tenant("sandbox");
+    let sandbox = std::fs::read_to_string(repo_root().join("tests/tenants/sandbox.yaml")).unwrap();
+    let test = platform(&tenant, &sandbox);
+    test.upload(&tenant, PipelineKind::Batch, "record-documents", artifacts::RECORD_DOCUMENTS);
+    let notes = test.dir.path().join("notes.txt");
+    std::fs::write(&notes, "n-1 {\"n\":1}\nn-2 {\"curr\\u0000ency\":\"eur\"}\nn-3 {\"a\":{\"b\\nc\":1}}\nn-4 {\"n\":4}\n").unwrap();
+    let platform = test.open().await;
+    let record = platform.ingest_path(&tenant, Some("record-documents"), &notes, None).await.unwrap();
+    assert_eq!((record.outcome, record.dead_lettered), (Outcome::Ok, 2), "{record:?}");
+    assert_eq!(search().count(&format!("{tenant}-notes")).await, 2);
+    let dead = kcat_read(&brokers(), &format!("{tenant}.dead-letter"));
+    let mut reasons: Vec<String> = dead.iter().map(|m| kcat_headers(m)["error-reason"].clone()).collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("\"curr\\0ency\" holds the control character U+0000") && r.contains("field name rule")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("\"b\\nc\" holds the control character U+000A")), "{reasons:?}");
+    let refused = format!("{:#}", platform.search(&tenant, "notes", "curr\u{0}ency:eur", 10).await.expect_err("refused"));
+    assert!(refused.contains("control character U+0000"), "{refused}");
+    platform.close().await;
+    search().delete(&format!("{tenant}-*")).await;
+}
+
 /// Kafka treats `.` and `_` alike when it checks a new topic's name. Under
 /// plain `<tenant>.<topic>` names, tenant `shop` publishing to its topic
 /// `eu_dead-letter` took the name of tenant `shop_eu`'s dead-letter topic

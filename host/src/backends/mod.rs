@@ -11,7 +11,7 @@ pub(crate) mod null_store;
 pub(crate) mod query;
 
 use async_trait::async_trait;
-pub use query::{QueryRefused, SearchRequest};
+pub use query::{MAX_PHRASE_TERMS, MAX_PHRASE_TERMS_IN_QUERY, QueryRefused, SearchRequest};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
