@@ -35,14 +35,14 @@ impl EmbeddedConsumer {
 
     /// Rebuilds the cursors when the group's members changed.
     fn rebalance(&mut self) -> Result<(), SinkError> {
-        let mut state = self.log.state.lock().expect("log poisoned");
         let mut partitions = Vec::new();
         for topic in &self.topics {
-            if let Some(loaded) = self.log.load_topic(&mut state, topic, None)? {
+            if let Some(loaded) = self.log.topic(topic, None)? {
                 partitions.push((topic.clone(), loaded.partitions.len() as i32));
             }
         }
-        let group = self.log.load_group(&mut state, &self.group)?;
+        let group = self.log.group(&self.group)?;
+        let group = group.lock().expect("group poisoned");
         if group.generation == self.generation {
             return Ok(());
         }
@@ -96,26 +96,31 @@ impl Consumer for EmbeddedConsumer {
         }
     }
 
+    /// The new offsets synced on a blocking thread, under the group's own
+    /// lock (so its snapshots are written in order), in force once written.
     async fn commit(&mut self, processed: &[(String, i32, i64)]) -> Result<(), SinkError> {
-        let mut state = self.log.state.lock().expect("log poisoned");
-        let path = self.log.group_file(&self.group);
-        let group = self.log.load_group(&mut state, &self.group)?;
-        let mut committed = group.committed.clone();
-        for (topic, partition, offset) in processed {
-            let slot = committed.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
-            *slot = (*slot).max(offset + 1);
-        }
-        // On disk first, under the lock, so snapshots are written in order;
-        // in force only once written.
-        storage::write_offsets(&path, &committed)?;
-        group.committed = committed;
-        Ok(())
+        let (log, group, processed) = (self.log.clone(), self.group.clone(), processed.to_vec());
+        super::blocking(move || {
+            let path = log.group_file(&group);
+            let group = log.group(&group)?;
+            let mut group = group.lock().expect("group poisoned");
+            let mut committed = group.committed.clone();
+            for (topic, partition, offset) in processed {
+                let slot = committed.entry(topic).or_default().entry(partition).or_insert(0);
+                *slot = (*slot).max(offset + 1);
+            }
+            storage::write_offsets(&path, &committed)?;
+            group.committed = committed;
+            Ok(())
+        })
+        .await
     }
 
     async fn close(self: Box<Self>) {
-        let mut state = self.log.state.lock().expect("log poisoned");
         // The group was loaded when this member joined.
-        if let Some(group) = state.groups.get_mut(&self.group) {
+        let group = self.log.state().groups.get(&self.group).cloned();
+        if let Some(group) = group {
+            let mut group = group.lock().expect("group poisoned");
             group.members.retain(|m| *m != self.member);
             group.generation += 1;
         }

@@ -23,6 +23,7 @@ use meta::{read_meta, write_meta};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use storage::{Committed, Next, PartitionFile, PartitionReader};
@@ -46,9 +47,25 @@ struct Line {
     headers: Vec<(String, String)>,
 }
 
+/// A partition: its file, appended under its own lock, and the offset of
+/// its next message, readable without that lock (by `lag`) while an append
+/// syncs.
+struct Partition {
+    file: Mutex<PartitionFile>,
+    end: AtomicI64,
+}
+
 struct Topic {
-    partitions: Vec<PartitionFile>,
-    round_robin: usize,
+    partitions: Vec<Partition>,
+    round_robin: AtomicUsize,
+}
+
+/// A topic's place in the log: loaded (its files opened, a torn tail cut
+/// off) under this slot's own lock, so opening a large topic never holds
+/// the others up.
+#[derive(Default)]
+struct TopicSlot {
+    loaded: Mutex<Option<Arc<Topic>>>,
 }
 
 #[derive(Default)]
@@ -59,9 +76,11 @@ struct Group {
     committed: Committed,
 }
 
+/// What every topic and group shares, held only to find or add an entry:
+/// never across a file's I/O (each topic and group has its own lock).
 struct State {
-    topics: HashMap<String, Topic>,
-    groups: HashMap<String, Group>,
+    topics: HashMap<String, Arc<TopicSlot>>,
+    groups: HashMap<String, Arc<Mutex<Group>>>,
     next_member: u64,
 }
 
@@ -90,33 +109,38 @@ impl EmbeddedBus {
         self.topic_dir(topic).join(format!("{partition}.log"))
     }
 
-    /// Opens (or creates with `create_partitions`) the topic in `state`.
-    fn load_topic<'s>(
-        &self,
-        state: &'s mut State,
-        topic: &str,
-        create_partitions: Option<i32>,
-    ) -> Result<Option<&'s mut Topic>, SinkError> {
-        if !state.topics.contains_key(topic) {
-            let dir = self.topic_dir(topic);
-            let meta_file = dir.join("meta.json");
-            let partitions = match read_meta(&meta_file)? {
-                Some(partitions) => partitions,
-                None => match create_partitions {
-                    Some(partitions) => {
-                        write_meta(&meta_file, partitions)?;
-                        partitions
-                    }
-                    None => return Ok(None),
-                },
-            };
-            let mut loaded = Vec::new();
-            for p in 0..partitions {
-                loaded.push(PartitionFile::open(&self.partition_file(topic, p))?);
-            }
-            state.topics.insert(topic.to_string(), Topic { partitions: loaded, round_robin: 0 });
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("log poisoned")
+    }
+
+    /// The topic, opened on first use (or created with `create_partitions`;
+    /// `None` when it does not exist and is not to be created). Blocking
+    /// file I/O, under the topic's own lock only.
+    fn topic(&self, topic: &str, create_partitions: Option<i32>) -> Result<Option<Arc<Topic>>, SinkError> {
+        let slot = self.state().topics.entry(topic.to_string()).or_default().clone();
+        let mut loaded = slot.loaded.lock().expect("topic poisoned");
+        if let Some(open) = loaded.as_ref() {
+            return Ok(Some(open.clone()));
         }
-        Ok(state.topics.get_mut(topic))
+        let meta_file = self.topic_dir(topic).join("meta.json");
+        let partitions = match read_meta(&meta_file)? {
+            Some(partitions) => partitions,
+            None => match create_partitions {
+                Some(partitions) => {
+                    write_meta(&meta_file, partitions)?;
+                    partitions
+                }
+                None => return Ok(None),
+            },
+        };
+        let mut opened = Vec::new();
+        for p in 0..partitions {
+            let file = PartitionFile::open(&self.partition_file(topic, p))?;
+            opened.push(Partition { end: AtomicI64::new(file.end), file: Mutex::new(file) });
+        }
+        let open = Arc::new(Topic { partitions: opened, round_robin: AtomicUsize::new(0) });
+        *loaded = Some(open.clone());
+        Ok(Some(open))
     }
 
     fn group_file(&self, group: &str) -> PathBuf {
@@ -125,16 +149,51 @@ impl EmbeddedBus {
 
     /// The group, its committed offsets read on first use; a file of offsets
     /// that cannot be read is an error naming it, never a silent reset.
-    fn load_group<'s>(&self, state: &'s mut State, group: &str) -> Result<&'s mut Group, SinkError> {
-        if !state.groups.contains_key(group) {
-            let committed = storage::read_offsets(&self.group_file(group))?;
-            state.groups.insert(group.to_string(), Group { committed, ..Group::default() });
+    fn group(&self, group: &str) -> Result<Arc<Mutex<Group>>, SinkError> {
+        if let Some(loaded) = self.state().groups.get(group) {
+            return Ok(loaded.clone());
         }
-        Ok(state.groups.get_mut(group).expect("inserted above"))
+        let committed = storage::read_offsets(&self.group_file(group))?;
+        let mut state = self.state();
+        // Another member may have loaded it meanwhile: its entry stands.
+        Ok(state.groups.entry(group.to_string()).or_insert_with(|| Arc::new(Mutex::new(Group { committed, ..Group::default() }))).clone())
+    }
+
+    /// Appends `records` to `topic` (created with one partition if new),
+    /// each partition synced: blocking, so the async side runs it apart.
+    fn publish_blocking(&self, topic: &str, records: &[OutRecord]) -> Result<(), SinkError> {
+        let loaded = self.topic(topic, Some(1))?.expect("created");
+        let now = chrono::Utc::now().timestamp_millis();
+        let count = loaded.partitions.len();
+        let mut per_partition: Vec<Vec<Vec<u8>>> = vec![Vec::new(); count];
+        for record in records {
+            let p = partition_for(record.key.as_deref(), count, &loaded.round_robin);
+            let line = Line {
+                timestamp_ms: Some(now),
+                key: record.key.as_deref().map(|k| B64.encode(k)),
+                value: B64.encode(&record.value),
+                headers: record.headers.iter().map(|(k, v)| (k.clone(), B64.encode(v))).collect(),
+            };
+            per_partition[p].push(serde_json::to_vec(&line).expect("serializable"));
+        }
+        // Acknowledged means on disk (each partition synced): a dead letter must survive a crash.
+        for (partition, payloads) in loaded.partitions.iter().zip(per_partition) {
+            if !payloads.is_empty() {
+                let mut file = partition.file.lock().expect("partition poisoned");
+                file.append(&payloads)?;
+                partition.end.store(file.end, Ordering::Release);
+            }
+        }
+        Ok(())
     }
 }
 
-fn partition_for(key: Option<&[u8]>, partitions: usize, round_robin: &mut usize) -> usize {
+/// Runs blocking file work of the log off the runtime's workers.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, SinkError> + Send + 'static) -> Result<T, SinkError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| sink_error("worker", e))?
+}
+
+fn partition_for(key: Option<&[u8]>, partitions: usize, round_robin: &AtomicUsize) -> usize {
     match key {
         // FNV-1a: stable across runs, unlike std's hasher.
         Some(key) => {
@@ -144,10 +203,7 @@ fn partition_for(key: Option<&[u8]>, partitions: usize, round_robin: &mut usize)
             }
             (hash % partitions as u64) as usize
         }
-        None => {
-            *round_robin = (*round_robin + 1) % partitions;
-            *round_robin
-        }
+        None => (round_robin.fetch_add(1, Ordering::Relaxed) + 1) % partitions,
     }
 }
 
@@ -186,79 +242,70 @@ impl MessageBus for Arc<EmbeddedBus> {
     }
 
     async fn ensure_topic(&self, topic: &str, partitions: i32) -> Result<(), SinkError> {
-        let mut state = self.state.lock().expect("log poisoned");
-        self.load_topic(&mut state, topic, Some(partitions.max(1))).map(drop)
+        let (bus, topic) = (self.clone(), topic.to_string());
+        blocking(move || bus.topic(&topic, Some(partitions.max(1))).map(drop)).await
     }
 
+    /// The records encoded and appended on a blocking thread, under their
+    /// partitions' locks only: a large publish (or a slow disk) holds up its
+    /// own topic, never another tenant's topics or the API.
     async fn publish(&self, topic: &str, records: &[OutRecord]) -> Result<Published, SinkError> {
-        {
-            let mut state = self.state.lock().expect("log poisoned");
-            let loaded = self.load_topic(&mut state, topic, Some(1))?.expect("created");
-            let now = chrono::Utc::now().timestamp_millis();
-            let count = loaded.partitions.len();
-            let mut per_partition: Vec<Vec<Vec<u8>>> = vec![Vec::new(); count];
-            for record in records {
-                let p = partition_for(record.key.as_deref(), count, &mut loaded.round_robin);
-                let line = Line {
-                    timestamp_ms: Some(now),
-                    key: record.key.as_deref().map(|k| B64.encode(k)),
-                    value: B64.encode(&record.value),
-                    headers: record.headers.iter().map(|(k, v)| (k.clone(), B64.encode(v))).collect(),
-                };
-                per_partition[p].push(serde_json::to_vec(&line).expect("serializable"));
-            }
-            // Acknowledged means on disk (each partition synced): a dead letter must survive a crash.
-            for (partition, payloads) in loaded.partitions.iter_mut().zip(per_partition) {
-                if !payloads.is_empty() {
-                    partition.append(&payloads)?;
-                }
-            }
-        }
+        let (bus, topic, records) = (self.clone(), topic.to_string(), records.to_vec());
+        blocking(move || bus.publish_blocking(&topic, &records)).await?;
         self.appended.notify_waiters();
         // No record is refused: the log takes any size the call may carry.
         Ok(Published::default())
     }
 
     async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>, SinkError> {
-        let mut state = self.state.lock().expect("log poisoned");
-        for topic in topics {
-            self.load_topic(&mut state, topic, Some(1))?;
-        }
-        let member = state.next_member;
-        state.next_member += 1;
-        let entry = self.load_group(&mut state, group)?;
-        entry.members.push(member);
-        entry.generation += 1;
+        let (bus, group_name, names) = (self.clone(), group.to_string(), topics.to_vec());
+        let member = blocking(move || {
+            for topic in &names {
+                bus.topic(topic, Some(1))?;
+            }
+            let group = bus.group(&group_name)?;
+            let member = {
+                let mut state = bus.state();
+                state.next_member += 1;
+                state.next_member - 1
+            };
+            let mut entry = group.lock().expect("group poisoned");
+            entry.members.push(member);
+            entry.generation += 1;
+            Ok(member)
+        })
+        .await?;
         Ok(Box::new(EmbeddedConsumer::new(self.clone(), group, topics, member)))
     }
 
     async fn lag(&self, group: &str, topics: &[String]) -> Result<u64, SinkError> {
-        let mut state = self.state.lock().expect("log poisoned");
-        let mut ends = Vec::new();
-        for topic in topics {
-            if let Some(loaded) = self.load_topic(&mut state, topic, None)? {
-                for (p, partition) in loaded.partitions.iter().enumerate() {
-                    ends.push((topic.clone(), p as i32, partition.end));
+        let (bus, group, topics) = (self.clone(), group.to_string(), topics.to_vec());
+        blocking(move || {
+            let mut ends = Vec::new();
+            for topic in &topics {
+                if let Some(loaded) = bus.topic(topic, None)? {
+                    for (p, partition) in loaded.partitions.iter().enumerate() {
+                        ends.push((topic.clone(), p as i32, partition.end.load(Ordering::Acquire)));
+                    }
                 }
             }
-        }
-        let entry = self.load_group(&mut state, group)?;
-        Ok(ends
-            .into_iter()
-            .map(|(topic, p, end)| {
-                let committed = entry.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
-                (end - committed).max(0) as u64
-            })
-            .sum())
+            let group = bus.group(&group)?;
+            let entry = group.lock().expect("group poisoned");
+            Ok(ends
+                .into_iter()
+                .map(|(topic, p, end)| {
+                    let committed = entry.committed.get(&topic).and_then(|c| c.get(&p)).copied().unwrap_or(0);
+                    (end - committed).max(0) as u64
+                })
+                .sum())
+        })
+        .await
     }
 
     async fn read_all(&self, topic: &str, max: usize, _wait: Duration) -> Result<Vec<InRecord>, SinkError> {
-        let partitions = {
-            let mut state = self.state.lock().expect("log poisoned");
-            match self.load_topic(&mut state, topic, None)? {
-                Some(loaded) => loaded.partitions.len() as i32,
-                None => return Ok(Vec::new()),
-            }
+        let partitions = match self.topic(topic, None)? {
+            Some(loaded) => loaded.partitions.len() as i32,
+            None => return Ok(Vec::new()),
         };
         let mut records = Vec::new();
         for p in 0..partitions {
@@ -293,6 +340,30 @@ mod tests {
     /// A topic a host built from ab84cb3 wrote (`host/testdata/ab84cb3`):
     /// its partition count and messages read the same after the switch to
     /// crc32fast, and a message published now lands beside them.
+    /// A publish holds only its own partitions while it writes and syncs:
+    /// another topic's publish, and the lag of the topic being written, go
+    /// on meanwhile (a tenant's flood of dead letters once held one lock
+    /// over the whole log across every sync, and a runtime worker with it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::await_holding_lock, reason = "the test holds a partition's lock across calls, as a long sync does")]
+    async fn a_publish_holding_its_partition_holds_up_no_other_topic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = EmbeddedBus::open(dir.path()).unwrap();
+        bus.publish("a.dead-letter", &[message("first")]).await.unwrap();
+        let topic = bus.topic("a.dead-letter", None).unwrap().expect("created");
+        // As a long append's write and sync hold it.
+        let held = topic.partitions[0].file.lock().unwrap();
+        let bound = Duration::from_secs(10);
+        let other = tokio::time::timeout(bound, bus.publish("b.readings", &[message("second")])).await;
+        assert!(matches!(other, Ok(Ok(_))), "another topic's publish waited for the held partition");
+        let lag = tokio::time::timeout(bound, bus.lag("a.group", &["a.dead-letter".to_string()])).await;
+        assert!(matches!(lag, Ok(Ok(1))), "the lag of the topic being written waited for its partition: {lag:?}");
+        drop(held);
+        bus.publish("a.dead-letter", &[message("third")]).await.unwrap();
+        assert_eq!(values(&bus, "a.dead-letter").await.unwrap(), ["first", "third"]);
+        assert_eq!(values(&bus, "b.readings").await.unwrap(), ["second"]);
+    }
+
     #[tokio::test]
     async fn a_topic_written_by_ab84cb3_opens_with_its_partitions_and_messages() {
         let dir = tempfile::tempdir().unwrap();
