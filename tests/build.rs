@@ -33,8 +33,18 @@ fn main() {
     for (name, _) in &guests {
         cargo.args(["-p", name]);
     }
-    // Flags meant for the host build must not leak into the wasm build.
-    for variable in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_PRIMARY_PACKAGE"] {
+    // Flags meant for the host build must not leak into the wasm build, nor
+    // the test command's clippy-driver (guests are built as tenants build
+    // them; their crates are linted in the workspace's own build).
+    for variable in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_PRIMARY_PACKAGE",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+    ] {
         cargo.env_remove(variable);
     }
     let output = cargo.output().expect("run cargo to build the guests");
