@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks of docs/benchmarks.md:
+# Runs the benchmarks of docs/benchmarks/journal.md:
 #
 #   scripts/bench.sh [NAME|all] [-- extra arguments of the subcommand]
 #     NAME: batch-core, stream, batch-manager, noisy-neighbour, instantiation,

@@ -2,9 +2,15 @@
 """Checks that the host's top-level modules (host/src/*) import each other
 only downwards, in the layer order README's architecture states:
 
-    config, failure, framed, host_lock, opened_file, retry -> telemetry -> backends, pipelines ->
-    capabilities -> sandbox -> invocation -> batch, stream -> platform ->
-    api, experiment, fuzzing -> cli
+    foundation (config, cpu_shares, failure, framed, host_lock, opened_file, query, retry)
+    -> telemetry -> backends, pipelines -> capabilities -> sandbox -> invocation
+    -> batch, stream -> platform -> api, experiment, fuzzing -> cli
+
+The foundation is the crate host/foundation: Cargo already keeps it below the
+rest (it cannot name a module of the host), so what is left to check here is
+the order above it. The modules come from the code: the foundation's from
+the `use mysimbdp_foundation::{...}` lines of host/src/lib.rs, the host's
+from its `mod` lines, and each must be in exactly one layer of LAYERS_ABOVE.
 
 A module may use a module of a lower layer, never one of its own layer or a
 higher one; so there is no cycle. Every path in a module's files that
@@ -23,8 +29,12 @@ import pathlib
 import re
 import sys
 
-LAYERS = [
-    ["config", "cpu_shares", "failure", "framed", "host_lock", "opened_file", "retry"],
+# The layers above the foundation, lowest first. The foundation (layer 0) is
+# the crate host/foundation, which Cargo keeps below the rest (it cannot name
+# the host's modules); its modules are read from the `use
+# mysimbdp_foundation::{...}` lines of host/src/lib.rs, the host's modules
+# from its `mod` lines, and each must be in exactly one layer.
+LAYERS_ABOVE = [
     ["telemetry"],
     ["backends", "pipelines"],
     ["capabilities"],
@@ -35,8 +45,17 @@ LAYERS = [
     ["api", "experiment", "fuzzing"],
     ["cli"],
 ]
-RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 ROOT = pathlib.Path(__file__).resolve().parent.parent / "host" / "src"
+LIB_TEXT = (ROOT / "lib.rs").read_text()
+FOUNDATION = sorted(
+    name.strip()
+    for group in re.findall(r"use\s+mysimbdp_foundation::\{([^}]*)\}", LIB_TEXT)
+    for name in group.split(",")
+    if name.strip()
+)
+DECLARED = sorted(re.findall(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([A-Za-z_][A-Za-z0-9_]*)\s*;", LIB_TEXT, re.M))
+LAYERS = [FOUNDATION] + LAYERS_ABOVE
+RANK = {module: rank for rank, layer in enumerate(LAYERS) for module in layer}
 # Files of the crate root itself, which declare the modules.
 CRATE_FILES = {"lib.rs", "main.rs"}
 
@@ -363,18 +382,36 @@ def problems_of(found, graph=None):
     return problems
 
 
+def module_list_problems():
+    """The host's modules (lib.rs) against the layers: each in exactly one."""
+    problems = []
+    if not FOUNDATION:
+        problems.append("host/src/lib.rs re-exports no module of mysimbdp_foundation (`pub use mysimbdp_foundation::{...}`)")
+    placed = [module for layer in LAYERS_ABOVE for module in layer]
+    for module in DECLARED:
+        if module not in placed:
+            problems.append(f"host/src/lib.rs declares `mod {module}`, which is in no layer of scripts/check-layers.py; add it to LAYERS_ABOVE")
+    for module in placed:
+        if module not in DECLARED:
+            problems.append(f"scripts/check-layers.py places `{module}`, which host/src/lib.rs does not declare; remove it from LAYERS_ABOVE")
+    for module in FOUNDATION:
+        if module in placed:
+            problems.append(f"`{module}` is both in the foundation crate and in a layer above it")
+    return problems
+
+
 def main():
     if "--self-test" in sys.argv:
         return self_test()
     graph = {}
-    problems = problems_of(imports(), graph)
+    problems = module_list_problems() + problems_of(imports(), graph)
     if "--graph" in sys.argv:
         for module in sorted(graph, key=lambda m: (RANK[m], m)):
             print(f"{module} (layer {RANK[module]}) -> {', '.join(sorted(graph[module], key=lambda m: (RANK[m], m)))}")
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        print(f"[layers] {len(problems)} import(s) against the layer order", file=sys.stderr)
+        print(f"[layers] {len(problems)} problem(s) with the layer order", file=sys.stderr)
         return 1
     print("[layers] every import of host/src goes down the layer order", file=sys.stderr)
     return 0

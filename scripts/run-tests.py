@@ -24,7 +24,7 @@ runner's self-test); --timeout overrides every test's timeout.
 
 This is what cargo-nextest does; scripts/test.sh uses this instead because
 building nextest on a fresh machine costs more than its scheduling saves
-(README, Development).
+(docs/development/tests.md).
 """
 
 import argparse

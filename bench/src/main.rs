@@ -1,4 +1,4 @@
-//! Benchmarks of mysimbdp (see docs/benchmarks.md for what each measures and
+//! Benchmarks of mysimbdp (see docs/benchmarks/journal.md for what each measures and
 //! the numbers). Performance is measured here, never asserted in tests.
 //!
 //! Every subcommand prints a summary and writes

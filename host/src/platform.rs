@@ -108,6 +108,7 @@ impl Platform {
         self.invoker.logs()
     }
 
+    #[cfg(feature = "test-support")]
     pub(crate) fn services(&self) -> &Arc<Services> {
         self.invoker.services()
     }

@@ -41,7 +41,7 @@ pub const ARRIVAL_CREDIT: Duration = Duration::from_secs(1);
 /// How long a guest that gives way holds its turn idle after a tick: fifteen
 /// ticks, so its tenant computes one tick in sixteen. (Three ticks, one in
 /// four, left the neighbour of `noisy-neighbour` at 0.83-0.86 of its speed
-/// alone; fifteen at 0.95-0.97: docs/benchmarks.md.)
+/// alone; fifteen at 0.95-0.97: docs/benchmarks/journal.md.)
 pub const GIVE_WAY_PAUSE: Duration = Duration::from_millis(150);
 
 /// How often the ticker samples whether the CPU is contended.

@@ -333,7 +333,7 @@ mod tests {
     /// reads whole, and framing its payload again gives back the same bytes.
     #[test]
     fn files_written_by_ab84cb3_read_whole_and_frame_back_byte_for_byte() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ab84cb3");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ab84cb3");
         for (file, records) in [
             ("manifests/retail.jsonl", 3),
             ("messaging/topics/sensors.readings/1.log", 3),

@@ -5,7 +5,7 @@
 //! item or fails inside, so each level of parentheses doubles the work on
 //! everything inside it: 25 nested parentheses around one word kept a core
 //! busy for minutes, and even 8 levels around 4 KiB of words took 0.2-0.3 s.
-//! Measured on the project's machine (docs/benchmarks.md, "query grammar"),
+//! Measured on the project's machine (docs/benchmarks/journal.md, "query grammar"),
 //! parsing takes about 0.25 µs × bytes × 2^depth, so the length a query may
 //! have halves with each level past the second; tabs and newlines made the
 //! field-name parser quadratic (17 s at depth 8), so all whitespace is made a

@@ -8,7 +8,7 @@ pub(crate) mod embedded_bus;
 pub(crate) mod embedded_store;
 pub(crate) mod kafka;
 pub(crate) mod null_store;
-pub(crate) mod query;
+pub(crate) use mysimbdp_foundation::query;
 
 use async_trait::async_trait;
 pub use query::{MAX_PHRASE_TERMS, MAX_PHRASE_TERMS_IN_QUERY, QueryRefused, SearchRequest};

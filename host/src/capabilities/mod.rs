@@ -15,7 +15,7 @@ mod params;
 mod quotas;
 
 use crate::backends::{DocumentStore, MessageBus};
-use crate::config::{Name, PipelineKind, Tenant, TenantId};
+use crate::config::{Name, PipelineKind, Tenant};
 use crate::config::{RESERVED_COLLECTIONS, RESERVED_TOPICS};
 use crate::cpu_shares::Turn;
 use crate::telemetry::events;
@@ -80,10 +80,6 @@ pub struct Scope {
 }
 
 impl Scope {
-    pub fn tenant_id(&self) -> &TenantId {
-        &self.tenant.id
-    }
-
     /// Who runs, as the telemetry events name it.
     pub fn invocation(&self) -> events::Invocation<'_> {
         events::Invocation { tenant: &self.tenant.id, kind: self.kind, pipeline: self.pipeline.as_str(), version: self.version }

@@ -7,6 +7,8 @@
 mod commands;
 mod host;
 mod output;
+#[cfg(test)]
+mod reference;
 mod streams;
 
 use crate::pipelines::PipelineKind;

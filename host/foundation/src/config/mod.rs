@@ -7,6 +7,8 @@ mod kind;
 mod names;
 mod platform_config;
 mod profile;
+#[cfg(test)]
+mod reference;
 mod registry;
 mod units;
 
@@ -57,12 +59,12 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Reads a YAML file into `T`, reporting the path of the field that failed.
-pub(crate) fn load_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+pub fn load_yaml<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| ConfigError::new(file, "", format!("cannot read the file: {e}")))?;
     parse_yaml(file, &text)
 }
 
-pub(crate) fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigError> {
     let deserializer = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let field = error.path().to_string();

@@ -209,6 +209,7 @@ fn partition_for(key: Option<&[u8]>, partitions: usize, round_robin: &AtomicUsiz
 
 /// Reads every record of the partition file at `path` as a consumer
 /// would: what a damaged or hostile log file gives (fuzz targets).
+#[cfg(feature = "test-support")]
 pub fn read_partition_file(path: &Path) -> Result<Vec<InRecord>, SinkError> {
     let (mut reader, _) = PartitionReader::open_at(path, 0)?;
     let mut records = Vec::new();
